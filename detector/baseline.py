@@ -1,0 +1,484 @@
+"""Per-entity behavioural baselines: immutable values updated with event time.
+
+A :class:`Baseline` summarises one user's (or device's) behaviour: when it is
+active, where from, with which devices, which services and hosts it uses, how
+often it fails to log on and how much data it moves. :func:`update` returns a
+*new* baseline and never mutates its input, so a stream processor writes the
+result back explicitly (``table[key] = new.to_dict()``).
+
+Decay uses a landmark: an observation at time ``t`` gets weight
+``2 ** ((t - t0) / half_life)`` where ``t0`` is the baseline's landmark. All
+shares (this country's weight over all countries' weight) are then exact
+exponentially decayed proportions, and one update touches O(1) entries. When
+weights grow past 2**16 the baseline is renormalised to a new landmark, and
+weights that fall under 0.001 of a fresh observation are forgotten.
+
+Weights are rounded to 3 decimals when written, so the in-memory value and
+its serialised form are identical: a worker that round-trips state through a
+Kafka changelog on every batch decides exactly like an in-process replay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from detector.config import HOUR_MS, DetectorConfig
+from detector.events import Event, EventKind
+
+#: Serialised schema version. Bump and add an upgrade step when fields change.
+SCHEMA_VERSION: Final = 1
+
+#: Behavioural dimensions tracked as decayed distinct-value sets. Append only.
+DIMENSIONS: Final = (
+    "country",
+    "city",
+    "asn",
+    "prefix",
+    "device",
+    "ua",
+    "service",
+    "host",
+    "port",
+    "dst_country",
+    "dst_asn",
+)
+
+#: Traffic statistics per destination class and direction (log1p bytes).
+TRAFFIC_KEYS: Final = ("int_out", "int_in", "ext_out", "ext_in")
+
+_RENORMALISE_AT: Final = 16.0  # half-lives past the landmark
+_LN2: Final = math.log(2.0)
+
+# (weight, last_seen_s) of one distinct value.
+Entry = tuple[float, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """One entity's behavioural baseline. Treat every field as read-only.
+
+    Attributes
+    ----------
+    n_seen : events observed (all of them, learned or not)
+    n_learned : total learning weight folded into the profile (cold start)
+    first_ts, last_ts : event time (ms) of the first and latest event seen
+    t0 : landmark (ms) of the decayed weights
+    hours, hours_total : hour-of-week (0 = Monday 00h UTC) -> decayed weight
+    seen, seen_totals : dimension -> value -> (decayed weight, last seen s)
+    last_success : (ts_ms, lat, lon, country) of the last learned successful
+        logon with a location
+    fail_rate : exponentially weighted share of failed logons
+    fail_burst : (decayed count, ts_ms) of recent failed logons
+    new_hosts : (decayed count, ts_ms) of recent first-time internal hosts
+    traffic : key in TRAFFIC_KEYS -> (n, mean, var) of log1p(bytes)
+    signals : recent signals (dedup key, level, ts_ms), for storm control
+    """
+
+    n_seen: int = 0
+    n_learned: float = 0.0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    t0: int = 0
+    hours: Mapping[int, float] = field(default_factory=dict)
+    hours_total: float = 0.0
+    seen: Mapping[str, Mapping[str, Entry]] = field(default_factory=dict)
+    seen_totals: Mapping[str, float] = field(default_factory=dict)
+    last_success: tuple[int, float, float, str | None] | None = None
+    fail_rate: float = 0.0
+    fail_burst: tuple[float, int] = (0.0, 0)
+    new_hosts: tuple[float, int] = (0.0, 0)
+    traffic: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    signals: tuple[tuple[str, int, int], ...] = ()
+
+    # ------------------------------------------------------------------ reads
+    def decay_factor(self, ts_ms: int, cfg: DetectorConfig) -> float:
+        """Return the factor that turns stored weights into weights at ``ts_ms``.
+
+        A stored weight ``w`` is worth ``w * factor`` observations "now".
+        """
+        half_life_ms = cfg.profile_half_life_days * 86_400_000.0
+        return math.exp(-_LN2 * (ts_ms - self.t0) / half_life_ms)
+
+    def share(self, dimension: str, value: str, factor: float) -> float:
+        """Return the decayed share of ``value`` among the dimension's values.
+
+        One pseudo-observation is added to the denominator, so a value seen
+        once in a short history is not "usual" yet. Unseen values give 0.0.
+
+        Examples
+        --------
+        >>> b = Baseline()
+        >>> b.share("country", "US", 1.0)
+        0.0
+        """
+        entries = self.seen.get(dimension)
+        if not entries:
+            return 0.0
+        entry = entries.get(value)
+        if entry is None:
+            return 0.0
+        return entry[0] * factor / (self.seen_totals.get(dimension, 0.0) * factor + 1.0)
+
+    def top_values(self, dimension: str, n: int = 3) -> list[str]:
+        """Return up to ``n`` values of a dimension, most weighted first."""
+        entries = self.seen.get(dimension) or {}
+        ranked = sorted(entries.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [k for k, _ in ranked[:n]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise to a compact JSON-ready dict carrying the schema version ``v``.
+
+        Examples
+        --------
+        >>> Baseline().to_dict()["v"]
+        1
+        """
+        out: dict[str, Any] = {"v": SCHEMA_VERSION, "n": self.n_seen, "nl": self.n_learned}
+        if self.first_ts is not None:
+            out["ft"] = self.first_ts
+            out["lt"] = self.last_ts
+        out["t0"] = self.t0
+        if self.hours:
+            out["h"] = {str(k): v for k, v in self.hours.items()}
+            out["ht"] = self.hours_total
+        if self.seen:
+            out["s"] = {d: {k: [w, s] for k, (w, s) in e.items()} for d, e in self.seen.items()}
+            out["st"] = dict(self.seen_totals)
+        if self.last_success is not None:
+            out["ls"] = list(self.last_success)
+        if self.fail_rate:
+            out["fr"] = self.fail_rate
+        if self.fail_burst[0]:
+            out["fb"] = list(self.fail_burst)
+        if self.new_hosts[0]:
+            out["nh"] = list(self.new_hosts)
+        if self.traffic:
+            out["tr"] = {k: list(v) for k, v in self.traffic.items()}
+        if self.signals:
+            out["sg"] = [list(s) for s in self.signals]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
+        """Rebuild a baseline from :meth:`to_dict` output (upgrading old versions).
+
+        Raises ``ValueError`` for an unknown schema version or a malformed
+        dict: state is input too, and is never trusted blindly.
+        """
+        version = data.get("v")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"unsupported baseline schema version: {version!r}")
+        try:
+            ls = data.get("ls")
+            return cls(
+                n_seen=int(data["n"]),
+                n_learned=float(data["nl"]),
+                first_ts=None if data.get("ft") is None else int(data["ft"]),
+                last_ts=None if data.get("lt") is None else int(data["lt"]),
+                t0=int(data["t0"]),
+                hours={int(k): float(v) for k, v in (data.get("h") or {}).items()},
+                hours_total=float(data.get("ht", 0.0)),
+                seen={
+                    str(d): {str(k): (float(w), int(s)) for k, (w, s) in e.items()}
+                    for d, e in (data.get("s") or {}).items()
+                },
+                seen_totals={str(k): float(v) for k, v in (data.get("st") or {}).items()},
+                last_success=None
+                if ls is None
+                else (
+                    int(ls[0]),
+                    float(ls[1]),
+                    float(ls[2]),
+                    None if ls[3] is None else str(ls[3]),
+                ),
+                fail_rate=float(data.get("fr", 0.0)),
+                fail_burst=_pair(data.get("fb")),
+                new_hosts=_pair(data.get("nh")),
+                traffic={
+                    str(k): (float(v[0]), float(v[1]), float(v[2]))
+                    for k, v in (data.get("tr") or {}).items()
+                },
+                signals=tuple((str(s[0]), int(s[1]), int(s[2])) for s in data.get("sg") or ()),
+            )
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed baseline: {type(exc).__name__}") from exc
+
+
+EMPTY: Final = Baseline()
+
+
+def _pair(value: Any) -> tuple[float, int]:
+    if value is None:
+        return (0.0, 0)
+    return (float(value[0]), int(value[1]))
+
+
+def decayed(count_ts: tuple[float, int], ts_ms: int, half_life_s: float) -> float:
+    """Return a short-window decayed counter's value at ``ts_ms``.
+
+    Examples
+    --------
+    >>> decayed((4.0, 0), 600_000, 600.0)
+    2.0
+    """
+    count, last = count_ts
+    if count == 0.0:
+        return 0.0
+    dt = max(ts_ms - last, 0)
+    return count * math.exp(-_LN2 * dt / (half_life_s * 1000.0))
+
+
+def hour_of_week(ts_ms: int) -> int:
+    """Return the UTC hour of week, 0 = Monday 00h, for epoch milliseconds.
+
+    Examples
+    --------
+    >>> hour_of_week(0)  # 1970-01-01 was a Thursday
+    72
+    """
+    # Epoch day 0 was a Thursday (weekday 3 with Monday = 0).
+    return int((ts_ms // HOUR_MS + 72) % 168)
+
+
+def dimension_values(event: Event) -> list[tuple[str, str]]:
+    """Return the (dimension, value) pairs an event contributes to a profile."""
+    out: list[tuple[str, str]] = []
+    if event.kind is EventKind.AUTH:
+        if event.src_country is not None:
+            out.append(("country", event.src_country))
+        if event.src_city is not None:
+            out.append(("city", event.src_city))
+        if event.src_asn is not None:
+            out.append(("asn", str(event.src_asn)))
+        if event.src_prefix is not None:
+            out.append(("prefix", event.src_prefix))
+        if event.device_id is not None:
+            out.append(("device", event.device_id))
+        if event.user_agent is not None:
+            out.append(("ua", event.user_agent))
+        if event.service is not None:
+            out.append(("service", event.service))
+    else:
+        if event.dst_internal:
+            host = event.dst_hostname or event.dst_ip
+            if host is not None:
+                out.append(("host", host))
+            if event.dst_port is not None:
+                out.append(("port", str(event.dst_port)))
+        elif event.dst_internal is False:
+            if event.dst_country is not None:
+                out.append(("dst_country", event.dst_country))
+            if event.dst_asn is not None:
+                out.append(("dst_asn", str(event.dst_asn)))
+        if event.device_id is not None and event.entity_kind.value == "user":
+            out.append(("device", event.device_id))
+    return out
+
+
+def _ew(
+    stat: tuple[float, float, float] | None, x: float, alpha: float
+) -> tuple[float, float, float]:
+    """Exponentially weighted mean/variance with a 1/n warm start."""
+    if stat is None:
+        return (1.0, round(x, 4), 0.0)
+    n, mean, var = stat
+    a = max(alpha, 1.0 / (n + 1.0))
+    diff = x - mean
+    incr = a * diff
+    new_mean = mean + incr
+    new_var = (1.0 - a) * (var + diff * incr)
+    return (min(n + 1.0, 1e6), round(new_mean, 4), round(new_var, 4))
+
+
+def update(
+    b: Baseline,
+    event: Event,
+    cfg: DetectorConfig,
+    learn_weight: float = 1.0,
+    caps: Mapping[str, int] | None = None,
+) -> Baseline:
+    """Return a new baseline with ``event`` folded in; ``b`` is not modified.
+
+    ``learn_weight`` scales what the event teaches the *profile* (places,
+    devices, hours, services, hosts, traffic). Risk counters (failure burst,
+    new-host burst, last seen) always advance, so an attack that the policy
+    refuses to learn still counts towards the next detection.
+
+    Parameters
+    ----------
+    b : the baseline as it was before the event
+    event : the event, already scored against ``b``
+    cfg : detector configuration (half-lives, caps)
+    learn_weight : 1.0 for trusted events, 0.0 for events not to learn
+    caps : per-dimension caps, default ``cfg.caps`` (peer baselines use more)
+
+    Returns
+    -------
+    Baseline
+        The updated baseline.
+
+    Examples
+    --------
+    >>> from detector.events import parse_event
+    >>> e = parse_event(b'{"kind": "auth", "ts": 1767225600000, "user": "ana", "ok": true,'
+    ...                 b' "country": "US"}')
+    >>> b2 = update(EMPTY, e, DetectorConfig())
+    >>> b2.n_seen, b2.top_values("country"), EMPTY.n_seen
+    (1, ['US'], 0)
+    """
+    ts = event.ts_ms
+    half_life_ms = cfg.profile_half_life_days * 86_400_000.0
+    t0 = b.t0
+    n_learned = b.n_learned
+    hours: Mapping[int, float] = b.hours
+    hours_total = b.hours_total
+    seen: Mapping[str, Mapping[str, Entry]] = b.seen
+    seen_totals: Mapping[str, float] = b.seen_totals
+    last_success = b.last_success
+    fail_rate = b.fail_rate
+    traffic: Mapping[str, tuple[float, float, float]] = b.traffic
+
+    if not b.hours and not b.seen:
+        # Nothing learned yet: the first learned event anchors the landmark.
+        t0 = ts
+    elif (ts - t0) / half_life_ms > _RENORMALISE_AT:
+        hours, hours_total, seen, seen_totals, t0 = _renormalise(b, ts, half_life_ms)
+
+    if learn_weight > 0.0:
+        w = learn_weight * math.exp(_LN2 * (ts - t0) / half_life_ms)
+        n_learned = round(n_learned + learn_weight, 3)
+        how = hour_of_week(ts)
+        new_hours = dict(hours)
+        new_hours[how] = round(new_hours.get(how, 0.0) + w, 3)
+        hours = new_hours
+        hours_total = round(hours_total + w, 3)
+        pairs = dimension_values(event)
+        if pairs:
+            new_seen = dict(seen)
+            new_totals = dict(seen_totals)
+            ts_s = ts // 1000
+            cap_of = caps if caps is not None else cfg.caps
+            for dim, value in pairs:
+                entries = dict(new_seen.get(dim) or {})
+                old = entries.get(value)
+                if old is None:
+                    cap = cap_of.get(dim, 8)
+                    if len(entries) >= cap:
+                        # Evict the least weighted value; ties go to the oldest,
+                        # then by value, so eviction is deterministic.
+                        victim = min(entries.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
+                        del entries[victim[0]]
+                    entries[value] = (round(w, 3), ts_s)
+                else:
+                    entries[value] = (round(old[0] + w, 3), max(old[1], ts_s))
+                new_seen[dim] = entries
+                new_totals[dim] = round(new_totals.get(dim, 0.0) + w, 3)
+            seen = new_seen
+            seen_totals = new_totals
+        if event.kind is EventKind.AUTH:
+            if event.success is not None:
+                fail = 0.0 if event.success else 1.0
+                a = max(cfg.ew_alpha, 1.0 / (b.n_seen + 1.0))
+                fail_rate = round(fail_rate + a * (fail - fail_rate), 4)
+            if event.success and event.src_lat is not None and event.src_lon is not None:
+                last_success = (ts, event.src_lat, event.src_lon, event.src_country)
+        else:
+            traffic = _update_traffic(traffic, event, cfg.ew_alpha)
+
+    fail_burst = b.fail_burst
+    if event.kind is EventKind.AUTH and event.success is False:
+        burst = decayed(fail_burst, ts, cfg.failure_burst_half_life_s)
+        fail_burst = (round(burst + 1.0, 3), max(ts, fail_burst[1]))
+
+    new_hosts = b.new_hosts
+    if event.kind is EventKind.NETWORK and event.dst_internal:
+        host = event.dst_hostname or event.dst_ip
+        if host is not None and host not in (b.seen.get("host") or {}):
+            burst = decayed(new_hosts, ts, cfg.new_host_burst_half_life_s)
+            new_hosts = (round(burst + 1.0, 3), max(ts, new_hosts[1]))
+
+    return Baseline(
+        n_seen=b.n_seen + 1,
+        n_learned=n_learned,
+        first_ts=ts if b.first_ts is None else min(b.first_ts, ts),
+        last_ts=ts if b.last_ts is None else max(b.last_ts, ts),
+        t0=t0,
+        hours=hours,
+        hours_total=hours_total,
+        seen=seen,
+        seen_totals=seen_totals,
+        last_success=last_success,
+        fail_rate=fail_rate,
+        fail_burst=fail_burst,
+        new_hosts=new_hosts,
+        traffic=traffic,
+        signals=b.signals,
+    )
+
+
+def _update_traffic(
+    traffic: Mapping[str, tuple[float, float, float]], event: Event, alpha: float
+) -> Mapping[str, tuple[float, float, float]]:
+    if event.dst_internal is None or (event.bytes_out is None and event.bytes_in is None):
+        return traffic
+    prefix = "int" if event.dst_internal else "ext"
+    new = dict(traffic)
+    if event.bytes_out is not None:
+        key = prefix + "_out"
+        new[key] = _ew(new.get(key), math.log1p(event.bytes_out), alpha)
+    if event.bytes_in is not None:
+        key = prefix + "_in"
+        new[key] = _ew(new.get(key), math.log1p(event.bytes_in), alpha)
+    return new
+
+
+def _renormalise(
+    b: Baseline, ts: int, half_life_ms: float
+) -> tuple[dict[int, float], float, dict[str, dict[str, Entry]], dict[str, float], int]:
+    """Move the landmark to ``ts``, forgetting weights that decayed to ~0."""
+    f = math.exp(-_LN2 * (ts - b.t0) / half_life_ms)
+    hours = {h: round(w * f, 3) for h, w in b.hours.items()}
+    hours = {h: w for h, w in hours.items() if w > 0.0}
+    seen: dict[str, dict[str, Entry]] = {}
+    totals: dict[str, float] = {}
+    for dim, entries in b.seen.items():
+        kept = {k: (round(w * f, 3), s) for k, (w, s) in entries.items()}
+        kept = {k: v for k, v in kept.items() if v[0] > 0.0}
+        if kept:
+            seen[dim] = kept
+            totals[dim] = round(b.seen_totals.get(dim, 0.0) * f, 3)
+    return hours, round(b.hours_total * f, 3), seen, totals, ts
+
+
+def with_signal(b: Baseline, key: str, level: int, ts_ms: int, window_s: int) -> Baseline:
+    """Return ``b`` remembering a signal (for dedup), pruning expired ones."""
+    horizon = ts_ms - window_s * 1000
+    kept = tuple(s for s in b.signals if s[2] >= horizon and s[0] != key)
+    # Keep the strongest level per key; bounded so a storm cannot grow state.
+    signals = (kept + ((key, level, ts_ms),))[-8:]
+    return Baseline(
+        n_seen=b.n_seen,
+        n_learned=b.n_learned,
+        first_ts=b.first_ts,
+        last_ts=b.last_ts,
+        t0=b.t0,
+        hours=b.hours,
+        hours_total=b.hours_total,
+        seen=b.seen,
+        seen_totals=b.seen_totals,
+        last_success=b.last_success,
+        fail_rate=b.fail_rate,
+        fail_burst=b.fail_burst,
+        new_hosts=b.new_hosts,
+        traffic=b.traffic,
+        signals=signals,
+    )
+
+
+def signal_suppressed(b: Baseline, key: str, level: int, ts_ms: int, window_s: int) -> bool:
+    """Return True when a signal at ``level`` or above for ``key`` fired within the window."""
+    horizon = ts_ms - window_s * 1000
+    return any(s[0] == key and s[1] >= level and horizon <= s[2] <= ts_ms for s in b.signals)

@@ -1,0 +1,279 @@
+"""The engine: parse -> baseline -> features -> score -> policy -> signal, in batches.
+
+:class:`Detector` is the one implementation behind the replay CLI, the
+notebooks, the benchmarks and the stream workers. It is pure and synchronous:
+state comes in as an :class:`EngineState` of immutable values and leaves as
+new values written back into it.
+
+Batching never changes a decision. Per entity, events are handled strictly in
+input order (score, decide, then learn). Across entities a batch is cut into
+*waves*: wave ``k`` holds the ``k``-th event of every entity in the batch, is
+scored with one forest call per event kind, and is decided and learned before
+wave ``k+1``. Cross-entity context (source IP, session) does not depend on
+decisions, so it is computed first, in input order. Hence any chunking of a
+stream gives the same decisions as one event at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from detector.baseline import EMPTY, Baseline, signal_suppressed, update, with_signal
+from detector.context import (
+    IpContext,
+    SessionContext,
+    session_live,
+    session_opener,
+    tracks_session,
+    update_ip,
+)
+from detector.events import Event, EventKind
+from detector.features import EventContext, FeatureExtractor
+from detector.model import Model
+from detector.policy import Action, Policy, Reason
+
+_EMPTY_IP: Final = IpContext()
+
+
+@dataclass
+class EngineState:
+    """Mutable container of immutable state values, keyed like the stream tables.
+
+    ``baselines`` by entity key (``user:alice``), ``ips`` by source IP,
+    ``sessions`` by session id. The stream adapter fills it from its tables
+    before a batch and writes back the keys the batch touched.
+    """
+
+    baselines: dict[str, Baseline] = field(default_factory=dict)
+    ips: dict[str, IpContext] = field(default_factory=dict)
+    sessions: dict[str, SessionContext] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's verdict on one event."""
+
+    event: Event
+    action: Action
+    risk: float  # final risk in [0, 1], consistent with the action
+    model_risk: float  # the forest's calibrated risk alone
+    score: float  # raw anomaly score, higher = more anomalous
+    reasons: tuple[Reason, ...]
+    cold_start: bool
+    learn_weight: float
+    signal_id: str | None  # set when a signal is emitted (not deduplicated)
+    model_version: str
+    features: list[float] | None = None  # the feature row, when asked for
+
+    @property
+    def event_id(self) -> str:
+        """Return the triggering event's id."""
+        return self.event.event_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the decision record written by ``detector replay``.
+
+        The first five fields are the documented contract
+        (``event_id, entity, action, risk, reasons``); the rest extend it.
+        """
+        e = self.event
+        return {
+            "event_id": e.event_id,
+            "entity": e.entity,
+            "action": self.action.value,
+            "risk": round(self.risk, 6),
+            "reasons": [r.to_dict() for r in self.reasons],
+            "entity_kind": e.entity_kind.value,
+            "entity_class": e.entity_class.value,
+            "kind": e.kind.value,
+            "ts": e.ts_ms,
+            "session_id": e.session_id,
+            "model_risk": round(self.model_risk, 6),
+            "score": round(self.score, 6),
+            "cold_start": self.cold_start,
+            "learned": self.learn_weight,
+            "signal_id": self.signal_id,
+            "model_version": self.model_version,
+        }
+
+
+def signal_id_for(event: Event, action: Action) -> str:
+    """Return the deterministic signal id for ``action`` on ``event``.
+
+    A redelivered event yields the same id, so consumers deduplicate retries.
+
+    Examples
+    --------
+    >>> from detector.events import parse_event
+    >>> e = parse_event(b'{"kind":"auth","id":"e1","ts":1000,"user":"ana"}')
+    >>> signal_id_for(e, Action.REVOKE) == signal_id_for(e, Action.REVOKE)
+    True
+    """
+    raw = f"{e_key(event)}|{event.event_id}|{action.value}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def e_key(event: Event) -> str:
+    """Return the entity key of an event (``user:alice``)."""
+    return event.entity_key
+
+
+class Detector:
+    """Scores and decides events against per-entity baselines.
+
+    Parameters
+    ----------
+    model : a loaded :class:`~detector.model.Model`
+
+    Examples
+    --------
+    >>> from detector.events import parse_event
+    >>> from detector.model import load_model
+    >>> det = Detector(load_model("models/default"))
+    >>> e = parse_event(b'{"kind":"auth","id":"e1","ts":1767225600000,"user":"ana","ok":true,'
+    ...                 b'"country":"US","ip":"198.51.100.7"}')
+    >>> [d.action.value for d in det.process([e], EngineState())]
+    ['allow']
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.cfg = model.cfg
+        self.features = FeatureExtractor(model.cfg, dict(model.peers))
+        self.policy = Policy(
+            model.cfg, model.thresholds, {k: m.stats for k, m in model.kinds.items()}
+        )
+        self._learn = {
+            Action.ALLOW: 1.0,
+            Action.STEP_UP: model.cfg.step_up_learn_weight,
+            Action.REVOKE: 0.0,
+        }
+
+    def context(self, events: Sequence[Event], state: EngineState) -> list[EventContext]:
+        """Compute each event's cross-entity context in input order, updating ``state``."""
+        cfg = self.cfg
+        out: list[EventContext] = []
+        ips = state.ips
+        sessions = state.sessions
+        for e in events:
+            ip_stats = None
+            if e.kind is EventKind.AUTH and e.src_ip is not None:
+                ctx = update_ip(ips.get(e.src_ip, _EMPTY_IP), e, cfg)
+                ips[e.src_ip] = ctx
+                ip_stats = ctx.stats(e.ts_ms, cfg.ip_window_s)
+            changes: tuple[tuple[str, str, str], ...] | None = None
+            if tracks_session(e):
+                sid = e.session_id
+                assert sid is not None  # noqa: S101 - tracks_session checked it
+                opener = sessions.get(sid)
+                if session_live(opener, e, cfg):
+                    assert opener is not None  # noqa: S101
+                    changes = tuple(opener.changes(e))
+                else:
+                    changes = ()
+                    sessions[sid] = session_opener(e)
+            out.append(
+                EventContext(ip_stats, changes) if ip_stats or changes is not None else _NO_CTX
+            )
+        return out
+
+    def process(
+        self, events: Sequence[Event], state: EngineState, keep_features: bool = False
+    ) -> list[Decision]:
+        """Decide every event of a batch; update ``state`` in place with new values.
+
+        Parameters
+        ----------
+        events : the batch, in stream order
+        state : baselines and contexts before the batch; holds the new values after
+        keep_features : attach each event's feature row to its decision
+
+        Returns
+        -------
+        list of Decision
+            One per event, in input order.
+        """
+        if not events:
+            return []
+        contexts = self.context(events, state)
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            groups.setdefault(e.entity_key, []).append(i)
+        decisions: list[Decision | None] = [None] * len(events)
+        pending = list(groups.values())
+        k = 0
+        while pending:
+            wave = [g[k] for g in pending]
+            self._wave(events, wave, contexts, state, decisions, keep_features)
+            k += 1
+            pending = [g for g in pending if len(g) > k]
+        return [d for d in decisions if d is not None]
+
+    def _wave(
+        self,
+        events: Sequence[Event],
+        wave: list[int],
+        contexts: list[EventContext],
+        state: EngineState,
+        decisions: list[Decision | None],
+        keep_features: bool,
+    ) -> None:
+        fx = self.features
+        baselines = state.baselines
+        by_kind: dict[EventKind, list[int]] = {}
+        rows: dict[int, list[float]] = {}
+        for i in wave:
+            e = events[i]
+            b = baselines.get(e.entity_key, EMPTY)
+            rows[i] = fx.extract(e, b, contexts[i])
+            by_kind.setdefault(e.kind, []).append(i)
+        version = self.model.version
+        cfg = self.cfg
+        for kind, idxs in by_kind.items():
+            scores, risks = self.model.kinds[kind].score([rows[i] for i in idxs])
+            for j, i in enumerate(idxs):
+                e = events[i]
+                key = e.entity_key
+                b = baselines.get(key, EMPTY)
+                cold = fx.is_cold(b)
+                model_risk = float(risks[j])
+                verdict = self.policy.decide(
+                    e, rows[i], model_risk, cold, contexts[i], b, fx.profile_for(e, b)
+                )
+                weight = self._learn[verdict.action]
+                new_b = update(b, e, cfg, weight)
+                signal_id = None
+                risk = model_risk
+                if verdict.action is not Action.ALLOW:
+                    step_thr, revoke_thr = self.policy.thresholds_for(e)
+                    floor = revoke_thr if verdict.action is Action.REVOKE else step_thr
+                    risk = max(model_risk, floor)
+                    level = verdict.action.level
+                    dedup_key = e.session_id or ""
+                    if not signal_suppressed(
+                        new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s
+                    ):
+                        signal_id = signal_id_for(e, verdict.action)
+                        new_b = with_signal(
+                            new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s
+                        )
+                baselines[key] = new_b
+                decisions[i] = Decision(
+                    event=e,
+                    action=verdict.action,
+                    risk=risk,
+                    model_risk=model_risk,
+                    score=float(scores[j]),
+                    reasons=verdict.reasons,
+                    cold_start=cold,
+                    learn_weight=weight,
+                    signal_id=signal_id,
+                    model_version=version,
+                    features=rows[i] if keep_features else None,
+                )
+
+
+_NO_CTX: Final = EventContext()

@@ -1,0 +1,381 @@
+"""Features: a fixed, named, append-only vector per event.
+
+Every feature is computed from the event and the entity's baseline *as it was
+before the event* (prequential: score, then learn), plus the cross-entity
+context (source IP, session). Training, notebooks, the replay CLI and the
+stream workers all call :meth:`FeatureExtractor.extract`; there is no second
+implementation.
+
+A feature that cannot be computed (the event lacks the field, or there is no
+history to compare with) is ``NaN``: *missing*, never zero. The scorer imputes
+missing values with the training median of that feature, so a missing field
+neither raises nor lowers the anomaly score on its own.
+
+Rarity features are ``-log10`` of the value's decayed share in the baseline,
+floored at 1e-4: 0 for the usual value, 4 for a never-seen one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from detector.baseline import Baseline, decayed, hour_of_week
+from detector.config import DetectorConfig
+from detector.context import IpStats
+from detector.events import EntityClass, Event, EventKind
+
+NAN: Final = float("nan")
+
+#: The feature vector's layout. Stable identifiers: APPEND ONLY, never rename
+#: or reorder (models store the names they were trained on and refuse others).
+FEATURE_NAMES: Final = (
+    "auth_failure",
+    "hour_rarity",
+    "days_idle_log",
+    "history_log",
+    "country_rarity",
+    "city_rarity",
+    "asn_rarity",
+    "prefix_rarity",
+    "travel_kmh_log",
+    "device_rarity",
+    "ua_rarity",
+    "service_rarity",
+    "recent_failures_log",
+    "fail_rate",
+    "failures_then_success_log",
+    "ip_users_log",
+    "ip_failures_log",
+    "ip_fail_users_log",
+    "session_change",
+    "hosting_asn",
+    "mfa",
+    "entity_admin",
+    "entity_vendor",
+    "entity_service",
+    "entity_device",
+    "service_tier",
+    "dst_internal",
+    "host_rarity",
+    "port_rarity",
+    "new_hosts_burst_log",
+    "dst_country_rarity",
+    "dst_asn_rarity",
+    "bytes_out_z",
+    "bytes_in_z",
+    "bytes_out_log",
+)
+FEATURE_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+#: Features the authentication forest is trained on.
+AUTH_FEATURES: Final = (
+    "auth_failure",
+    "hour_rarity",
+    "days_idle_log",
+    "history_log",
+    "country_rarity",
+    "city_rarity",
+    "asn_rarity",
+    "prefix_rarity",
+    "travel_kmh_log",
+    "device_rarity",
+    "ua_rarity",
+    "service_rarity",
+    "recent_failures_log",
+    "fail_rate",
+    "failures_then_success_log",
+    "ip_users_log",
+    "ip_failures_log",
+    "ip_fail_users_log",
+    "session_change",
+    "hosting_asn",
+    "mfa",
+    "entity_admin",
+    "entity_vendor",
+    "entity_service",
+    "service_tier",
+)
+
+#: Features the network forest is trained on.
+NETWORK_FEATURES: Final = (
+    "hour_rarity",
+    "days_idle_log",
+    "history_log",
+    "entity_admin",
+    "entity_vendor",
+    "entity_service",
+    "entity_device",
+    "dst_internal",
+    "host_rarity",
+    "port_rarity",
+    "new_hosts_burst_log",
+    "dst_country_rarity",
+    "dst_asn_rarity",
+    "bytes_out_z",
+    "bytes_in_z",
+    "bytes_out_log",
+)
+
+_RARITY_FLOOR: Final = 1e-4
+_MAX_RARITY: Final = 4.0
+_LOG10: Final = math.log(10.0)
+_EARTH_KM: Final = 6371.0088
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """Cross-entity context of one event, computed in input order.
+
+    ``ip`` is None when the event has no source IP (or is not an auth event);
+    ``session_changes`` is None when the event carries no trackable session.
+    """
+
+    ip: IpStats | None = None
+    session_changes: tuple[tuple[str, str, str], ...] | None = None
+
+
+EMPTY_CONTEXT: Final = EventContext()
+
+
+def rarity(share: float) -> float:
+    """Return ``-log10(share)`` floored at 1e-4: 0 usual, 4 never seen.
+
+    Examples
+    --------
+    >>> rarity(1.0), rarity(0.01), rarity(0.0)
+    (0.0, 2.0, 4.0)
+    """
+    if share <= _RARITY_FLOOR:
+        return _MAX_RARITY
+    return -math.log(share) / _LOG10 + 0.0
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Return the great-circle distance in km.
+
+    Examples
+    --------
+    >>> round(haversine_km(40.7128, -74.0060, 51.5074, -0.1278))  # New York - London
+    5570
+    """
+    p1 = math.radians(lat1)
+    p2 = math.radians(lat2)
+    dp = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def travel(event: Event, b: Baseline, cfg: DetectorConfig) -> tuple[float, float] | None:
+    """Return (km, km/h) from the last learned successful location, or None.
+
+    Distances under ``cfg.travel_min_km`` count as no travel (geo-IP noise).
+    The elapsed time is floored at one minute.
+    """
+    if event.src_lat is None or event.src_lon is None or b.last_success is None:
+        return None
+    ts, lat, lon, _ = b.last_success
+    km = haversine_km(lat, lon, event.src_lat, event.src_lon)
+    if km < cfg.travel_min_km:
+        return (km, 0.0)
+    hours = max((event.ts_ms - ts) / 3_600_000.0, 1.0 / 60.0)
+    return (km, km / hours)
+
+
+def hour_share(b: Baseline, ts_ms: int, factor: float) -> float:
+    """Return the decayed, smoothed share of this hour of week in ``b``.
+
+    The hour's own bin counts half, its neighbours a quarter each (people log
+    on a little earlier or later), mixed with the hour-of-day share across the
+    week (Tuesday 09h makes Wednesday 09h usual too).
+    """
+    if not b.hours:
+        return 0.0
+    h = hour_of_week(ts_ms)
+    hours = b.hours
+    week = (
+        0.25 * hours.get((h - 1) % 168, 0.0)
+        + 0.5 * hours.get(h, 0.0)
+        + 0.25 * hours.get((h + 1) % 168, 0.0)
+    )
+    hod = h % 24
+    day = sum(hours.get(hod + 24 * d, 0.0) for d in range(7)) / 7.0
+    total = b.hours_total * factor + 1.0
+    return (0.6 * week + 0.4 * day) * factor / total
+
+
+class FeatureExtractor:
+    """Computes :data:`FEATURE_NAMES` vectors. Holds only derived configuration.
+
+    Parameters
+    ----------
+    cfg : detector configuration
+    peers : peer-group baselines by entity class, for cold start
+
+    Examples
+    --------
+    >>> from detector.events import parse_event
+    >>> fx = FeatureExtractor(DetectorConfig(), {})
+    >>> e = parse_event(b'{"kind":"auth","ts":1767225600000,"user":"ana","ok":false}')
+    >>> row = fx.extract(e, Baseline(), EMPTY_CONTEXT)
+    >>> len(row) == len(FEATURE_NAMES), row[FEATURE_INDEX["auth_failure"]]
+    (True, 1.0)
+    """
+
+    def __init__(self, cfg: DetectorConfig, peers: dict[str, Baseline]) -> None:
+        self.cfg = cfg
+        self.peers = peers
+        self._hosting = frozenset(cfg.hosting_asns)
+        self._tiers = dict(cfg.service_tiers)
+
+    def is_cold(self, b: Baseline) -> bool:
+        """Return True while an entity has too little learned history of its own."""
+        return b.n_learned < self.cfg.min_events
+
+    def profile_for(self, event: Event, b: Baseline) -> Baseline:
+        """Return the baseline that rarity features compare against.
+
+        An entity in cold start is compared with its peer group's baseline
+        (when the model has one): "new country" means little for an entity
+        with three logons, but "a country nobody in the company uses" does.
+        """
+        if self.is_cold(b):
+            peer = self.peers.get(event.entity_class.value)
+            if peer is not None:
+                return peer
+        return b
+
+    def extract(self, event: Event, b: Baseline, ctx: EventContext) -> list[float]:
+        """Return the feature vector of ``event`` against ``b`` (before the event).
+
+        Parameters
+        ----------
+        event : the event to describe
+        b : the entity's baseline before this event
+        ctx : cross-entity context of this event
+
+        Returns
+        -------
+        list of float
+            One value per name in :data:`FEATURE_NAMES`; NaN where missing.
+        """
+        cfg = self.cfg
+        cold = self.is_cold(b)
+        prof = self.profile_for(event, b)
+        ts = event.ts_ms
+        # A peer baseline is frozen at training time: read it as of its own
+        # last event, or every value would look rarer the older the model is.
+        f = prof.decay_factor(ts if prof is b else (prof.last_ts or ts), cfg)
+        row = [NAN] * len(FEATURE_NAMES)
+
+        row[1] = rarity(hour_share(prof, ts, f)) if prof.hours else NAN
+        if b.last_ts is not None:
+            row[2] = math.log1p(max(ts - b.last_ts, 0) / 86_400_000.0)
+        row[3] = math.log1p(b.n_learned)
+        cls = event.entity_class
+        row[21] = 1.0 if cls is EntityClass.ADMIN else 0.0
+        row[22] = 1.0 if cls is EntityClass.VENDOR else 0.0
+        row[23] = 1.0 if cls is EntityClass.SERVICE else 0.0
+        row[24] = 1.0 if cls is EntityClass.DEVICE else 0.0
+
+        if event.kind is EventKind.AUTH:
+            self._auth(event, b, prof, f, cold, ctx, row)
+        else:
+            self._network(event, b, prof, f, row)
+        return row
+
+    def _auth(
+        self,
+        event: Event,
+        b: Baseline,
+        prof: Baseline,
+        f: float,
+        cold: bool,
+        ctx: EventContext,
+        row: list[float],
+    ) -> None:
+        cfg = self.cfg
+        ts = event.ts_ms
+        if event.success is not None:
+            row[0] = 0.0 if event.success else 1.0
+        if event.src_country is not None:
+            row[4] = rarity(prof.share("country", event.src_country, f))
+        if event.src_city is not None:
+            row[5] = rarity(prof.share("city", event.src_city, f))
+        if event.src_asn is not None:
+            row[6] = rarity(prof.share("asn", str(event.src_asn), f))
+            row[19] = 1.0 if event.src_asn in self._hosting else 0.0
+        if event.src_prefix is not None:
+            row[7] = rarity(prof.share("prefix", event.src_prefix, f))
+        moved = travel(event, b, cfg)
+        if moved is not None:
+            row[8] = math.log1p(moved[1])
+        if event.device_id is not None and not cold:
+            row[9] = rarity(prof.share("device", event.device_id, f))
+        if event.user_agent is not None:
+            row[10] = rarity(prof.share("ua", event.user_agent, f))
+        if event.service is not None:
+            row[11] = rarity(prof.share("service", event.service, f))
+            row[25] = float(self._tiers.get(event.service, 0))
+        else:
+            row[25] = 0.0
+        burst = decayed(b.fail_burst, ts, cfg.failure_burst_half_life_s)
+        row[12] = math.log1p(burst)
+        if b.n_seen:
+            row[13] = b.fail_rate
+        if event.success is not None:
+            row[14] = math.log1p(burst) if event.success else 0.0
+        if ctx.ip is not None:
+            row[15] = math.log1p(ctx.ip.users)
+            row[16] = math.log1p(ctx.ip.failures)
+            row[17] = math.log1p(ctx.ip.fail_users)
+        if ctx.session_changes is not None:
+            row[18] = float(len(ctx.session_changes))
+        if event.is_mfa is not None:
+            row[20] = 1.0 if event.is_mfa else 0.0
+
+    def _network(
+        self, event: Event, b: Baseline, prof: Baseline, f: float, row: list[float]
+    ) -> None:
+        cfg = self.cfg
+        internal = event.dst_internal
+        if internal is not None:
+            row[26] = 1.0 if internal else 0.0
+        if internal:
+            host = event.dst_hostname or event.dst_ip
+            if host is not None:
+                row[27] = rarity(prof.share("host", host, f))
+                seen_hosts = b.seen.get("host") or {}
+                fresh = 0.0 if host in seen_hosts else 1.0
+            else:
+                fresh = 0.0
+            if event.dst_port is not None:
+                row[28] = rarity(prof.share("port", str(event.dst_port), f))
+            burst = decayed(b.new_hosts, event.ts_ms, cfg.new_host_burst_half_life_s)
+            row[29] = math.log1p(burst + fresh)
+        elif internal is False:
+            if event.dst_country is not None:
+                row[30] = rarity(prof.share("dst_country", event.dst_country, f))
+            if event.dst_asn is not None:
+                row[31] = rarity(prof.share("dst_asn", str(event.dst_asn), f))
+        if internal is not None:
+            stats = b.traffic if b.traffic else prof.traffic
+            prefix = "int" if internal else "ext"
+            if event.bytes_out is not None:
+                row[32] = _zscore(stats.get(prefix + "_out"), math.log1p(event.bytes_out))
+            if event.bytes_in is not None:
+                row[33] = _zscore(stats.get(prefix + "_in"), math.log1p(event.bytes_in))
+        if event.bytes_out is not None:
+            row[34] = math.log1p(event.bytes_out)
+
+
+def _zscore(stat: tuple[float, float, float] | None, x: float) -> float:
+    """Return how many deviations ``x`` lies from an EW mean, or NaN without history."""
+    if stat is None or stat[0] < 5.0:
+        return NAN
+    _, mean, var = stat
+    # A floor on the deviation: a perfectly regular entity must not turn
+    # every few bytes more into a huge z.
+    return (x - mean) / max(math.sqrt(var), 0.5)
