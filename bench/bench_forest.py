@@ -12,6 +12,7 @@ Run with ``.venv/bin/python bench/bench_forest.py`` (``--quick`` for a smoke run
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -83,8 +84,10 @@ def main() -> None:
             got = forest.score(x)
             diff = float(np.max(np.abs(got - expected)))
             assert diff <= TOL, (n_trees, batch, diff)
-            t_sk = median_seconds_per_call(lambda x=x: model.score_samples(x), sample_s, samples)
-            t_cf = median_seconds_per_call(lambda x=x: forest.score(x), sample_s, samples)
+            t_sk = median_seconds_per_call(
+                functools.partial(model.score_samples, x), sample_s, samples
+            )
+            t_cf = median_seconds_per_call(functools.partial(forest.score, x), sample_s, samples)
             print(
                 f"{n_trees:>5} {batch:>6} {t_sk / batch * 1e6:>15.2f} "
                 f"{t_cf / batch * 1e6:>16.2f} {t_sk / t_cf:>8.1f}x {diff:>13.1e}"

@@ -212,7 +212,7 @@ class FeatureExtractor:
     Parameters
     ----------
     cfg : detector configuration
-    peers : peer-group baselines by entity class, for cold start
+    peers : population baselines by entity kind (``user``, ``device``), for cold start
 
     Examples
     --------
@@ -237,12 +237,14 @@ class FeatureExtractor:
     def profile_for(self, event: Event, b: Baseline) -> Baseline:
         """Return the baseline that rarity features compare against.
 
-        An entity in cold start is compared with its peer group's baseline
-        (when the model has one): "new country" means little for an entity
-        with three logons, but "a country nobody in the company uses" does.
+        An entity in cold start is compared with its population's baseline
+        (all users, or all devices; when the model has one): "new country"
+        means little for an entity with three logons, but "a country nobody
+        in the company uses" does. Per-class peers (vendors, admins) are too
+        few in most organisations to say what is usual.
         """
         if self.is_cold(b):
-            peer = self.peers.get(event.entity_class.value)
+            peer = self.peers.get(event.entity_kind.value)
             if peer is not None:
                 return peer
         return b

@@ -77,6 +77,8 @@ REASON_CODES: Final = (
     "bytes_out",
     "bytes_in",
     "travel_speed",
+    "unfamiliar_sign_in",
+    "sensitive_service_anomaly",
 )
 
 
@@ -119,18 +121,19 @@ class Thresholds:
     def effective(self, class_factor: float, tier_factor: float) -> tuple[float, float]:
         """Return (step_up, revoke) after peer-group and tier sensitivity.
 
-        A factor below 1 shrinks the tail above the threshold, so a vendor on
-        the payroll system is challenged sooner than an employee on chat.
+        The tail above each threshold is divided by the factors: a factor
+        below 1 widens it, so a vendor on the payroll system is challenged
+        sooner than an employee on chat.
 
         Examples
         --------
         >>> Thresholds(0.99, 0.999).effective(0.5, 1.0)
-        (0.995, 0.9995)
+        (0.98, 0.998)
         """
         k = class_factor * tier_factor
         return (
-            round(1.0 - (1.0 - self.step_up) * k, 12),
-            round(1.0 - (1.0 - self.revoke) * k, 12),
+            round(max(1.0 - (1.0 - self.step_up) / k, 0.0), 12),
+            round(max(1.0 - (1.0 - self.revoke) / k, 0.0), 12),
         )
 
 
@@ -185,6 +188,9 @@ LATERAL_REVOKE: Final = 10.0
 EXFIL_Z: Final = 4.0  # deviations above the entity's usual log bytes out
 EXFIL_MIN_BYTES: Final = 100_000_000
 DORMANT_DAYS: Final = 30.0
+FAIL_BURST_STEP_UP: Final = 10.0  # decayed failed logons, this one included
+SENSITIVE_TIER: Final = 2  # service tiers at or above this are sensitive
+_RARE_HOUR: Final = 2.5  # hour-of-week share below ~0.3 %
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,8 +300,8 @@ class Policy:
                 Reason(
                     "cold_start",
                     f"history={b.n_learned:g}",
-                    f"min_events={self.cfg.min_events}; judged against peer group "
-                    f"{event.entity_class.value}",
+                    f"min_events={self.cfg.min_events}; judged against all "
+                    f"{event.entity_kind.value}s",
                 )
             )
         return Verdict(action, tuple(reasons))
@@ -330,8 +336,19 @@ class Policy:
                 out.append(
                     (act, Reason("session_context_change", detail, "expected=same as at open"))
                 )
+            burst = decayed(b.fail_burst, event.ts_ms, self.cfg.failure_burst_half_life_s)
+            if event.success is False and burst + 1.0 >= FAIL_BURST_STEP_UP:
+                out.append(
+                    (
+                        Action.STEP_UP,
+                        Reason(
+                            "failed_logon_burst",
+                            f"{burst + 1.0:.1f} recent failed logons",
+                            f"expected<{FAIL_BURST_STEP_UP:g}",
+                        ),
+                    )
+                )
             if event.success:
-                burst = decayed(b.fail_burst, event.ts_ms, self.cfg.failure_burst_half_life_s)
                 if burst >= BRUTE_STEP_UP:
                     act = Action.REVOKE if burst >= BRUTE_REVOKE else Action.STEP_UP
                     out.append(
@@ -373,6 +390,7 @@ class Policy:
                             ),
                         )
                     )
+                out.extend(self._unfamiliar(event, row, b))
                 idle = row[FEATURE_INDEX["days_idle_log"]]
                 if not math.isnan(idle) and math.expm1(idle) >= DORMANT_DAYS and new_place:
                     out.append(
@@ -404,7 +422,8 @@ class Policy:
                     )
             z = row[FEATURE_INDEX["bytes_out_z"]]
             if (
-                not math.isnan(z)
+                event.dst_internal is False
+                and not math.isnan(z)
                 and z >= EXFIL_Z
                 and event.bytes_out is not None
                 and event.bytes_out >= EXFIL_MIN_BYTES
@@ -425,6 +444,55 @@ class Policy:
                         ),
                     )
                 )
+        return out
+
+    def _unfamiliar(
+        self, event: Event, row: Sequence[float], b: Baseline
+    ) -> list[tuple[Action, Reason]]:
+        """Rules for successful logons with unfamiliar properties (see module doc)."""
+        out: list[tuple[Action, Reason]] = []
+        country_r = row[FEATURE_INDEX["country_rarity"]]
+        asn_r = row[FEATURE_INDEX["asn_rarity"]]
+        device_r = row[FEATURE_INDEX["device_rarity"]]
+        ua_r = row[FEATURE_INDEX["ua_rarity"]]
+        # A new network, in a country that is new or nearly so.
+        new_location = asn_r >= _NEW and country_r + asn_r >= 2 * _NEW
+        # Travellers bring their own laptop and browser; account takeover
+        # brings neither. A vendor or a brand-new (cold) identity has no
+        # familiar client to vouch for it, so location alone decides there.
+        new_client = device_r >= _NEW or ua_r >= _NEW
+        no_client_history = b.n_learned < self.cfg.min_events or event.entity_class.value in (
+            "vendor",
+        )
+        if new_location and (new_client or no_client_history):
+            out.append(
+                (
+                    Action.STEP_UP,
+                    Reason(
+                        "unfamiliar_sign_in",
+                        f"{event.src_country} AS{event.src_asn}"
+                        + (f" device={event.device_id}" if device_r >= _NEW else "")
+                        + (" new user agent" if ua_r >= _NEW else ""),
+                        "expected=a known country, network or client",
+                    ),
+                )
+            )
+        tier = self._tiers.get(event.service, 0) if event.service is not None else 0
+        service_r = row[FEATURE_INDEX["service_rarity"]]
+        hour_r = row[FEATURE_INDEX["hour_rarity"]]
+        odd_context = hour_r >= _RARE_HOUR or country_r >= _NEW
+        if tier >= SENSITIVE_TIER and service_r >= _NEW and odd_context:
+            out.append(
+                (
+                    Action.STEP_UP,
+                    Reason(
+                        "sensitive_service_anomaly",
+                        f"first use of {event.service} (tier {tier}) at {_how(event.ts_ms)}"
+                        + (f" from {event.src_country}" if country_r >= _NEW else ""),
+                        "expected=usual services at usual hours",
+                    ),
+                )
+            )
         return out
 
     @staticmethod

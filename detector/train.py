@@ -1,8 +1,8 @@
 """Training: replay history through the same engine, fit forests, write a model.
 
 1. Parse the event files with the one parser.
-2. Fold every event into a baseline per peer group (employee, admin, vendor,
-   service, device): the population that cold-start entities are judged by.
+2. Fold every event into a population baseline per entity kind (users,
+   devices): what cold-start entities are judged by.
 3. Replay the events through :class:`~detector.engine.Detector` with a
    rules-only bootstrap model, so that baselines evolve exactly as they will
    in production (including poisoning protection), and collect the feature
@@ -86,11 +86,11 @@ def _load_events(paths: Sequence[Path]) -> tuple[list[Event], list[Reject]]:
 
 
 def build_peers(events: Sequence[Event], cfg: DetectorConfig) -> dict[str, Baseline]:
-    """Return one population baseline per entity class, from all events."""
+    """Return one population baseline per entity kind (user, device), from all events."""
     caps = {dim: cfg.peer_cap for dim in cfg.caps}
     peers: dict[str, Baseline] = {}
     for e in events:
-        cls = e.entity_class.value
+        cls = e.entity_kind.value
         # Peers are an aggregate: per-entity counters (bursts, traffic of one
         # user) mean little there, but hours, places and services do.
         peers[cls] = update(peers.get(cls, EMPTY), e, cfg, 1.0, caps)

@@ -151,7 +151,7 @@ def test_exfil_bytes_z() -> None:
 
 def test_cold_start_uses_peer_baseline() -> None:
     peer = history(50)
-    fx = FeatureExtractor(DetectorConfig(min_events=20), {"employee": peer})
+    fx = FeatureExtractor(DetectorConfig(min_events=20), {"user": peer})
     row = fx.extract(make_auth(id="x", ts=LATER, user="newbie"), EMPTY, EMPTY_CONTEXT)
     assert feat(row, "country_rarity") < 0.5  # the company's usual country
     assert math.isnan(feat(row, "device_rarity"))  # unknowable from peers

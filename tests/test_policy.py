@@ -153,7 +153,7 @@ def test_action_is_monotonic_in_risk() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "step_up"),
-    [({}, 0.99), ({"service": "payroll"}, 0.9975), ({"user_type": "Vendor"}, 0.995)],
+    [({}, 0.99), ({"service": "payroll"}, 0.96), ({"user_type": "Vendor"}, 0.98)],
 )
 def test_thresholds_tighten_for_sensitive_tiers_and_vendors(
     overrides: dict[str, Any], step_up: float
