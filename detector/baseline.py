@@ -13,20 +13,21 @@ exponentially decayed proportions, and one update touches O(1) entries. When
 weights grow past 2**16 the baseline is renormalised to a new landmark, and
 weights that fall under 0.001 of a fresh observation are forgotten.
 
-Weights are rounded to 3 decimals when written, so the in-memory value and
-its serialised form are identical: a worker that round-trips state through a
-Kafka changelog on every batch decides exactly like an in-process replay.
+Weights are integers in thousandths of an observation, so sums are exact,
+serialise compactly, and the in-memory value equals its serialised form: a
+worker that round-trips state through a Kafka changelog on every batch
+decides exactly like an in-process replay.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 from detector.config import HOUR_MS, DetectorConfig
-from detector.events import Event, EventKind
+from detector.events import EntityKind, Event, EventKind
 
 #: Serialised schema version. Bump and add an upgrade step when fields change.
 SCHEMA_VERSION: Final = 1
@@ -52,13 +53,19 @@ TRAFFIC_KEYS: Final = ("int_out", "int_in", "ext_out", "ext_in")
 _RENORMALISE_AT: Final = 16.0  # half-lives past the landmark
 _LN2: Final = math.log(2.0)
 
-# (weight, last_seen_s) of one distinct value.
-Entry = tuple[float, int]
+# (weight in thousandths, last_seen_s) of one distinct value.
+Entry = tuple[int, int]
+_MILLI: Final = 1000.0
 
 
-@dataclass(frozen=True, slots=True)
-class Baseline:
-    """One entity's behavioural baseline. Treat every field as read-only.
+_NO_MAP: Final[Mapping[Any, Any]] = MappingProxyType({})
+
+
+class Baseline(NamedTuple):
+    """One entity's behavioural baseline: an immutable value.
+
+    A named tuple, so that the many small updates of a stream build new
+    values cheaply; its mappings are never modified after construction.
 
     Attributes
     ----------
@@ -68,6 +75,8 @@ class Baseline:
     t0 : landmark (ms) of the decayed weights
     hours, hours_total : hour-of-week (0 = Monday 00h UTC) -> decayed weight
     seen, seen_totals : dimension -> value -> (decayed weight, last seen s)
+
+    Decayed weights are landmark-scaled integers in thousandths (see module doc).
     last_success : (ts_ms, lat, lon, country) of the last learned successful
         logon with a location
     fail_rate : exponentially weighted share of failed logons
@@ -82,15 +91,15 @@ class Baseline:
     first_ts: int | None = None
     last_ts: int | None = None
     t0: int = 0
-    hours: Mapping[int, float] = field(default_factory=dict)
-    hours_total: float = 0.0
-    seen: Mapping[str, Mapping[str, Entry]] = field(default_factory=dict)
-    seen_totals: Mapping[str, float] = field(default_factory=dict)
+    hours: Mapping[int, int] = _NO_MAP
+    hours_total: int = 0
+    seen: Mapping[str, Mapping[str, Entry]] = _NO_MAP
+    seen_totals: Mapping[str, int] = _NO_MAP
     last_success: tuple[int, float, float, str | None] | None = None
     fail_rate: float = 0.0
     fail_burst: tuple[float, int] = (0.0, 0)
     new_hosts: tuple[float, int] = (0.0, 0)
-    traffic: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    traffic: Mapping[str, tuple[float, float, float]] = _NO_MAP
     signals: tuple[tuple[str, int, int], ...] = ()
 
     # ------------------------------------------------------------------ reads
@@ -100,7 +109,7 @@ class Baseline:
         A stored weight ``w`` is worth ``w * factor`` observations "now".
         """
         half_life_ms = cfg.profile_half_life_days * 86_400_000.0
-        return math.exp(-_LN2 * (ts_ms - self.t0) / half_life_ms)
+        return math.exp(-_LN2 * (ts_ms - self.t0) / half_life_ms) / _MILLI
 
     def share(self, dimension: str, value: str, factor: float) -> float:
         """Return the decayed share of ``value`` among the dimension's values.
@@ -120,7 +129,7 @@ class Baseline:
         entry = entries.get(value)
         if entry is None:
             return 0.0
-        return entry[0] * factor / (self.seen_totals.get(dimension, 0.0) * factor + 1.0)
+        return entry[0] * factor / (self.seen_totals.get(dimension, 0) * factor + 1.0)
 
     def top_values(self, dimension: str, n: int = 3) -> list[str]:
         """Return up to ``n`` values of a dimension, most weighted first."""
@@ -179,13 +188,13 @@ class Baseline:
                 first_ts=None if data.get("ft") is None else int(data["ft"]),
                 last_ts=None if data.get("lt") is None else int(data["lt"]),
                 t0=int(data["t0"]),
-                hours={int(k): float(v) for k, v in (data.get("h") or {}).items()},
-                hours_total=float(data.get("ht", 0.0)),
+                hours={int(k): int(v) for k, v in (data.get("h") or {}).items()},
+                hours_total=int(data.get("ht", 0)),
                 seen={
-                    str(d): {str(k): (float(w), int(s)) for k, (w, s) in e.items()}
+                    str(d): {str(k): (int(w), int(s)) for k, (w, s) in e.items()}
                     for d, e in (data.get("s") or {}).items()
                 },
-                seen_totals={str(k): float(v) for k, v in (data.get("st") or {}).items()},
+                seen_totals={str(k): int(v) for k, v in (data.get("st") or {}).items()},
                 last_success=None
                 if ls is None
                 else (
@@ -244,7 +253,15 @@ def hour_of_week(ts_ms: int) -> int:
 
 
 def dimension_values(event: Event) -> list[tuple[str, str]]:
-    """Return the (dimension, value) pairs an event contributes to a profile."""
+    """Return the (dimension, value) pairs an event contributes to a profile.
+
+    Examples
+    --------
+    >>> from detector.events import parse_event
+    >>> e = parse_event(b'{"kind":"auth","ts":0,"user":"ana","country":"US","service":"mail"}')
+    >>> dimension_values(e)
+    [('country', 'US'), ('service', 'mail')]
+    """
     out: list[tuple[str, str]] = []
     if event.kind is EventKind.AUTH:
         if event.src_country is not None:
@@ -273,7 +290,7 @@ def dimension_values(event: Event) -> list[tuple[str, str]]:
                 out.append(("dst_country", event.dst_country))
             if event.dst_asn is not None:
                 out.append(("dst_asn", str(event.dst_asn)))
-        if event.device_id is not None and event.entity_kind.value == "user":
+        if event.device_id is not None and event.entity_kind is EntityKind.USER:
             out.append(("device", event.device_id))
     return out
 
@@ -285,12 +302,14 @@ def _ew(
     if stat is None:
         return (1.0, round(x, 4), 0.0)
     n, mean, var = stat
-    a = max(alpha, 1.0 / (n + 1.0))
+    a = alpha if alpha * (n + 1.0) > 1.0 else 1.0 / (n + 1.0)
     diff = x - mean
     incr = a * diff
-    new_mean = mean + incr
-    new_var = (1.0 - a) * (var + diff * incr)
-    return (min(n + 1.0, 1e6), round(new_mean, 4), round(new_var, 4))
+    return (
+        n + 1.0 if n < 1e6 else n,
+        round(mean + incr, 4),
+        round((1.0 - a) * (var + diff * incr), 4),
+    )
 
 
 def update(
@@ -330,31 +349,49 @@ def update(
     (1, ['US'], 0)
     """
     ts = event.ts_ms
-    half_life_ms = cfg.profile_half_life_days * 86_400_000.0
-    t0 = b.t0
-    n_learned = b.n_learned
-    hours: Mapping[int, float] = b.hours
-    hours_total = b.hours_total
-    seen: Mapping[str, Mapping[str, Entry]] = b.seen
-    seen_totals: Mapping[str, float] = b.seen_totals
-    last_success = b.last_success
-    fail_rate = b.fail_rate
-    traffic: Mapping[str, tuple[float, float, float]] = b.traffic
+    is_auth = event.kind is EventKind.AUTH
+    (
+        n_seen,
+        n_learned,
+        first_ts,
+        last_ts,
+        t0,
+        hours,
+        hours_total,
+        seen,
+        seen_totals,
+        last_success,
+        fail_rate,
+        fail_burst,
+        new_hosts,
+        traffic,
+        signals,
+    ) = b
 
-    if not b.hours and not b.seen:
-        # Nothing learned yet: the first learned event anchors the landmark.
-        t0 = ts
-    elif (ts - t0) / half_life_ms > _RENORMALISE_AT:
-        hours, hours_total, seen, seen_totals, t0 = _renormalise(b, ts, half_life_ms)
+    # Risk counters first: they read the profile as it was before the event.
+    if is_auth:
+        if event.success is False:
+            burst = decayed(fail_burst, ts, cfg.failure_burst_half_life_s)
+            fail_burst = (round(burst + 1.0, 3), ts if ts > fail_burst[1] else fail_burst[1])
+    elif event.dst_internal:
+        host = event.dst_hostname or event.dst_ip
+        if host is not None and host not in seen.get("host", _NO_MAP):
+            burst = decayed(new_hosts, ts, cfg.new_host_burst_half_life_s)
+            new_hosts = (round(burst + 1.0, 3), ts if ts > new_hosts[1] else new_hosts[1])
 
     if learn_weight > 0.0:
-        w = learn_weight * math.exp(_LN2 * (ts - t0) / half_life_ms)
+        half_life_ms = cfg.profile_half_life_days * 86_400_000.0
+        if not hours and not seen:
+            t0 = ts  # nothing learned yet: the first learned event anchors the landmark
+        elif (ts - t0) / half_life_ms > _RENORMALISE_AT:
+            hours, hours_total, seen, seen_totals, t0 = _renormalise(b, ts, half_life_ms)
+        w = int(learn_weight * _MILLI * math.exp(_LN2 * (ts - t0) / half_life_ms))
         n_learned = round(n_learned + learn_weight, 3)
-        how = hour_of_week(ts)
+        how = int((ts // HOUR_MS + 72) % 168)
         new_hours = dict(hours)
-        new_hours[how] = round(new_hours.get(how, 0.0) + w, 3)
+        new_hours[how] = new_hours.get(how, 0) + w
         hours = new_hours
-        hours_total = round(hours_total + w, 3)
+        hours_total = hours_total + w
         pairs = dimension_values(event)
         if pairs:
             new_seen = dict(seen)
@@ -362,120 +399,94 @@ def update(
             ts_s = ts // 1000
             cap_of = caps if caps is not None else cfg.caps
             for dim, value in pairs:
-                entries = dict(new_seen.get(dim) or {})
+                entries = dict(new_seen.get(dim, _NO_MAP))
                 old = entries.get(value)
                 if old is None:
-                    cap = cap_of.get(dim, 8)
-                    if len(entries) >= cap:
-                        # Evict the least weighted value; ties go to the oldest,
-                        # then by value, so eviction is deterministic.
-                        victim = min(entries.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
-                        del entries[victim[0]]
-                    entries[value] = (round(w, 3), ts_s)
+                    if len(entries) >= cap_of.get(dim, 8):
+                        del entries[_victim(entries)]
+                    entries[value] = (w, ts_s)
                 else:
-                    entries[value] = (round(old[0] + w, 3), max(old[1], ts_s))
+                    entries[value] = (old[0] + w, ts_s if ts_s > old[1] else old[1])
                 new_seen[dim] = entries
-                new_totals[dim] = round(new_totals.get(dim, 0.0) + w, 3)
+                new_totals[dim] = new_totals.get(dim, 0) + w
             seen = new_seen
             seen_totals = new_totals
-        if event.kind is EventKind.AUTH:
-            if event.success is not None:
-                fail = 0.0 if event.success else 1.0
-                a = max(cfg.ew_alpha, 1.0 / (b.n_seen + 1.0))
-                fail_rate = round(fail_rate + a * (fail - fail_rate), 4)
-            if event.success and event.src_lat is not None and event.src_lon is not None:
-                last_success = (ts, event.src_lat, event.src_lon, event.src_country)
-        else:
-            traffic = _update_traffic(traffic, event, cfg.ew_alpha)
+        if is_auth:
+            success = event.success
+            if success is not None:
+                a = cfg.ew_alpha if cfg.ew_alpha * (n_seen + 1.0) > 1.0 else 1.0 / (n_seen + 1.0)
+                fail_rate = round(fail_rate + a * ((0.0 if success else 1.0) - fail_rate), 4)
+                if success and event.src_lat is not None and event.src_lon is not None:
+                    last_success = (ts, event.src_lat, event.src_lon, event.src_country)
+        elif event.dst_internal is not None and (
+            event.bytes_out is not None or event.bytes_in is not None
+        ):
+            new_traffic = dict(traffic)
+            prefix = "int" if event.dst_internal else "ext"
+            if event.bytes_out is not None:
+                key = prefix + "_out"
+                new_traffic[key] = _ew(traffic.get(key), math.log1p(event.bytes_out), cfg.ew_alpha)
+            if event.bytes_in is not None:
+                key = prefix + "_in"
+                new_traffic[key] = _ew(traffic.get(key), math.log1p(event.bytes_in), cfg.ew_alpha)
+            traffic = new_traffic
 
-    fail_burst = b.fail_burst
-    if event.kind is EventKind.AUTH and event.success is False:
-        burst = decayed(fail_burst, ts, cfg.failure_burst_half_life_s)
-        fail_burst = (round(burst + 1.0, 3), max(ts, fail_burst[1]))
-
-    new_hosts = b.new_hosts
-    if event.kind is EventKind.NETWORK and event.dst_internal:
-        host = event.dst_hostname or event.dst_ip
-        if host is not None and host not in (b.seen.get("host") or {}):
-            burst = decayed(new_hosts, ts, cfg.new_host_burst_half_life_s)
-            new_hosts = (round(burst + 1.0, 3), max(ts, new_hosts[1]))
-
+    # Positional construction: the field order above is Baseline's.
     return Baseline(
-        n_seen=b.n_seen + 1,
-        n_learned=n_learned,
-        first_ts=ts if b.first_ts is None else min(b.first_ts, ts),
-        last_ts=ts if b.last_ts is None else max(b.last_ts, ts),
-        t0=t0,
-        hours=hours,
-        hours_total=hours_total,
-        seen=seen,
-        seen_totals=seen_totals,
-        last_success=last_success,
-        fail_rate=fail_rate,
-        fail_burst=fail_burst,
-        new_hosts=new_hosts,
-        traffic=traffic,
-        signals=b.signals,
+        n_seen + 1,
+        n_learned,
+        ts if first_ts is None or ts < first_ts else first_ts,
+        ts if last_ts is None or ts > last_ts else last_ts,
+        t0,
+        hours,
+        hours_total,
+        seen,
+        seen_totals,
+        last_success,
+        fail_rate,
+        fail_burst,
+        new_hosts,
+        traffic,
+        signals,
     )
 
 
-def _update_traffic(
-    traffic: Mapping[str, tuple[float, float, float]], event: Event, alpha: float
-) -> Mapping[str, tuple[float, float, float]]:
-    if event.dst_internal is None or (event.bytes_out is None and event.bytes_in is None):
-        return traffic
-    prefix = "int" if event.dst_internal else "ext"
-    new = dict(traffic)
-    if event.bytes_out is not None:
-        key = prefix + "_out"
-        new[key] = _ew(new.get(key), math.log1p(event.bytes_out), alpha)
-    if event.bytes_in is not None:
-        key = prefix + "_in"
-        new[key] = _ew(new.get(key), math.log1p(event.bytes_in), alpha)
-    return new
+def _victim(entries: Mapping[str, Entry]) -> str:
+    """Return the value to evict: least weight, then oldest, then by value."""
+    victim = ""
+    best: tuple[int, int, str] | None = None
+    for value, (w, s) in entries.items():
+        key = (w, s, value)
+        if best is None or key < best:
+            best = key
+            victim = value
+    return victim
 
 
 def _renormalise(
     b: Baseline, ts: int, half_life_ms: float
-) -> tuple[dict[int, float], float, dict[str, dict[str, Entry]], dict[str, float], int]:
+) -> tuple[dict[int, int], int, dict[str, dict[str, Entry]], dict[str, int], int]:
     """Move the landmark to ``ts``, forgetting weights that decayed to ~0."""
     f = math.exp(-_LN2 * (ts - b.t0) / half_life_ms)
-    hours = {h: round(w * f, 3) for h, w in b.hours.items()}
-    hours = {h: w for h, w in hours.items() if w > 0.0}
+    hours = {h: int(w * f) for h, w in b.hours.items()}
+    hours = {h: w for h, w in hours.items() if w > 0}
     seen: dict[str, dict[str, Entry]] = {}
-    totals: dict[str, float] = {}
+    totals: dict[str, int] = {}
     for dim, entries in b.seen.items():
-        kept = {k: (round(w * f, 3), s) for k, (w, s) in entries.items()}
-        kept = {k: v for k, v in kept.items() if v[0] > 0.0}
+        kept = {k: (int(w * f), s) for k, (w, s) in entries.items()}
+        kept = {k: v for k, v in kept.items() if v[0] > 0}
         if kept:
             seen[dim] = kept
-            totals[dim] = round(b.seen_totals.get(dim, 0.0) * f, 3)
-    return hours, round(b.hours_total * f, 3), seen, totals, ts
+            totals[dim] = int(b.seen_totals.get(dim, 0) * f)
+    return hours, int(b.hours_total * f), seen, totals, ts
 
 
 def with_signal(b: Baseline, key: str, level: int, ts_ms: int, window_s: int) -> Baseline:
     """Return ``b`` remembering a signal (for dedup), pruning expired ones."""
     horizon = ts_ms - window_s * 1000
     kept = tuple(s for s in b.signals if s[2] >= horizon and s[0] != key)
-    # Keep the strongest level per key; bounded so a storm cannot grow state.
-    signals = (kept + ((key, level, ts_ms),))[-8:]
-    return Baseline(
-        n_seen=b.n_seen,
-        n_learned=b.n_learned,
-        first_ts=b.first_ts,
-        last_ts=b.last_ts,
-        t0=b.t0,
-        hours=b.hours,
-        hours_total=b.hours_total,
-        seen=b.seen,
-        seen_totals=b.seen_totals,
-        last_success=b.last_success,
-        fail_rate=b.fail_rate,
-        fail_burst=b.fail_burst,
-        new_hosts=b.new_hosts,
-        traffic=b.traffic,
-        signals=signals,
-    )
+    # Bounded, so that a storm cannot grow state.
+    return b._replace(signals=(kept + ((key, level, ts_ms),))[-8:])
 
 
 def signal_suppressed(b: Baseline, key: str, level: int, ts_ms: int, window_s: int) -> bool:

@@ -17,9 +17,8 @@ import enum
 import functools
 import hashlib
 import ipaddress
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -72,13 +71,15 @@ class ParseError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One validated authentication or network event.
+class Event(NamedTuple):
+    """One validated authentication or network event (immutable).
 
     ``entity`` is the user (auth events, and network events that carry a
     user) or else the device. ``ts_ms`` is event time in epoch milliseconds;
     the engine never reads the wall clock.
+
+    A named tuple rather than a frozen dataclass: it is as immutable, and
+    several times cheaper to build on the parse hot path.
     """
 
     event_id: str
@@ -128,7 +129,7 @@ class Event:
     @property
     def entity_key(self) -> str:
         """Return the namespaced state key, e.g. ``user:alice`` or ``device:ws-12``."""
-        return f"{self.entity_kind.value}:{self.entity}"
+        return self.entity_kind + ":" + self.entity
 
 
 # --------------------------------------------------------------------------- parsing

@@ -196,12 +196,21 @@ def hour_share(b: Baseline, ts_ms: int, factor: float) -> float:
     h = hour_of_week(ts_ms)
     hours = b.hours
     week = (
-        0.25 * hours.get((h - 1) % 168, 0.0)
-        + 0.5 * hours.get(h, 0.0)
-        + 0.25 * hours.get((h + 1) % 168, 0.0)
+        0.25 * hours.get((h - 1) % 168, 0)
+        + 0.5 * hours.get(h, 0)
+        + 0.25 * hours.get((h + 1) % 168, 0)
     )
     hod = h % 24
-    day = sum(hours.get(hod + 24 * d, 0.0) for d in range(7)) / 7.0
+    get = hours.get
+    day = (
+        get(hod, 0)
+        + get(hod + 24, 0)
+        + get(hod + 48, 0)
+        + get(hod + 72, 0)
+        + get(hod + 96, 0)
+        + get(hod + 120, 0)
+        + get(hod + 144, 0)
+    ) / 7.0
     total = b.hours_total * factor + 1.0
     return (0.6 * week + 0.4 * day) * factor / total
 

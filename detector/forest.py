@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import io
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -782,15 +782,17 @@ def save_forest(forest: CompiledForest, path: Path) -> str:
     np.savez_compressed(buffer, allow_pickle=False, **forest.to_arrays())
     data = buffer.getvalue()
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A fresh name next to the target ("x": never reuse a file), created with the usual
+    # permissions (0o666 & ~umask), then renamed over the target.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return hashlib.sha256(data).hexdigest()
 

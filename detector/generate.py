@@ -284,197 +284,197 @@ _BR_LAST = (
 
 _REGIONS: Final[tuple[_Region, ...]] = (
     _Region(
-        "us-east",
-        "America/New_York",
-        0.24,
-        (
-            _c("New York", "US", 40.7128, -74.0060, -300),
+        key="us-east",
+        tz="America/New_York",
+        weight=0.24,
+        cities=(
+            _c("New York", "US", 40.7128, -74.006, -300),
             _c("Boston", "US", 42.3601, -71.0589, -300),
             _c("Philadelphia", "US", 39.9526, -75.1652, -300),
         ),
-        (
+        isps=(
             _Isp(7922, "COMCAST-7922", ((73, 0, 255), (98, 192, 255), (24, 0, 15))),
             _Isp(701, "UUNET", ((72, 64, 95), (108, 0, 55))),
         ),
-        (
+        mobile=(
             _Isp(21928, "T-MOBILE-AS21928", ((172, 32, 63),), "mobile"),
             _Isp(22394, "CELLCO", ((174, 192, 255),), "mobile"),
         ),
-        _Isp(3356, "LEVEL3", ((4, 0, 255),), "business"),
-        _US_FIRST,
-        _US_LAST,
-        8.5,
-        0.45,
-        "s3-us-east-1",
+        office=_Isp(3356, "LEVEL3", ((4, 0, 255),), "business"),
+        first=_US_FIRST,
+        last=_US_LAST,
+        start_h=8.5,
+        p_office=0.45,
+        cloud="s3-us-east-1",
     ),
     _Region(
-        "us-central",
-        "America/Chicago",
-        0.10,
-        (
+        key="us-central",
+        tz="America/Chicago",
+        weight=0.1,
+        cities=(
             _c("Chicago", "US", 41.8781, -87.6298, -360),
             _c("Austin", "US", 30.2672, -97.7431, -360),
-            _c("Dallas", "US", 32.7767, -96.7970, -360),
+            _c("Dallas", "US", 32.7767, -96.797, -360),
         ),
-        (
+        isps=(
             _Isp(7922, "COMCAST-7922", ((73, 0, 255), (98, 192, 255))),
             _Isp(7018, "ATT-INTERNET4", ((99, 0, 191), (107, 64, 127))),
             _Isp(20115, "CHARTER-20115", ((75, 128, 159), (97, 80, 95))),
         ),
-        (
+        mobile=(
             _Isp(20057, "ATT-MOBILITY-LLC-AS20057", ((166, 128, 255),), "mobile"),
             _Isp(21928, "T-MOBILE-AS21928", ((172, 32, 63),), "mobile"),
         ),
-        _Isp(6461, "ZAYO-6461", ((64, 125, 125),), "business"),
-        _US_FIRST,
-        _US_LAST,
-        8.3,
-        0.45,
-        "s3-us-east-1",
+        office=_Isp(6461, "ZAYO-6461", ((64, 125, 125),), "business"),
+        first=_US_FIRST,
+        last=_US_LAST,
+        start_h=8.3,
+        p_office=0.45,
+        cloud="s3-us-east-1",
     ),
     _Region(
-        "us-west",
-        "America/Los_Angeles",
-        0.15,
-        (
+        key="us-west",
+        tz="America/Los_Angeles",
+        weight=0.15,
+        cities=(
             _c("San Francisco", "US", 37.7749, -122.4194, -480),
             _c("Los Angeles", "US", 34.0522, -118.2437, -480),
             _c("Seattle", "US", 47.6062, -122.3321, -480),
         ),
-        (
+        isps=(
             _Isp(7922, "COMCAST-7922", ((73, 0, 255), (98, 192, 255))),
             _Isp(7018, "ATT-INTERNET4", ((99, 0, 191), (107, 64, 127))),
         ),
-        (
+        mobile=(
             _Isp(22394, "CELLCO", ((174, 192, 255),), "mobile"),
             _Isp(21928, "T-MOBILE-AS21928", ((172, 32, 63),), "mobile"),
         ),
-        _Isp(174, "COGENT-174", ((38, 0, 255),), "business"),
-        _US_FIRST,
-        _US_LAST,
-        8.8,
-        0.4,
-        "s3-us-west-2",
+        office=_Isp(174, "COGENT-174", ((38, 0, 255),), "business"),
+        first=_US_FIRST,
+        last=_US_LAST,
+        start_h=8.8,
+        p_office=0.4,
+        cloud="s3-us-west-2",
     ),
     _Region(
-        "uk",
-        "Europe/London",
-        0.12,
-        (
+        key="uk",
+        tz="Europe/London",
+        weight=0.12,
+        cities=(
             _c("London", "GB", 51.5074, -0.1278, 0),
             _c("Manchester", "GB", 53.4808, -2.2426, 0),
             _c("Edinburgh", "GB", 55.9533, -3.1883, 0),
         ),
-        (
+        isps=(
             _Isp(2856, "BT-UK-AS", ((81, 128, 159), (86, 128, 191), (109, 144, 159))),
             _Isp(5089, "NTL", ((82, 0, 47), (86, 0, 31))),
             _Isp(5607, "BSKYB-BROADBAND-AS", ((5, 64, 81), (94, 0, 15))),
         ),
-        (
+        mobile=(
             _Isp(12576, "ORANGE-PCS", ((31, 94, 127),), "mobile"),
             _Isp(25135, "VODAFONE_UK_ASN", ((85, 255, 255),), "mobile"),
         ),
-        _Isp(8220, "COLT", ((212, 36, 39),), "business"),
-        _UK_FIRST,
-        _UK_LAST,
-        8.6,
-        0.5,
-        "s3-eu-west-2",
+        office=_Isp(8220, "COLT", ((212, 36, 39),), "business"),
+        first=_UK_FIRST,
+        last=_UK_LAST,
+        start_h=8.6,
+        p_office=0.5,
+        cloud="s3-eu-west-2",
     ),
     _Region(
-        "de",
-        "Europe/Berlin",
-        0.12,
-        (
-            _c("Berlin", "DE", 52.5200, 13.4050, 60),
+        key="de",
+        tz="Europe/Berlin",
+        weight=0.12,
+        cities=(
+            _c("Berlin", "DE", 52.52, 13.405, 60),
             _c("Hamburg", "DE", 53.5511, 9.9937, 60),
-            _c("Munich", "DE", 48.1351, 11.5820, 60),
+            _c("Munich", "DE", 48.1351, 11.582, 60),
             _c("Frankfurt", "DE", 50.1109, 8.6821, 60),
         ),
-        (
+        isps=(
             _Isp(3320, "DTAG", ((79, 192, 255), (87, 128, 191), (91, 0, 63), (93, 192, 255))),
             _Isp(3209, "VODANET", ((88, 64, 79), (178, 0, 15))),
             _Isp(6805, "TDDE-ASN1", ((77, 0, 15), (95, 112, 119))),
         ),
-        (
+        mobile=(
             _Isp(3209, "VODANET", ((109, 40, 47),), "mobile"),
             _Isp(6805, "TDDE-ASN1", ((176, 0, 7),), "mobile"),
         ),
-        _Isp(3320, "DTAG", ((80, 128, 159),), "business"),
-        _DE_FIRST,
-        _DE_LAST,
-        8.2,
-        0.55,
-        "s3-eu-central-1",
+        office=_Isp(3320, "DTAG", ((80, 128, 159),), "business"),
+        first=_DE_FIRST,
+        last=_DE_LAST,
+        start_h=8.2,
+        p_office=0.55,
+        cloud="s3-eu-central-1",
     ),
     _Region(
-        "in",
-        "Asia/Kolkata",
-        0.13,
-        (
+        key="in",
+        tz="Asia/Kolkata",
+        weight=0.13,
+        cities=(
             _c("Bengaluru", "IN", 12.9716, 77.5946, 330),
-            _c("Hyderabad", "IN", 17.3850, 78.4867, 330),
-            _c("Mumbai", "IN", 19.0760, 72.8777, 330),
+            _c("Hyderabad", "IN", 17.385, 78.4867, 330),
+            _c("Mumbai", "IN", 19.076, 72.8777, 330),
             _c("Pune", "IN", 18.5204, 73.8567, 330),
         ),
-        (
+        isps=(
             _Isp(55836, "RELIANCEJIO-IN", ((49, 32, 47), (157, 32, 51))),
             _Isp(24560, "AIRTELBROADBAND-AS-AP", ((122, 160, 179), (182, 64, 79))),
             _Isp(24309, "ATRIA-AS-AP", ((106, 51, 51), (49, 204, 207))),
         ),
-        (
+        mobile=(
             _Isp(55836, "RELIANCEJIO-IN", ((106, 192, 223),), "mobile"),
             _Isp(45609, "BHARTI-MOBILITY-AS-AP", ((223, 176, 191),), "mobile"),
         ),
-        _Isp(4755, "TATACOMM-AS", ((14, 140, 143),), "business"),
-        _IN_FIRST,
-        _IN_LAST,
-        9.6,
-        0.65,
-        "s3-ap-south-1",
+        office=_Isp(4755, "TATACOMM-AS", ((14, 140, 143),), "business"),
+        first=_IN_FIRST,
+        last=_IN_LAST,
+        start_h=9.6,
+        p_office=0.65,
+        cloud="s3-ap-south-1",
     ),
     _Region(
-        "jp",
-        "Asia/Tokyo",
-        0.06,
-        (
+        key="jp",
+        tz="Asia/Tokyo",
+        weight=0.06,
+        cities=(
             _c("Tokyo", "JP", 35.6762, 139.6503, 540),
-            _c("Yokohama", "JP", 35.4437, 139.6380, 540),
+            _c("Yokohama", "JP", 35.4437, 139.638, 540),
             _c("Osaka", "JP", 34.6937, 135.5023, 540),
         ),
-        (
+        isps=(
             _Isp(4713, "OCN", ((60, 32, 47), (153, 128, 255))),
             _Isp(2516, "KDDI", ((106, 128, 191), (27, 80, 95))),
             _Isp(17676, "GIGAINFRA", ((126, 0, 255),)),
         ),
-        (_Isp(9605, "DOCOMO", ((1, 66, 79), (49, 96, 111)), "mobile"),),
-        _Isp(2497, "IIJ", ((210, 130, 130),), "business"),
-        _JP_FIRST,
-        _JP_LAST,
-        9.0,
-        0.7,
-        "s3-ap-northeast-1",
+        mobile=(_Isp(9605, "DOCOMO", ((1, 66, 79), (49, 96, 111)), "mobile"),),
+        office=_Isp(2497, "IIJ", ((210, 130, 130),), "business"),
+        first=_JP_FIRST,
+        last=_JP_LAST,
+        start_h=9.0,
+        p_office=0.7,
+        cloud="s3-ap-northeast-1",
     ),
     _Region(
-        "br",
-        "America/Sao_Paulo",
-        0.08,
-        (
+        key="br",
+        tz="America/Sao_Paulo",
+        weight=0.08,
+        cities=(
             _c("Sao Paulo", "BR", -23.5505, -46.6333, -180),
             _c("Campinas", "BR", -22.9099, -47.0626, -180),
             _c("Rio de Janeiro", "BR", -22.9068, -43.1729, -180),
         ),
-        (
+        isps=(
             _Isp(28573, "CLARO S.A.", ((177, 32, 63), (189, 0, 63))),
             _Isp(26599, "TELEFONICA BRASIL S.A", ((177, 64, 95), (187, 0, 63))),
         ),
-        (_Isp(26615, "TIM SA", ((187, 24, 31),), "mobile"),),
-        _Isp(4230, "CLARO S.A.", ((200, 244, 244),), "business"),
-        _BR_FIRST,
-        _BR_LAST,
-        8.7,
-        0.5,
-        "s3-sa-east-1",
+        mobile=(_Isp(26615, "TIM SA", ((187, 24, 31),), "mobile"),),
+        office=_Isp(4230, "CLARO S.A.", ((200, 244, 244),), "business"),
+        first=_BR_FIRST,
+        last=_BR_LAST,
+        start_h=8.7,
+        p_office=0.5,
+        cloud="s3-sa-east-1",
     ),
 )
 
@@ -1534,7 +1534,7 @@ class _World:
                     f"d-{rng.getrandbits(40):010x}",
                     "phone",
                     os,
-                    f"ph-{uid}",
+                    f"ph-{uid}.corp.{DOMAIN}",
                     f"10.{96 + site}.{idx // 200}.{10 + idx % 200}",
                     ua,
                     uid,
@@ -1550,7 +1550,7 @@ class _World:
                     f"d-{rng.getrandbits(40):010x}",
                     "tablet",
                     "iPadOS",
-                    f"tab-{uid}",
+                    f"tab-{uid}.corp.{DOMAIN}",
                     f"10.{112 + site}.{idx // 200}.{10 + idx % 200}",
                     ua,
                     uid,
@@ -1595,7 +1595,15 @@ class _World:
         else:
             fv = rng.randint(144, 146)
             ua = f"Mozilla/5.0 (X11; Linux x86_64; rv:{fv}.0) Gecko/20100101 Firefox/{fv}.0"
-        return _Device(f"d-{rng.getrandbits(40):010x}", "laptop", os, f"lt-{uid}-{n}", ip, ua, uid)
+        return _Device(
+            f"d-{rng.getrandbits(40):010x}",
+            "laptop",
+            os,
+            f"lt-{uid}-{n}.corp.{DOMAIN}",
+            ip,
+            ua,
+            uid,
+        )
 
     def _user_hosts(self, rng: random.Random, dept: str, role: str) -> list[tuple[str, int]]:
         hosts: list[tuple[str, int]] = [("dc01", 389), ("dc02", 88), ("dc01", 53)]
@@ -1657,10 +1665,10 @@ class _World:
                     nights = max(nights, 2)
                 off_home = u.offset_ms
                 off_dest = city.offset_min * MIN_MS
-                t_dep = _local_midnight(S, g, off_home) + rng.randint(10 * 60, 16 * 60) * MIN_MS
+                t_dep = _local_midnight(S, g, off_home) + rng.randint(10 * HOUR_MS, 16 * HOUR_MS)
                 t_arr = t_dep + flight
                 ret = g + nights
-                t_dep2 = _local_midnight(S, ret, off_dest) + rng.randint(14 * 60, 19 * 60) * MIN_MS
+                t_dep2 = _local_midnight(S, ret, off_dest) + rng.randint(14 * HOUR_MS, 19 * HOUR_MS)
                 if t_dep2 < t_arr + 6 * HOUR_MS:
                     t_dep2 = t_arr + 6 * HOUR_MS
                 t_arr2 = t_dep2 + flight
@@ -1828,8 +1836,8 @@ class _World:
             )
         elif u.role != "vendor" and rng.random() < 0.35:
             phones = [d for d in devices if d.kind != "laptop"] or devices[:1]
-            start = M + rng.randint(9 * 60, 18 * 60) * MIN_MS
-            end = start + rng.randint(30, 240) * MIN_MS
+            start = M + rng.randint(9 * HOUR_MS, 18 * HOUR_MS)
+            end = start + rng.randint(30 * MIN_MS, 240 * MIN_MS)
             self._activity(
                 u,
                 rng,
@@ -1847,8 +1855,8 @@ class _World:
             )
         if u.on_call and rng.random() < 0.12:
             home_p = u.home_places[ci][0] if trip is None else home
-            start = M + rng.randint(30, 240) * MIN_MS
-            end = start + rng.randint(15, 75) * MIN_MS
+            start = M + rng.randint(30 * MIN_MS, 240 * MIN_MS)
+            end = start + rng.randint(15 * MIN_MS, 75 * MIN_MS)
             self._activity(
                 u,
                 rng,
@@ -1903,7 +1911,8 @@ class _World:
         # logons, in time order so sessions can be attached to network events
         times = sorted(start + int(rand() * span) for _ in range(n_log))
         mfa_done: set[str] = set()
-        dev_sessions: dict[str, tuple[list[int], list[dict[str, object]]]] = {}
+        # per device: logon times, session dicts, logoff times (no logoff: open all day)
+        dev_sessions: dict[str, tuple[list[int], list[dict[str, object]], list[int]]] = {}
         for t in times:
             if casual or n_dev == 1:
                 dev = devices[0] if not casual else devices[int(rand() * n_dev)]
@@ -1958,9 +1967,10 @@ class _World:
                         )
                     )
             sessions.append(_Session(t, sid, app, dev, t_off))
-            ts, ss = dev_sessions.setdefault(dev.uid, ([], []))
+            ts, ss, es = dev_sessions.setdefault(dev.uid, ([], [], []))
             ts.append(t)
             ss.append(sid)
+            es.append(t_off if t_off is not None else 1 << 62)
         # network activity
         actor = u.actor
         actor_user = u.actor_user
@@ -1997,7 +2007,7 @@ class _World:
                 ds = dev_sessions.get(dev.uid)
                 if ds is not None:
                     i = bisect_right(ds[0], t) - 1
-                    if i >= 0:
+                    if i >= 0 and t < ds[2][i]:  # only sessions still open
                         act = {"user": actor_user, "session": ds[1][i]}
             ev: dict[str, object] = {
                 "class_uid": 4001,
@@ -2130,6 +2140,23 @@ class _World:
             c.done = True
             out.extend(buf)
 
+    def _pick_time(
+        self, rng: random.Random, g: int, spans: list[tuple[int, int]], duration: int
+    ) -> int | None:
+        """Uniform time in ``spans`` that a campaign of ``duration`` may use in pass g."""
+        lo, hi = self._lo(g), self.end - duration
+        clipped = [(max(a, lo), min(b, hi)) for a, b in spans]
+        clipped = [(a, b) for a, b in clipped if b > a]
+        total = sum(b - a for a, b in clipped)
+        if total <= 0:
+            return None
+        x = rng.randrange(total)
+        for a, b in clipped:
+            if x < b - a:
+                return a + x
+            x -= b - a
+        return None  # unreachable
+
     def _anchor(
         self, rng: random.Random, u: _User, g: int, span: int, sessions: bool
     ) -> int | _Session | None:
@@ -2170,7 +2197,7 @@ class _World:
             )
         )
         for _ in range(n - 1):
-            t += rng.randint(20, 480) * SEC_MS
+            t += rng.randint(20 * SEC_MS, 480 * SEC_MS)
             app = rng.choice(_ATO_APPS)
             if rng.random() < 0.35:
                 sid = {"uid": f"s-{rng.getrandbits(64):016x}"}
@@ -2190,13 +2217,13 @@ class _World:
                 fp = {"uid": f"d-{rng.getrandbits(40):010x}"}
             src = place.src(None if fp is None else str(fp["uid"]))
             http: dict[str, object] = {"user_agent": ua}
-            t = s.t + rng.randint(2, 20) * MIN_MS
+            t = s.t + rng.randint(2 * MIN_MS, 20 * MIN_MS)
             for i in range(rng.randint(2, 6)):
                 app = s.app if i == 0 else rng.choice((s.app, "mail", "file-share"))
                 out.append(
                     (t, _auth(t, u.user_d, src, fp, http, s.sid, app, 1, None, False, 1), c.label)
                 )
-                t += rng.randint(30, 300) * SEC_MS
+                t += rng.randint(30 * SEC_MS, 300 * SEC_MS)
             return True
         return False
 
@@ -2213,7 +2240,7 @@ class _World:
         src = place.src(None)
         app = rng.choice(("mail", "vpn"))
         total = k * rounds
-        window = rng.randint(15, 35) * MIN_MS
+        window = rng.randint(15 * MIN_MS, 35 * MIN_MS)
         t0 = rng.randint(lo, hi - 1)
         step = window / total
         t = t0
@@ -2232,7 +2259,7 @@ class _World:
             if weak:
                 u = rng.choice(weak)
                 self._victims.add(u.uid)
-                t += rng.randint(5, 60) * SEC_MS
+                t += rng.randint(5 * SEC_MS, 60 * SEC_MS)
                 sid: dict[str, object] = {"uid": f"s-{rng.getrandbits(64):016x}"}
                 out.append(
                     (t, _auth(t, u.user_d, src, None, http, sid, app, 1, None, False, 1), c.label)
@@ -2264,7 +2291,7 @@ class _World:
         sid: dict[str, object] = {"uid": f"s-{rng.getrandbits(64):016x}"}
         out.append((t, _auth(t, u.user_d, src, None, http, sid, app, 1, None, False, 1), c.label))
         for _ in range(rng.randint(0, 3)):
-            t += rng.randint(20, 300) * SEC_MS
+            t += rng.randint(20 * SEC_MS, 300 * SEC_MS)
             a = rng.choice(("mail", "file-share", app))
             out.append((t, _auth(t, u.user_d, src, None, http, sid, a, 1, None, False, 1), c.label))
         return True
@@ -2282,7 +2309,7 @@ class _World:
             cands = [h[0] for h in self.hosts if h[0] not in used and h[3] != "domain-controller"]
             n = min(len(cands), rng.randint(15, 40))
             targets = rng.sample(cands, n)
-            window = rng.randint(30, 60) * MIN_MS
+            window = rng.randint(30 * MIN_MS, 60 * MIN_MS)
             times = sorted(t0 + rng.randint(60_000, window) for _ in range(n))
             for host, t in zip(targets, times, strict=True):
                 ports = [rng.choices((445, 3389, 22, 5985), (0.4, 0.2, 0.2, 0.2))[0]]
@@ -2331,7 +2358,7 @@ class _World:
                 "location": {"country": country},
                 "autonomous_system": {"number": isp.asn, "name": isp.name},
             }
-            t = t0 + rng.randint(1, 15) * MIN_MS
+            t = t0 + rng.randint(MIN_MS, 15 * MIN_MS)
             for _ in range(rng.randint(3, 10)):
                 b_out = int(math.exp(rng.uniform(_LN(1e8), _LN(5e9))))
                 b_in = int(math.exp(rng.gauss(_LN(5e4), 1.0)))
@@ -2343,7 +2370,7 @@ class _World:
                         c.label,
                     )
                 )
-                t += rng.randint(2, 20) * MIN_MS
+                t += rng.randint(2 * MIN_MS, 20 * MIN_MS)
             return True
         return False
 
@@ -2363,9 +2390,10 @@ class _World:
             M = _local_midnight(self.S, g, u.offset_ms)
             if strict and _weekday(M, u.offset_ms) < 5:
                 continue
-            t = M + rng.randint(120, 240) * MIN_MS
-            if not self._lo(g) <= t <= self.end - 3 * HOUR_MS:
+            t_pick = self._pick_time(rng, g, [(M + 2 * HOUR_MS, M + 4 * HOUR_MS)], 3 * HOUR_MS)
+            if t_pick is None:
                 continue
+            t = t_pick
             self._victims.add(u.uid)
             dev = u.devices[0] if u.new_laptop is None or g < u.nd_pass else u.new_laptop
             src = u.home_places[0][0].src(dev.uid)
@@ -2381,8 +2409,8 @@ class _World:
                         c.label,
                     )
                 )
-                t += rng.randint(2, 15) * MIN_MS
-            t -= rng.randint(1, 10) * MIN_MS
+                t += rng.randint(2 * MIN_MS, 15 * MIN_MS)
+            t -= rng.randint(MIN_MS, 10 * MIN_MS)
             for _ in range(n_dl):
                 host, port = rng.choice(
                     (
@@ -2407,14 +2435,16 @@ class _World:
                     dur,
                 )
                 out.append((t, ev, c.label))
-                t += rng.randint(3, 15) * MIN_MS
+                t += rng.randint(3 * MIN_MS, 15 * MIN_MS)
             return True
         return False
 
     def _c_dormant_account_abuse(
         self, c: _Campaign, g: int, rng: random.Random, out: list[Item]
     ) -> bool:
-        pool = self._pool(rng, ("dormant",))
+        # an account seen on day 0 is only "dormant" again a couple of days later
+        late = g >= 2 or g == self.D - 1
+        pool = [u for u in self._pool(rng, ("dormant",)) if late or not u.dormant_day0]
         lo, hi = self._window(g, 2 * HOUR_MS)
         if not pool or hi <= lo:
             return False
@@ -2435,13 +2465,13 @@ class _World:
                     c.label,
                 )
             )
-            t += rng.randint(10, 120) * SEC_MS
+            t += rng.randint(10 * SEC_MS, 120 * SEC_MS)
         sid: dict[str, object] = {"uid": f"s-{rng.getrandbits(64):016x}"}
         out.append(
             (t, _auth(t, u.user_d, src, None, http, sid, "mail", 1, None, False, 1), c.label)
         )
         for _ in range(rng.randint(2, 6)):
-            t += rng.randint(30, 600) * SEC_MS
+            t += rng.randint(30 * SEC_MS, 600 * SEC_MS)
             app = rng.choice(("mail", "file-share", "vpn", "crm", "wiki", "file-share"))
             out.append(
                 (t, _auth(t, u.user_d, src, None, http, sid, app, 1, None, False, 1), c.label)
@@ -2456,12 +2486,14 @@ class _World:
         vendors.sort(key=lambda v: v.uid in self._victims)
         for u in vendors:
             M = _local_midnight(self.S, g, u.offset_ms)
-            if _weekday(M, u.offset_ms) in u.vendor_days:
-                t = M + rng.randint(0, 5 * 60) * MIN_MS  # night of a working day
-            else:
-                t = M + rng.randint(0, 23 * 60) * MIN_MS
-            if not self._lo(g) <= t <= self.end - 2 * HOUR_MS:
+            if _weekday(M, u.offset_ms) in u.vendor_days:  # night / late evening
+                spans = [(M, M + 5 * HOUR_MS), (M + 21 * HOUR_MS, M + DAY_MS)]
+            else:  # a day the vendor never works
+                spans = [(M, M + DAY_MS)]
+            t_pick = self._pick_time(rng, g, spans, 2 * HOUR_MS)
+            if t_pick is None:
                 continue
+            t = t_pick
             self._victims.add(u.uid)
             place = self._attacker_place(rng, u.countries())
             ua, script = self._attacker_ua(rng, u, 0.3)
@@ -2483,7 +2515,7 @@ class _World:
                 )
             )
             for app in apps:
-                t += rng.randint(30, 600) * SEC_MS
+                t += rng.randint(30 * SEC_MS, 600 * SEC_MS)
                 out.append(
                     (t, _auth(t, u.user_d, src, None, http, sid, app, 1, None, False, 1), c.label)
                 )
@@ -2756,41 +2788,44 @@ def generate(cfg: GeneratorConfig) -> Iterator[tuple[dict[str, object], dict[str
 
 
 def _write_streams(world: _World, out_dir: Path) -> tuple[int, int, int, dict[str, _CampStat]]:
-    """Stream events.jsonl and labels.jsonl; return (events, attack, benign, campaigns)."""
+    """Stream events.jsonl and labels.jsonl; return (events, attack, benign, campaigns).
+
+    Each line goes straight into a 64 KiB file buffer: keeping thousands of
+    small ``bytes`` objects alive to ``join`` them later is several times
+    slower (allocator churn) than copying each one into the buffer at once.
+    """
     dumps = orjson.dumps
     nl = orjson.OPT_APPEND_NEWLINE
     n = n_attack = n_benign = 0
     camp: dict[str, _CampStat] = {}
     tails: dict[Label, str] = {}  # label -> JSON text after the event id
-    ev_buf: list[bytes] = []
-    lab_buf: list[bytes] = []
-    with (out_dir / "events.jsonl").open("wb") as fe, (out_dir / "labels.jsonl").open("wb") as fl:
+    buffering = 1 << 16
+    with (
+        (out_dir / "events.jsonl").open("wb", buffering=buffering) as fe,
+        (out_dir / "labels.jsonl").open("wb", buffering=buffering) as fl,
+    ):
+        write_ev, write_lab = fe.write, fl.write
         for uid, ev, lab in world.events():
-            label, scenario, campaign = lab
-            ev_buf.append(dumps(ev, option=nl))
+            write_ev(dumps(ev, option=nl))
             tail = tails.get(lab)
             if tail is None:
+                label, scenario, campaign = lab
                 tail = tails[lab] = dumps(
                     {"label": label, "scenario": scenario, "campaign": campaign}
                 ).decode()[1:]
-            lab_buf.append(f'{{"event_id":"{uid}",{tail}\n'.encode())
+            write_lab(f'{{"event_id":"{uid}",{tail}\n'.encode())
             n += 1
-            if campaign is not None and scenario is not None:
+            campaign = lab[2]
+            if campaign is not None:
+                label, scenario = lab[0], lab[1]
                 if label == "attack":
                     n_attack += 1
                 else:
                     n_benign += 1
                 st = camp.get(campaign)
                 if st is None:
-                    st = camp[campaign] = _CampStat(campaign, scenario, label, _time(ev))
+                    st = camp[campaign] = _CampStat(campaign, str(scenario), label, _time(ev))
                 st.add(ev)
-            if len(ev_buf) >= 8192:
-                fe.write(b"".join(ev_buf))
-                fl.write(b"".join(lab_buf))
-                ev_buf.clear()
-                lab_buf.clear()
-        fe.write(b"".join(ev_buf))
-        fl.write(b"".join(lab_buf))
     return n, n_attack, n_benign, camp
 
 

@@ -20,7 +20,7 @@ import hashlib
 import platform
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def build_peers(events: Sequence[Event], cfg: DetectorConfig) -> dict[str, Basel
         # user) mean little there, but hours, places and services do.
         peers[cls] = update(peers.get(cls, EMPTY), e, cfg, 1.0, caps)
     return {
-        k: replace(v, signals=(), fail_burst=(0.0, 0), new_hosts=(0.0, 0))
+        k: v._replace(signals=(), fail_burst=(0.0, 0), new_hosts=(0.0, 0))
         for k, v in peers.items()
     }
 

@@ -737,7 +737,7 @@ def test_missing_optional_fields_are_none() -> None:
     assert ev.entity_class is EntityClass.EMPLOYEE
     optional = [
         name
-        for name in Event.__dataclass_fields__
+        for name in Event._fields
         if name
         not in {
             "event_id",

@@ -257,6 +257,10 @@ def test_save_load_round_trip(
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert save_forest(forest, tmp_path / "again.npz") == digest  # deterministic bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.npz", "forest.npz"]
+    # Written like any other file (umask applies), not 0o600 like a mkstemp file.
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
     loaded = load_forest(path, digest.upper())
     np.testing.assert_array_equal(loaded.score(query), forest.score(query))
     for name, arr in forest.to_arrays().items():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -48,9 +51,7 @@ class Dataset:
         return out
 
     def normal_of(self, uid: str) -> list[Ev]:
-        return [
-            ev for ev, lab in self.pairs if lab["label"] == "normal" and _entity(ev) == uid
-        ]
+        return [ev for ev, lab in self.pairs if lab["label"] == "normal" and _entity(ev) == uid]
 
 
 def _entity(ev: Ev) -> str | None:
@@ -153,7 +154,9 @@ def test_auth_event_fields(ds: Dataset) -> None:
         assert user["uid"].startswith("u") and user["type"] in ("User", "Admin", "Vendor", "System")
         assert user["email_addr"] == f"{user['name']}@example.com"
         src = ev["src_endpoint"]
-        assert src["ip"] and src["location"]["country"] and isinstance(src["location"]["lat"], float)
+        assert (
+            src["ip"] and src["location"]["country"] and isinstance(src["location"]["lat"], float)
+        )
         if not src["ip"].startswith("10."):
             assert isinstance(src["autonomous_system"]["number"], int)
             assert src["autonomous_system"]["name"]
@@ -253,13 +256,15 @@ def test_logon_speed_below_900_kmh(ds: Dataset) -> None:
 
 def test_travel_is_benign_and_abroad(ds: Dataset) -> None:
     trips = ds.campaign("travel")
-    assert trips
+    abroad = 0
     for cid, evs in trips.items():
-        uid = {_entity(ev) for ev in evs}
+        uid = {str(_entity(ev)) for ev in evs}
         assert len(uid) == 1
         home = ds.users[uid.pop()]["home"]["country"]
         countries = {ev["src_endpoint"]["location"]["country"] for ev in evs if "user" in ev}
-        assert countries and home not in countries, cid
+        assert home not in countries, cid
+        abroad += bool(countries)
+    assert abroad >= 1  # some trips are short or over a weekend: network traffic only
 
 
 # -- attack scenario shapes -----------------------------------------------------------
@@ -308,9 +313,7 @@ def test_session_hijack_reuses_live_session(ds: Dataset) -> None:
         sid = {ev["session"]["uid"] for ev in evs}
         assert len(sid) == 1
         uid = evs[0]["user"]["uid"]
-        opened = [
-            e for e in ds.normal_of(uid) if "session" in e and e["session"]["uid"] in sid
-        ]
+        opened = [e for e in ds.normal_of(uid) if "session" in e and e["session"]["uid"] in sid]
         assert opened, cid
         victim_ip = opened[0]["src_endpoint"]["ip"]
         assert opened[0]["time"] < evs[0]["time"] <= opened[0]["time"] + HOUR
@@ -405,12 +408,13 @@ def test_new_device_is_a_new_laptop_from_usual_country(ds: Dataset) -> None:
 
 def test_attack_days_from_and_attacks_off(tmp_path: Path) -> None:
     cfg = GeneratorConfig(users=40, days=3, seed=11, attack_days_from=2)
-    first_attack = None
+    first_attack: int | None = None
     n_attacks = 0
     for ev, lab in generate(cfg):
         if lab["label"] == "attack":
             n_attacks += 1
-            first_attack = first_attack or ev["time"]
+            if first_attack is None:
+                first_attack = int(str(ev["time"]))
     assert n_attacks > 0 and first_attack is not None
     assert first_attack >= cfg.start_ms + 2 * DAY
     summary = write_dataset(GeneratorConfig(users=40, days=2, attacks=False), tmp_path)
@@ -434,3 +438,26 @@ def test_tiny_configs_and_validation() -> None:
     assert sum(1 for _ in generate(GeneratorConfig(users=1, days=1))) > 0
     with pytest.raises(ValueError):
         next(generate(GeneratorConfig(users=0)))
+
+
+def test_bytes_do_not_depend_on_hash_seed(tmp_path: Path) -> None:
+    """Set iteration order must never leak into the output (PYTHONHASHSEED)."""
+    code = (
+        "import sys, hashlib; from detector.generate import GeneratorConfig, generate; "
+        "h = hashlib.sha256(); "
+        "[h.update(repr(p).encode()) for p in generate(GeneratorConfig(users=25, days=2))]; "
+        "print(h.hexdigest())"
+    )
+    root = Path(__file__).resolve().parents[1]
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
