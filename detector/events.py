@@ -497,6 +497,12 @@ def _parse_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> E
                 raise _missing_entity("network event without actor.user or src_endpoint")
             entity, entity_kind = device, _DEVICE_KIND
 
+    # OCSF puts the session at the top level for Authentication and under
+    # the actor for Network Activity.
+    session_id = _ident(_obj(doc, "session", "session"), "uid", "session.uid")
+    if session_id is None and not is_auth:
+        actor = _obj(doc, "actor", "actor")
+        session_id = _ident(_obj(actor, "session", "actor.session"), "uid", "actor.session.uid")
     return Event(
         kind=kind,
         ts_ms=ts_ms,
@@ -510,7 +516,7 @@ def _parse_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> E
         success=success,
         status_detail=status_detail,
         is_mfa=is_mfa,
-        session_id=_ident(_obj(doc, "session", "session"), "uid", "session.uid"),
+        session_id=session_id,
         service=service,
         user_agent=_str(
             _obj(doc, "http_request", "http_request"), "user_agent", "http_request.user_agent"

@@ -120,7 +120,6 @@ NETWORK_FEATURES: Final = (
 
 _RARITY_FLOOR: Final = 1e-4
 _MAX_RARITY: Final = 4.0
-_LOG10: Final = math.log(10.0)
 _EARTH_KM: Final = 6371.0088
 
 
@@ -149,7 +148,7 @@ def rarity(share: float) -> float:
     """
     if share <= _RARITY_FLOOR:
         return _MAX_RARITY
-    return -math.log(share) / _LOG10 + 0.0
+    return -math.log10(share) + 0.0
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

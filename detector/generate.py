@@ -26,12 +26,12 @@ Output of :func:`write_dataset`:
 
 from __future__ import annotations
 
-import argparse
 import gc
+import itertools
 import math
 import random
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -1736,18 +1736,17 @@ class _World:
 
     # -- simulation ----------------------------------------------------------
 
-    def events(self) -> Iterator[tuple[str, dict[str, object], Label]]:
-        """Yield ``(event_id, event, label)`` in time order, one simulated day at a time.
+    def chunks(self) -> Iterator[list[Item]]:
+        """Yield the events of the window in time order, one simulated day at a time.
 
         Pass ``g`` simulates every entity's local day ``g`` (the local day
         whose midnight is nearest to ``start + g`` days, so it starts no
         earlier than ``start + g days - 12 h``); after it, everything before
-        ``start + (g + 1) days - 12 h`` is final and is sorted and emitted.
+        ``start + (g + 1) days - 12 h`` is final: it is sorted (stably, so
+        ties keep generation order) and yielded as one list. Events still
+        lack ``metadata``; :meth:`events` adds it.
         """
         S, D, end = self.S, self.D, self.end
-        prefix = f"evt-{self.seed}-"
-        product, version = _PRODUCT, _OCSF_VERSION
-        n = 0
         prev_wm = S - 2 * DAY_MS
         pending: list[Item] = []
         for g in range(-1, D + 1):
@@ -1766,18 +1765,28 @@ class _World:
                     self._realize(c, g, buf)
             pending.extend(buf)
             pending.sort(key=_T)
-            wm = S + (g + 1) * DAY_MS - 12 * HOUR_MS if g < D else end
-            cut = bisect_left(pending, wm, key=_T)
             if pending and pending[0][0] < prev_wm:  # programming error: flushed too early
                 raise RuntimeError(f"event at {pending[0][0]} precedes watermark {prev_wm}")
-            for t, ev, lab in pending[:cut]:
-                if S <= t < end:
-                    uid = prefix + str(n).zfill(9)
-                    n += 1
-                    ev["metadata"] = {"uid": uid, "product": product, "version": version}
-                    yield uid, ev, lab
+            wm = S + (g + 1) * DAY_MS - 12 * HOUR_MS if g < D else end
+            cut = bisect_left(pending, wm, key=_T)
+            first = bisect_left(pending, S, hi=cut, key=_T)
+            last = bisect_left(pending, end, lo=first, hi=cut, key=_T)
+            if last > first:
+                yield pending[first:last]
             prev_wm = wm
             del pending[:cut]
+
+    def events(self) -> Iterator[tuple[str, dict[str, object], Label]]:
+        """Yield ``(event_id, event, label)`` in time order, with ``metadata`` set."""
+        prefix = f"evt-{self.seed}-"
+        product, version = _PRODUCT, _OCSF_VERSION
+        n = 0
+        for chunk in self.chunks():
+            for _, ev, lab in chunk:
+                uid = prefix + str(n).zfill(9)
+                n += 1
+                ev["metadata"] = {"uid": uid, "product": product, "version": version}
+                yield uid, ev, lab
 
     # normal activity ---------------------------------------------------------
 
@@ -2132,10 +2141,21 @@ class _World:
         return lo, hi
 
     def _realize(self, c: _Campaign, g: int, out: list[Item]) -> None:
+        """Try to stage campaign ``c`` in pass ``g``; if no victim fits, it waits a pass."""
+        scenarios: dict[str, Callable[[_Campaign, int, random.Random, list[Item]], bool]] = {
+            "account_takeover": self._c_account_takeover,
+            "session_hijack": self._c_session_hijack,
+            "password_spray": self._c_password_spray,
+            "brute_force": self._c_brute_force,
+            "lateral_movement": self._c_lateral_movement,
+            "exfiltration": self._c_exfiltration,
+            "insider_off_hours": self._c_insider_off_hours,
+            "dormant_account_abuse": self._c_dormant_account_abuse,
+            "vendor_account_abuse": self._c_vendor_account_abuse,
+        }
         rng = random.Random(f"{self.seed}/camp/{c.cid}/{g}")  # noqa: S311
-        fn = getattr(self, "_c_" + c.scenario)
         buf: list[Item] = []
-        ok: bool = fn(c, g, rng, buf)
+        ok = scenarios[c.scenario](c, g, rng, buf)
         if ok and buf:
             c.done = True
             out.extend(buf)
@@ -2296,13 +2316,31 @@ class _World:
             out.append((t, _auth(t, u.user_d, src, None, http, sid, a, 1, None, False, 1), c.label))
         return True
 
+    def _device_victim(self, rng: random.Random, g: int, span: int) -> tuple[_User, int] | None:
+        """A victim whose laptop the attacker drives, and when the campaign starts.
+
+        Preferably while the victim is working (their laptop is busy anyway);
+        failing that (weekend, leave), any time of the victim's day: laptops are
+        often left on, and malware does not keep office hours.
+        """
+        pool = self._pool(rng, ("employee", "admin"))
+        for u in pool:
+            t0 = self._anchor(rng, u, g, span, sessions=False)
+            if isinstance(t0, int):
+                return u, t0
+        for u in pool:
+            M = _local_midnight(self.S, g, u.offset_ms)
+            t = self._pick_time(rng, g, [(M, M + DAY_MS)], span)
+            if t is not None:
+                return u, t
+        return None
+
     def _c_lateral_movement(
         self, c: _Campaign, g: int, rng: random.Random, out: list[Item]
     ) -> bool:
-        for u in self._pool(rng, ("employee", "admin")):
-            t0 = self._anchor(rng, u, g, 2 * HOUR_MS, sessions=False)
-            if not isinstance(t0, int):
-                continue
+        picked = self._device_victim(rng, g, 2 * HOUR_MS)
+        if picked is not None:
+            u, t0 = picked
             self._victims.add(u.uid)
             dev = u.devices[0] if u.new_laptop is None or g < u.nd_pass else u.new_laptop
             used = {h for h, _ in u.hosts}
@@ -2342,10 +2380,9 @@ class _World:
         return False
 
     def _c_exfiltration(self, c: _Campaign, g: int, rng: random.Random, out: list[Item]) -> bool:
-        for u in self._pool(rng, ("employee", "admin")):
-            t0 = self._anchor(rng, u, g, 4 * HOUR_MS, sessions=False)
-            if not isinstance(t0, int):
-                continue
+        picked = self._device_victim(rng, g, 4 * HOUR_MS)
+        if picked is not None:
+            u, t0 = picked
             self._victims.add(u.uid)
             dev = u.devices[0] if u.new_laptop is None or g < u.nd_pass else u.new_laptop
             excl = u.dst_countries() | u.countries()
@@ -2805,7 +2842,11 @@ def _write_streams(world: _World, out_dir: Path) -> tuple[int, int, int, dict[st
         (out_dir / "labels.jsonl").open("wb", buffering=buffering) as fl,
     ):
         write_ev, write_lab = fe.write, fl.write
-        for uid, ev, lab in world.events():
+        prefix = f"evt-{world.seed}-"
+        product, version = _PRODUCT, _OCSF_VERSION
+        for _, ev, lab in itertools.chain.from_iterable(world.chunks()):
+            uid = prefix + str(n).zfill(9)
+            ev["metadata"] = {"uid": uid, "product": product, "version": version}
             write_ev(dumps(ev, option=nl))
             tail = tails.get(lab)
             if tail is None:
@@ -2874,32 +2915,3 @@ def write_dataset(cfg: GeneratorConfig, out_dir: Path) -> GeneratedSummary:
     org["summary"] = summary.to_dict()
     (out_dir / "org.json").write_bytes(orjson.dumps(org, option=orjson.OPT_INDENT_2))
     return summary
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Write a synthetic labelled OCSF dataset.")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--users", type=int, default=200)
-    p.add_argument("--days", type=int, default=7)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--start-ms", type=int, default=GeneratorConfig.start_ms)
-    p.add_argument("--no-attacks", action="store_true")
-    p.add_argument("--attack-days-from", type=int, default=0)
-    p.add_argument("--devices-without-user", type=int, default=None)
-    a = p.parse_args(argv)
-    cfg = GeneratorConfig(
-        users=a.users,
-        days=a.days,
-        seed=a.seed,
-        start_ms=a.start_ms,
-        attacks=not a.no_attacks,
-        attack_days_from=a.attack_days_from,
-        devices_without_user=a.devices_without_user,
-    )
-    summary = write_dataset(cfg, a.out_dir)
-    print(orjson.dumps(summary.to_dict()).decode())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -1,0 +1,110 @@
+"""Core replay benchmark: end-to-end events/s on one core, side by side.
+
+Runs in one process, one thread, on the same events:
+
+* parse only (the parser's floor),
+* the full pipeline (parse -> baseline -> features -> score -> decide) with
+  the model, at several batch sizes,
+* the same pipeline with the forests replaced by a constant ("without
+  model"), so that "with model / without model" is the model's cost,
+
+and reports serialised baseline bytes per entity (mean, p99, max).
+
+Usage::
+
+    python bench/bench_replay.py [--model models/default] [--users 200] [--days 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from detector.engine import Detector, EngineState
+from detector.events import parse_event
+from detector.generate import GeneratorConfig, write_dataset
+from detector.model import load_model
+
+
+def run(det: Detector, lines: list[bytes], batch: int) -> tuple[float, list[float], EngineState]:
+    """Return (seconds, per-batch latencies in ms, final state) of parse + process."""
+    state = EngineState()
+    lat: list[float] = []
+    started = time.perf_counter()
+    for i in range(0, len(lines), batch):
+        t = time.perf_counter()
+        events = [parse_event(raw) for raw in lines[i : i + batch]]
+        det.process(events, state)
+        lat.append((time.perf_counter() - t) * 1000.0)
+    return time.perf_counter() - started, lat, state
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="models/default")
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--seed", type=int, default=99)
+    p.add_argument("--batches", default="1,10,100,1000")
+    p.add_argument("--repeat", type=int, default=1)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(GeneratorConfig(users=args.users, days=args.days, seed=args.seed), Path(tmp))
+        lines = (Path(tmp) / "events.jsonl").read_bytes().splitlines()
+    model = load_model(args.model)
+    trees = {
+        k.value: int(m.forest.roots.shape[0]) if m.forest else 0 for k, m in model.kinds.items()
+    }
+    print(f"events: {len(lines)} ({args.users} users x {args.days} days), model {model.version}, "
+          f"trees {trees}", file=sys.stderr)
+
+    t = time.perf_counter()
+    for raw in lines:
+        parse_event(raw)
+    parse_s = time.perf_counter() - t
+
+    full = Detector(model)
+    floor = Detector(model.without_forests())
+    rows = []
+    state = None
+    for batch in [int(b) for b in args.batches.split(",")]:
+        best_full = best_floor = float("inf")
+        lat_full: list[float] = []
+        for _ in range(args.repeat):
+            s_full, lat, state = run(full, lines, batch)
+            if s_full < best_full:
+                best_full, lat_full = s_full, lat
+            s_floor, _, _ = run(floor, lines, batch)
+            best_floor = min(best_floor, s_floor)
+        rows.append((batch, len(lines) / best_full, len(lines) / best_floor,
+                     best_full / best_floor, statistics.median(lat_full),
+                     float(np.percentile(lat_full, 99))))
+
+    print(f"\nparse only: {len(lines) / parse_s:,.0f} events/s "
+          f"({parse_s / len(lines) * 1e6:.1f} us/event)")
+    print("\n| batch | with model (events/s) | without model (events/s) | with/without time "
+          "| batch p50 (ms) | batch p99 (ms) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for batch, ev_full, ev_floor, ratio, p50, p99 in rows:
+        print(
+            f"| {batch} | {ev_full:,.0f} | {ev_floor:,.0f} | {ratio:.2f} "
+            f"| {p50:.2f} | {p99:.2f} |"
+        )
+
+    assert state is not None
+    sizes = np.array([len(orjson.dumps(b.to_dict())) for b in state.baselines.values()])
+    print(f"\nbaseline bytes per entity (serialised JSON): mean {sizes.mean():.0f}, "
+          f"p99 {np.percentile(sizes, 99):.0f}, max {sizes.max()} over {len(sizes)} entities")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
