@@ -24,10 +24,10 @@ from typing import Any, Final
 from detector.baseline import EMPTY, Baseline, signal_suppressed, update, with_signal
 from detector.context import (
     IpContext,
+    IpStats,
     SessionContext,
     session_live,
     session_opener,
-    tracks_session,
     update_ip,
 )
 from detector.events import Event, EventKind
@@ -152,36 +152,60 @@ class Detector:
             Action.REVOKE: 0.0,
         }
 
-    def context(self, events: Sequence[Event], state: EngineState) -> list[EventContext]:
-        """Compute each event's cross-entity context in input order, updating ``state``."""
+    def ip_stats(
+        self, events: Sequence[Event], ips: dict[str, IpContext]
+    ) -> list[IpStats | None]:
+        """Advance per-source-IP context over ``events`` (input order); return each one's stats.
+
+        Depends only on the events of each IP, in order: a stream stage keyed
+        by source IP computes exactly what a replay computes.
+        """
         cfg = self.cfg
-        out: list[EventContext] = []
-        ips = state.ips
-        sessions = state.sessions
+        out: list[IpStats | None] = []
         for e in events:
-            ip_stats = None
             if e.kind is EventKind.AUTH and e.src_ip is not None:
                 ctx = update_ip(ips.get(e.src_ip, _EMPTY_IP), e, cfg)
                 ips[e.src_ip] = ctx
-                ip_stats = ctx.stats(e.ts_ms, cfg.ip_window_s)
-            changes: tuple[tuple[str, str, str], ...] | None = None
-            if tracks_session(e):
-                sid = e.session_id
-                assert sid is not None  # noqa: S101 - tracks_session checked it
-                opener = sessions.get(sid)
-                if session_live(opener, e, cfg):
-                    assert opener is not None  # noqa: S101
-                    changes = tuple(opener.changes(e))
-                else:
-                    changes = ()
-                    sessions[sid] = session_opener(e)
-            out.append(
-                EventContext(ip_stats, changes) if ip_stats or changes is not None else _NO_CTX
-            )
+                out.append(ctx.stats(e.ts_ms, cfg.ip_window_s))
+            else:
+                out.append(None)
         return out
 
+    def session_changes(
+        self, events: Sequence[Event], sessions: dict[str, SessionContext]
+    ) -> list[tuple[tuple[str, str, str], ...] | None]:
+        """Advance per-session context over ``events``; return each one's changes.
+
+        ``None`` for events without a trackable session, ``()`` for the event
+        that opens a session or one that matches its opener.
+        """
+        cfg = self.cfg
+        out: list[tuple[tuple[str, str, str], ...] | None] = []
+        for e in events:
+            sid = e.session_id
+            if sid is None or e.kind is not EventKind.AUTH:
+                out.append(None)
+                continue
+            opener = sessions.get(sid)
+            if opener is not None and session_live(opener, e, cfg):
+                out.append(tuple(opener.changes(e)))
+            else:
+                sessions[sid] = session_opener(e)
+                out.append(())
+        return out
+
+    def context(self, events: Sequence[Event], state: EngineState) -> list[EventContext]:
+        """Compute each event's cross-entity context in input order, updating ``state``."""
+        return combine_context(
+            self.ip_stats(events, state.ips), self.session_changes(events, state.sessions)
+        )
+
     def process(
-        self, events: Sequence[Event], state: EngineState, keep_features: bool = False
+        self,
+        events: Sequence[Event],
+        state: EngineState,
+        keep_features: bool = False,
+        contexts: Sequence[EventContext] | None = None,
     ) -> list[Decision]:
         """Decide every event of a batch; update ``state`` in place with new values.
 
@@ -190,6 +214,9 @@ class Detector:
         events : the batch, in stream order
         state : baselines and contexts before the batch; holds the new values after
         keep_features : attach each event's feature row to its decision
+        contexts : each event's cross-entity context when a previous stage
+            computed it (a stream keyed by source IP, then by session);
+            otherwise it is computed here from ``state.ips``/``state.sessions``
 
         Returns
         -------
@@ -198,7 +225,10 @@ class Detector:
         """
         if not events:
             return []
-        contexts = self.context(events, state)
+        if contexts is None:
+            contexts = self.context(events, state)
+        elif len(contexts) != len(events):
+            raise ValueError("one context per event is required")
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(events):
             groups.setdefault(e.entity_key, []).append(i)
@@ -216,7 +246,7 @@ class Detector:
         self,
         events: Sequence[Event],
         wave: list[int],
-        contexts: list[EventContext],
+        contexts: Sequence[EventContext],
         state: EngineState,
         decisions: list[Decision | None],
         keep_features: bool,
@@ -277,3 +307,14 @@ class Detector:
 
 
 _NO_CTX: Final = EventContext()
+
+
+def combine_context(
+    ip: Sequence[IpStats | None],
+    sessions: Sequence[tuple[tuple[str, str, str], ...] | None],
+) -> list[EventContext]:
+    """Return per-event contexts from the IP and session stages' outputs."""
+    return [
+        _NO_CTX if a is None and b is None else EventContext(a, b)
+        for a, b in zip(ip, sessions, strict=True)
+    ]
