@@ -6,12 +6,14 @@ state comes in as an :class:`EngineState` of immutable values and leaves as
 new values written back into it.
 
 Batching never changes a decision. Per entity, events are handled strictly in
-input order (score, decide, then learn). Across entities a batch is cut into
-*waves*: wave ``k`` holds the ``k``-th event of every entity in the batch, is
-scored with one forest call per event kind, and is decided and learned before
-wave ``k+1``. Cross-entity context (source IP, session) does not depend on
-decisions, so it is computed first, in input order. Hence any chunking of a
-stream gives the same decisions as one event at a time.
+input order (score, decide, then learn). A batch is processed speculatively:
+every feature row is computed as if all earlier events were allowed (and so
+learned with weight 1), each event kind is scored in one forest call, and then
+decisions are made in input order; for an entity whose event is *not* allowed,
+its later events in the batch are recomputed against the true baseline.
+Cross-entity context (source IP, session) does not depend on decisions, so it
+is computed first, in input order. Hence any chunking of a stream gives the
+same decisions as one event at a time (a property test checks it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from detector.baseline import EMPTY, Baseline, signal_suppressed, update, with_signal
 from detector.context import (
@@ -52,9 +54,8 @@ class EngineState:
     sessions: dict[str, SessionContext] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The engine's verdict on one event."""
+class Decision(NamedTuple):
+    """The engine's verdict on one event (immutable)."""
 
     event: Event
     action: Action
@@ -229,81 +230,116 @@ class Detector:
             contexts = self.context(events, state)
         elif len(contexts) != len(events):
             raise ValueError("one context per event is required")
-        groups: dict[str, list[int]] = {}
-        for i, e in enumerate(events):
-            groups.setdefault(e.entity_key, []).append(i)
-        decisions: list[Decision | None] = [None] * len(events)
-        pending = list(groups.values())
-        k = 0
-        while pending:
-            wave = [g[k] for g in pending]
-            self._wave(events, wave, contexts, state, decisions, keep_features)
-            k += 1
-            pending = [g for g in pending if len(g) > k]
-        return [d for d in decisions if d is not None]
-
-    def _wave(
-        self,
-        events: Sequence[Event],
-        wave: list[int],
-        contexts: Sequence[EventContext],
-        state: EngineState,
-        decisions: list[Decision | None],
-        keep_features: bool,
-    ) -> None:
         fx = self.features
-        baselines = state.baselines
-        by_kind: dict[EventKind, list[int]] = {}
-        rows: dict[int, list[float]] = {}
-        for i in wave:
-            e = events[i]
-            b = baselines.get(e.entity_key, EMPTY)
-            rows[i] = fx.extract(e, b, contexts[i])
-            by_kind.setdefault(e.kind, []).append(i)
-        version = self.model.version
         cfg = self.cfg
-        for kind, idxs in by_kind.items():
-            scores, risks = self.model.kinds[kind].score([rows[i] for i in idxs])
-            for j, i in enumerate(idxs):
-                e = events[i]
-                key = e.entity_key
+        baselines = state.baselines
+        n = len(events)
+
+        # Pass 1, speculative: almost every event is allowed and learned with
+        # weight 1, so compute every feature row as if all earlier events of
+        # the batch were, and score each event kind in one forest call.
+        before: list[Baseline] = []
+        after: list[Baseline] = []
+        rows: list[list[float]] = []
+        current: dict[str, Baseline] = {}
+        by_kind: dict[EventKind, list[int]] = {}
+        for i, e in enumerate(events):
+            key = e.entity_key
+            b = current.get(key)
+            if b is None:
                 b = baselines.get(key, EMPTY)
-                cold = fx.is_cold(b)
-                model_risk = float(risks[j])
-                verdict = self.policy.decide(
-                    e, rows[i], model_risk, cold, contexts[i], b, fx.profile_for(e, b)
-                )
-                weight = self._learn[verdict.action]
-                new_b = update(b, e, cfg, weight)
-                signal_id = None
-                risk = model_risk
-                if verdict.action is not Action.ALLOW:
-                    step_thr, revoke_thr = self.policy.thresholds_for(e)
-                    floor = revoke_thr if verdict.action is Action.REVOKE else step_thr
-                    risk = max(model_risk, floor)
-                    level = verdict.action.level
-                    dedup_key = e.session_id or ""
-                    if not signal_suppressed(
-                        new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s
-                    ):
-                        signal_id = signal_id_for(e, verdict.action)
-                        new_b = with_signal(
-                            new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s
-                        )
-                baselines[key] = new_b
-                decisions[i] = Decision(
-                    event=e,
-                    action=verdict.action,
-                    risk=risk,
-                    model_risk=model_risk,
-                    score=float(scores[j]),
-                    reasons=verdict.reasons,
-                    cold_start=cold,
-                    learn_weight=weight,
-                    signal_id=signal_id,
-                    model_version=version,
-                    features=rows[i] if keep_features else None,
-                )
+            before.append(b)
+            rows.append(fx.extract(e, b, contexts[i]))
+            nb = update(b, e, cfg, 1.0)
+            after.append(nb)
+            current[key] = nb
+            by_kind.setdefault(e.kind, []).append(i)
+        scores = [0.0] * n
+        risks = [0.0] * n
+        for kind, idxs in by_kind.items():
+            sc, rk = self.model.kinds[kind].score([rows[i] for i in idxs])
+            for j, i in enumerate(idxs):
+                scores[i] = float(sc[j])
+                risks[i] = float(rk[j])
+
+        # Pass 2, in input order: decide. Where a decision is not "allow" the
+        # speculation was wrong for that entity from there on, so its later
+        # events in the batch are recomputed against the true baseline. The
+        # result is exactly that of one event at a time.
+        decisions: list[Decision] = []
+        diverged: dict[str, Baseline] = {}
+        for i, e in enumerate(events):
+            key = e.entity_key
+            true_b = diverged.get(key)
+            if true_b is None:
+                b = before[i]
+                row = rows[i]
+                score, model_risk = scores[i], risks[i]
+            else:
+                b = true_b
+                row = fx.extract(e, b, contexts[i])
+                sc, rk = self.model.kinds[e.kind].score([row])
+                score, model_risk = float(sc[0]), float(rk[0])
+            decision, new_b = self._decide(
+                e, b, row, score, model_risk, contexts[i], after[i] if true_b is None else None
+            )
+            if true_b is not None or decision.action is not Action.ALLOW:
+                diverged[key] = new_b
+            current[key] = new_b
+            decisions.append(decision if not keep_features else decision._replace(features=row))
+        baselines.update(current)
+        return decisions
+
+    def _decide(
+        self,
+        e: Event,
+        b: Baseline,
+        row: list[float],
+        score: float,
+        model_risk: float,
+        ctx: EventContext,
+        if_allowed: Baseline | None,
+    ) -> tuple[Decision, Baseline]:
+        """Return the decision for one scored event and the entity's next baseline.
+
+        ``if_allowed`` is the speculative update of ``b`` with this event at
+        weight 1, when one was computed: it is the next baseline if the event
+        is allowed.
+        """
+        fx = self.features
+        cfg = self.cfg
+        cold = fx.is_cold(b)
+        verdict = self.policy.decide(e, row, model_risk, cold, ctx, b, fx.profile_for(e, b))
+        action = verdict.action
+        weight = self._learn[action]
+        signal_id = None
+        risk = model_risk
+        if action is Action.ALLOW:
+            new_b = if_allowed if if_allowed is not None else update(b, e, cfg, weight)
+        else:
+            new_b = update(b, e, cfg, weight)
+            step_thr, revoke_thr = self.policy.thresholds_for(e)
+            floor = revoke_thr if action is Action.REVOKE else step_thr
+            risk = max(model_risk, floor)
+            level = action.level
+            dedup_key = e.session_id or ""
+            if not signal_suppressed(new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s):
+                signal_id = signal_id_for(e, action)
+                new_b = with_signal(new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s)
+        decision = Decision(
+            e,
+            action,
+            risk,
+            model_risk,
+            score,
+            verdict.reasons,
+            cold,
+            weight,
+            signal_id,
+            self.model.version,
+            None,
+        )
+        return decision, new_b
 
 
 _NO_CTX: Final = EventContext()
