@@ -143,6 +143,6 @@ def _print_signal(con: Console, d: Decision, label: dict[str, object]) -> None:
         f"{d.event.entity_kind.value}:{d.event.entity} risk={d.risk:.4f} "
         f"[dim]({truth})[/] {reasons}",
         highlight=False,
-        soft_wrap=False,
+        no_wrap=True,
         overflow="ellipsis",
     )

@@ -284,6 +284,11 @@ class Policy:
                 action = rule_action
         if action is Action.ALLOW:
             return _ALLOW
+        if action is Action.REVOKE and event.success is False:
+            # A failed logon never revokes: the attacker did not get in, and
+            # revoking the victim's sessions on failures would let anyone log
+            # users out by spraying bad passwords (denial of service).
+            action = Action.STEP_UP
         reasons: list[Reason] = [r for _, r in rules]
         if model_action is not Action.ALLOW:
             limit = revoke_thr if model_action is Action.REVOKE else step_thr

@@ -166,3 +166,11 @@ def test_cold_start_is_named() -> None:
     action, codes = decide(make_auth(id="x", ts=LATER), EMPTY, 0.9999)
     assert action is Action.REVOKE
     assert "cold_start" in codes
+
+
+def test_failed_logons_never_revoke() -> None:
+    """Revoking on failures would let anyone log users out by spraying bad passwords."""
+    ctx = EventContext(IpStats(users=45, failures=50, fail_users=44), (("country", "US", "BR"),))
+    action, codes = decide(make_auth(id="x", ts=LATER, ok=False), B, 1.0, ctx)
+    assert action is Action.STEP_UP
+    assert {"password_spray", "session_context_change", "model_risk"} <= set(codes)
