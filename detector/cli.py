@@ -1,4 +1,5 @@
-"""The ``detector`` command line: generate, train, replay, demo.
+"""The ``detector`` command line: generate, train, replay, demo, evaluate, worker, produce,
+responses.
 
 This is an entry point: it configures logging and progress output and calls
 the pure core. Nothing here decides anything.
@@ -155,6 +156,152 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+# ------------------------------------------------------------------ streaming
+#
+# Settings come from flags and DETECTOR_* environment variables (flags win);
+# this entry point is the only place that reads the environment.
+
+_CONN_FIELDS = (
+    "bootstrap_servers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+)
+_WORKER_FIELDS = (
+    "app_id",
+    "input_topics",
+    "response_topic",
+    "dlq_topic",
+    "decisions_topic",
+    "partitions",
+    "replication_factor",
+    "state_dir",
+    "store",
+    "batch_max",
+    "batch_within_s",
+    "web_host",
+    "web_port",
+    "model_poll_s",
+    "commit_interval_s",
+    "log_level",
+)
+
+
+def _connection(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import os
+
+    from detector.stream.settings import KafkaConnection
+
+    return KafkaConnection.from_env(os.environ, **{f: getattr(args, f) for f in _CONN_FIELDS})
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a streaming worker until SIGTERM."""
+    import os
+
+    from detector.stream.settings import WorkerSettings
+    from detector.stream.worker import run_worker
+
+    overrides = {f: getattr(args, f) for f in (*_CONN_FIELDS, *_WORKER_FIELDS)}
+    model = args.model or os.environ.get("DETECTOR_MODEL_DIR") or str(_default_model())
+    settings = WorkerSettings.from_env(os.environ, model_dir=model, **overrides)
+    return run_worker(settings, json_logs=args.log_format == "json")
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Publish events from JSONL files or the generator."""
+    from detector.stream.producer import EventProducer, iter_generated, iter_jsonl
+
+    if bool(args.events) == bool(args.generate):
+        raise ValueError("give --events FILE (repeatable) or --generate")
+    lines = (
+        iter_jsonl(args.events)
+        if args.events
+        else iter_generated(args.users, args.days, args.seed, attacks=not args.no_attacks)
+    )
+    producer = EventProducer(_connection(args), args.auth_topic, args.network_topic)
+    try:
+        with _progress("produce") as bar:
+            task = bar.add_task("produce", total=None)
+            stats = producer.publish(
+                lines, rate=args.rate, progress=lambda s: bar.update(task, completed=s.read)
+            )
+    finally:
+        producer.close()
+    print(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    return 1 if stats.failed else 0
+
+
+def cmd_responses(args: argparse.Namespace) -> int:
+    """Tail the response topic and act on every signal."""
+    import os
+    import signal
+    import threading
+
+    from detector.stream.responses import (
+        FileHandler,
+        HandlerFailed,
+        HttpPostHandler,
+        PrintHandler,
+        ResponseConsumer,
+    )
+
+    handler: PrintHandler | FileHandler | HttpPostHandler
+    if args.handler == "print":
+        handler = PrintHandler()
+    elif args.handler == "file":
+        if not args.file:
+            raise ValueError("--handler file needs --file PATH")
+        handler = FileHandler(args.file)
+    else:
+        if not args.url:
+            raise ValueError("--handler http needs --url URL")
+        handler = HttpPostHandler(
+            args.url,
+            body=args.body,
+            issuer=args.issuer,
+            token=os.environ.get("DETECTOR_RESPONSES_TOKEN") or None,
+            timeout_s=args.http_timeout,
+        )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer = ResponseConsumer(
+        _connection(args),
+        args.topic,
+        args.group_id,
+        handler,
+        max_attempts=args.max_attempts,
+        backoff_s=args.backoff,
+        backoff_max_s=args.backoff_max,
+    )
+    try:
+        stats = consumer.run(stop, idle_timeout_s=args.idle_timeout)
+    except HandlerFailed as exc:
+        print(f"detector responses: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        consumer.close()
+    print(orjson.dumps(stats.to_dict()).decode(), file=sys.stderr)
+    return 0
+
+
+def _add_connection_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kafka connection (or DETECTOR_<NAME> environment variables)")
+    g.add_argument("--bootstrap-servers", help="host:port[,host:port]")
+    g.add_argument(
+        "--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    )
+    g.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    g.add_argument("--sasl-username")
+    g.add_argument(
+        "--sasl-password", help="prefer DETECTOR_SASL_PASSWORD: flags show up in ps"
+    )
+    g.add_argument("--ssl-cafile", type=Path, help="CA bundle to verify the brokers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``detector`` command."""
     p = argparse.ArgumentParser(
@@ -203,6 +350,62 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--warmup-days", type=int, default=7)
     d.add_argument("--show", type=int, default=25, help="signals to print as they fire")
     d.set_defaults(func=cmd_demo)
+
+    from detector import evaluate
+
+    evaluate.add_parser(sub)
+
+    w = sub.add_parser("worker", help="run a streaming worker (Faust) on Kafka")
+    _add_connection_flags(w)
+    w.add_argument("--model", default=None, help="model directory (or DETECTOR_MODEL_DIR)")
+    w.add_argument("--app-id", help="consumer group and internal topic prefix")
+    w.add_argument("--input-topics", help="comma-separated input topics")
+    w.add_argument("--response-topic")
+    w.add_argument("--dlq-topic", help="dead-letter topic")
+    w.add_argument("--decisions-topic", help="optional audit topic of every decision")
+    w.add_argument("--partitions", type=int, help="partitions of internal topics and tables")
+    w.add_argument("--replication-factor", type=int)
+    w.add_argument("--state-dir", type=Path, help="table store directory")
+    w.add_argument("--store", choices=["rocksdb://", "memory://"])
+    w.add_argument("--batch-max", type=int, help="events per micro-batch at most")
+    w.add_argument("--batch-within-s", type=float, help="seconds to wait for a batch")
+    w.add_argument("--web-host")
+    w.add_argument("--web-port", type=int, help="/metrics and /health port")
+    w.add_argument("--model-poll-s", type=float, help="model change poll interval, 0 = off")
+    w.add_argument("--commit-interval-s", type=float)
+    w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    w.add_argument("--log-format", choices=["json", "text"], default="json")
+    w.set_defaults(func=cmd_worker)
+
+    pr = sub.add_parser("produce", help="publish events to the input topics, keyed by entity")
+    _add_connection_flags(pr)
+    pr.add_argument("--events", action="append", help="JSONL file (repeatable)")
+    pr.add_argument("--generate", action="store_true", help="publish generated events")
+    pr.add_argument("--users", type=int, default=50)
+    pr.add_argument("--days", type=int, default=1)
+    pr.add_argument("--seed", type=int, default=42)
+    pr.add_argument("--no-attacks", action="store_true")
+    pr.add_argument("--auth-topic", default="zt.auth")
+    pr.add_argument("--network-topic", default="zt.network")
+    pr.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
+    pr.set_defaults(func=cmd_produce)
+
+    rs = sub.add_parser("responses", help="reference revocation consumer of the response topic")
+    _add_connection_flags(rs)
+    rs.add_argument("--topic", default="zt.responses")
+    rs.add_argument("--group-id", default="zt-responses")
+    rs.add_argument("--handler", choices=["print", "file", "http"], default="print")
+    rs.add_argument("--file", help="file handler: JSONL file to append to")
+    rs.add_argument("--url", help="http handler: endpoint to POST each signal to")
+    rs.add_argument("--body", choices=["signal", "caep"], default="signal")
+    rs.add_argument("--issuer", default="urn:zt-detector", help="CAEP iss claim")
+    rs.add_argument("--http-timeout", type=float, default=10.0)
+    rs.add_argument("--max-attempts", type=int, default=0, help="0 = retry forever")
+    rs.add_argument("--backoff", type=float, default=0.5, help="first retry delay (s)")
+    rs.add_argument("--backoff-max", type=float, default=30.0)
+    rs.add_argument("--idle-timeout", type=float, default=None,
+                    help="exit after this many seconds without a record")
+    rs.set_defaults(func=cmd_responses)
     return p
 
 

@@ -122,3 +122,16 @@ def test_demo_runs_on_the_default_model(capsys: pytest.CaptureFixture[str]) -> N
     assert "events/s" in out
     assert "attacks caught:" in out
     assert "false alarms" in out
+
+
+def test_evaluate_after_replay(workdir: Path, generated: Path, trained: Path) -> None:
+    decisions = workdir / "eval-decisions.jsonl"
+    assert main(["replay", "--model", str(trained), "--events", str(generated / "events.jsonl"),
+                 "--decisions", str(decisions)]) == 0
+    out = workdir / "eval"
+    assert main(["evaluate", "--decisions", str(decisions), "--labels",
+                 str(generated / "labels.jsonl"), "--out", str(out)]) == 0
+    metrics = orjson.loads((out / "metrics.json").read_bytes())
+    assert 0.5 <= metrics["roc_auc"] <= 1.0
+    assert list(out.glob("*.png"))
+    assert (out / "report.md").stat().st_size > 0

@@ -98,3 +98,32 @@ def kafka_bootstrap() -> Iterator[str]:
                     f"{_tail(stopped.stderr)}",
                     pytrace=False,
                 )
+
+
+# ------------------------------------------------------------------ streaming
+
+
+@pytest.fixture(scope="session")
+def stream_dataset(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[dict[str, object]]]:
+    """A small generated workforce (with attacks) and its replay decisions, in order.
+
+    ``detector replay`` semantics on the same file are the reference every
+    streaming test compares the worker against.
+    """
+    import orjson
+
+    from detector.engine import Detector
+    from detector.generate import GeneratorConfig, write_dataset
+    from detector.model import load_model
+    from detector.replay import replay
+
+    out = tmp_path_factory.mktemp("stream-dataset")
+    write_dataset(GeneratorConfig(users=25, days=3, seed=7), out)
+    events = out / "events.jsonl"
+    with (out / "decisions.jsonl").open("wb") as fh:
+        replay(Detector(load_model(REPO / "models" / "default")), [events], fh, None)
+    lines = (out / "decisions.jsonl").read_bytes().splitlines()
+    decisions = [orjson.loads(line) for line in lines]
+    return events, decisions

@@ -1,0 +1,262 @@
+"""Streaming settings: one frozen object per process, built in the entry point.
+
+Every setting comes from a command-line flag or a ``DETECTOR_*`` environment
+variable (the flag wins). Nothing else reads the environment: the CLI builds
+a :class:`WorkerSettings` (or :class:`KafkaConnection`) once and passes it
+down explicitly.
+
+Secrets (``sasl_password``) never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+ENV_PREFIX: Final = "DETECTOR_"
+
+DEFAULT_AUTH_TOPIC: Final = "zt.auth"
+DEFAULT_NETWORK_TOPIC: Final = "zt.network"
+DEFAULT_RESPONSE_TOPIC: Final = "zt.responses"
+DEFAULT_DLQ_TOPIC: Final = "zt.deadletter"
+
+
+class SecurityProtocol(StrEnum):
+    """Kafka security protocols (the names Kafka clients use)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    """SASL mechanisms supported with a username and password."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """How to reach and authenticate to the brokers.
+
+    Examples
+    --------
+    >>> c = KafkaConnection.from_env({"DETECTOR_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+    ...                               "DETECTOR_SASL_PASSWORD": "s3cret"})
+    >>> c.servers
+    ('k1:9092', 'k2:9092')
+    >>> "s3cret" in repr(c)
+    False
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism = SaslMechanism.PLAIN
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "security_protocol", SecurityProtocol(self.security_protocol))
+        object.__setattr__(self, "sasl_mechanism", SaslMechanism(self.sasl_mechanism))
+        if not self.servers:
+            raise ValueError("bootstrap servers must not be empty")
+        if self.uses_sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"{self.security_protocol} needs a SASL username and password")
+        if self.ssl_cafile is not None and not Path(self.ssl_cafile).is_file():
+            raise ValueError(f"CA file not found: {self.ssl_cafile}")
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """Return the bootstrap servers as ``host:port`` strings."""
+        return tuple(s.strip() for s in self.bootstrap_servers.split(",") if s.strip())
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Return True for the SASL protocols."""
+        return self.security_protocol in (
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        )
+
+    @property
+    def uses_ssl(self) -> bool:
+        """Return True for the TLS protocols."""
+        return self.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Return a verifying TLS context (with the CA file), or None without TLS."""
+        if not self.uses_ssl:
+            return None
+        cafile = str(self.ssl_cafile) if self.ssl_cafile is not None else None
+        return ssl.create_default_context(cafile=cafile)
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Return the connection keyword arguments for kafka-python clients."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": list(self.servers),
+            "security_protocol": self.security_protocol.value,
+        }
+        if self.uses_ssl and self.ssl_cafile is not None:
+            cfg["ssl_cafile"] = str(self.ssl_cafile)
+        if self.uses_sasl:
+            cfg["sasl_mechanism"] = self.sasl_mechanism.value
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = self.sasl_password
+        return cfg
+
+    def faust_brokers(self) -> list[str]:
+        """Return the broker URLs in Faust's form (``kafka://host:port``)."""
+        return [f"kafka://{s}" for s in self.servers]
+
+    def faust_credentials(self) -> Any:
+        """Return Faust ``broker_credentials`` (None for PLAINTEXT)."""
+        import faust
+
+        if self.uses_sasl:
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password,
+                ssl_context=self.ssl_context(),
+                mechanism=self.sasl_mechanism.value,
+            )
+        context = self.ssl_context()
+        if context is not None:
+            return faust.SSLCredentials(context)
+        return None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> KafkaConnection:
+        """Build from ``DETECTOR_*`` variables; non-None ``overrides`` win."""
+        built: KafkaConnection = _build(cls, env, overrides)
+        return built
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Everything one ``detector worker`` process needs.
+
+    Examples
+    --------
+    >>> s = WorkerSettings.from_env({"DETECTOR_INPUT_TOPICS": "a,b", "DETECTOR_PARTITIONS": "4"},
+    ...                             model_dir="models/default")
+    >>> s.input_topics, s.partitions, s.internal_topic("by-ip")
+    (('a', 'b'), 4, 'zt-detector-by-ip')
+    """
+
+    model_dir: Path
+    kafka: KafkaConnection = field(default_factory=KafkaConnection)
+    #: Faust app id: the consumer group and the prefix of internal topics.
+    app_id: str = "zt-detector"
+    input_topics: tuple[str, ...] = (DEFAULT_AUTH_TOPIC, DEFAULT_NETWORK_TOPIC)
+    response_topic: str = DEFAULT_RESPONSE_TOPIC
+    dlq_topic: str = DEFAULT_DLQ_TOPIC
+    #: Optional audit topic with every decision (allow included); off by default.
+    decisions_topic: str | None = None
+    #: Partitions of the internal repartition topics and table changelogs.
+    #: Fixed for the life of a deployment: changing it re-keys the state.
+    partitions: int = 8
+    replication_factor: int = 1
+    state_dir: Path = Path("state")
+    #: ``rocksdb://`` (production default) or ``memory://`` (tests).
+    store: str = "rocksdb://"
+    #: Micro-batch bounds: at most ``batch_max`` events, waiting at most
+    #: ``batch_within_s`` for a batch to fill.
+    batch_max: int = 500
+    batch_within_s: float = 0.2
+    web_host: str = "0.0.0.0"  # noqa: S104  (the metrics port must be scrapeable)
+    web_port: int = 6066
+    #: Seconds between checks of the model directory for a new model; 0 = off
+    #: (SIGHUP always triggers a reload).
+    model_poll_s: float = 10.0
+    #: Offset commit interval; outputs are flushed before every commit.
+    commit_interval_s: float = 2.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_dir", Path(self.model_dir))
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if isinstance(self.input_topics, str):
+            object.__setattr__(self, "input_topics", _split(self.input_topics))
+        topics = tuple(dict.fromkeys(self.input_topics))  # dedupe, keep order
+        object.__setattr__(self, "input_topics", topics)
+        if not topics:
+            raise ValueError("at least one input topic is required")
+        outputs = {self.response_topic, self.dlq_topic, self.decisions_topic}
+        if outputs & set(topics):
+            raise ValueError("input topics must differ from the response/DLQ/decision topics")
+        if self.partitions < 1 or self.replication_factor < 1:
+            raise ValueError("partitions and replication factor must be >= 1")
+        if self.batch_max < 1 or self.batch_within_s <= 0:
+            raise ValueError("batch_max must be >= 1 and batch_within_s > 0")
+        if self.store not in ("rocksdb://", "memory://"):
+            raise ValueError("store must be rocksdb:// or memory://")
+        if not 0 <= self.web_port < 65536:
+            raise ValueError("web_port must be a TCP port")
+        if self.model_poll_s < 0 or self.commit_interval_s <= 0:
+            raise ValueError("model_poll_s must be >= 0 and commit_interval_s > 0")
+
+    def internal_topic(self, name: str) -> str:
+        """Return the name of an internal (repartition) topic of this app."""
+        return f"{self.app_id}-{name}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> WorkerSettings:
+        """Build from ``DETECTOR_*`` variables; non-None ``overrides`` win.
+
+        Connection settings (``bootstrap_servers``, ``security_protocol``...)
+        may be given in ``overrides`` too; they build the ``kafka`` field.
+        """
+        conn_names = {f.name for f in fields(KafkaConnection)}
+        conn = {k: overrides.pop(k) for k in list(overrides) if k in conn_names}
+        kafka = KafkaConnection.from_env(env, **conn)
+        built: WorkerSettings = _build(cls, env, {**overrides, "kafka": kafka})
+        return built
+
+
+def _convert(cls: type, name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(cls)}[name]
+    kind = str(kind)
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("tuple"):
+        return _split(raw)
+    if kind.startswith("Path"):
+        return Path(raw)
+    if raw == "" and "None" in kind:
+        return None
+    return raw
+
+
+def _build(cls: type, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None and f.name != "kafka":
+            try:
+                kwargs[f.name] = _convert(cls, f.name, raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: {exc}") from None
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def with_overrides(settings: WorkerSettings, **changes: Any) -> WorkerSettings:
+    """Return a copy of ``settings`` with the non-None ``changes`` applied."""
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,94 @@
+"""Create the worker's internal topics before Faust starts (kafka-python admin).
+
+Faust declares its internal topics itself, but when two workers start
+together the group leader can compute the partition assignment before a
+topic another worker just created is in its metadata; Faust then logs
+"Ignoring missing topic" and that stage gets no partitions until the next
+rebalance. Creating every internal topic up front, idempotently, removes the
+race. An existing topic with a different partition count is refused: the
+tables are keyed by partition, so silently running on it would scatter state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from detector.stream.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+REPARTITION_TOPICS: Final = ("by-ip", "by-session", "by-entity")
+TABLES: Final = ("ip-context", "session-context", "baselines")
+
+
+def internal_topics(settings: WorkerSettings) -> dict[str, dict[str, str]]:
+    """Return every internal topic of the app and its topic configuration.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> topics = internal_topics(WorkerSettings(model_dir=Path("m"), app_id="zt"))
+    >>> topics["zt-baselines-changelog"]["cleanup.policy"], sorted(topics)[0]
+    ('compact', 'zt-baselines-changelog')
+    """
+    out: dict[str, dict[str, str]] = {}
+    for name in REPARTITION_TOPICS:
+        out[settings.internal_topic(name)] = {"cleanup.policy": "delete"}
+    for table in TABLES:
+        # Changelogs keep the latest value of every key, forever.
+        out[settings.internal_topic(f"{table}-changelog")] = {"cleanup.policy": "compact"}
+    return out
+
+
+def ensure_topics(settings: WorkerSettings, timeout_ms: int = 30_000) -> list[str]:
+    """Create the missing internal topics; return the names created.
+
+    Raises ``ValueError`` when an existing internal topic has another
+    partition count than ``settings.partitions``.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = internal_topics(settings)
+    admin = KafkaAdminClient(
+        client_id=f"{settings.app_id}-admin",
+        request_timeout_ms=timeout_ms,
+        **settings.kafka.kafka_python_config(),
+    )
+    created: list[str] = []
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        for name in missing:
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            num_partitions=settings.partitions,
+                            replication_factor=settings.replication_factor,
+                            topic_configs=wanted[name],
+                        )
+                    ],
+                    timeout_ms=timeout_ms,
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+        if missing:
+            admin.wait_for_topics(missing, timeout_ms=timeout_ms)
+        for desc in admin.describe_topics(list(wanted)):
+            n = len(desc["partitions"])
+            if n != settings.partitions:
+                raise ValueError(
+                    f"internal topic {desc['topic']} has {n} partitions, the worker is "
+                    f"configured for {settings.partitions}: state is keyed by partition, "
+                    "use the original count (or a new app id)"
+                )
+    finally:
+        admin.close()
+    if created:
+        logger.info("created internal topics %s", ",".join(created))
+    return created

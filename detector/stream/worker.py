@@ -1,0 +1,562 @@
+"""The Faust adapter: ``detector worker``. The only module that imports ``faust``.
+
+Four agents, each a thin loop over :mod:`detector.stream.stages`::
+
+    parse    input topics (any key)   -> <app>-by-ip        rejects -> dead-letter topic
+    ip       <app>-by-ip (IP)         -> <app>-by-session   table ip-context
+    session  <app>-by-session (sid)   -> <app>-by-entity    table session-context
+    entity   <app>-by-entity (entity) -> response topic     table baselines
+
+Each agent consumes raw bytes in micro-batches (``stream.take_events``), so a
+bad message can never crash it: rejects are dead-lettered with their reason,
+source topic, partition and offset, and counted. An exception from the engine
+is a bug: the batch's events go to the dead-letter topic with reason
+``engine_error:<ExceptionType>``, are counted, and are logged with the
+traceback; nothing is skipped silently.
+
+Tables hold the versioned state dicts as JSON bytes and are written back
+explicitly for every key a batch changed. Faust places a table write in the
+changelog partition of the *current event*; a batch spans partitions, so each
+read and write is bound to an event of its own key first (:func:`_bind`).
+
+Delivery is at least once: every output is handed to the producer before the
+batch is acked, and Faust flushes the producer before it commits offsets.
+On SIGTERM Faust stops fetching, waits until every started batch is acked,
+commits, flushes and exits. Signals carry a deterministic id, so a
+redelivered event's signal is deduplicated downstream.
+
+The model is hot-reloaded without a restart: on SIGHUP, and when the model
+directory's ``model.json`` changes (polled every ``model_poll_s``). The new
+directory is fully verified first; a model that fails to load is refused and
+the old one keeps running (``detector_model_reloads_total{result="failed"}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+import time
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import faust
+import orjson
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.streams import _current_event  # see _bind
+from faust.types import EventT
+
+from detector.baseline import Baseline
+from detector.context import IpContext, SessionContext
+from detector.engine import Detector
+from detector.events import Event, EventKind
+from detector.model import load_model
+from detector.signals import to_signal
+from detector.stream import stages
+from detector.stream.metrics import OffsetMap, StreamMetrics
+from detector.stream.settings import WorkerSettings
+from detector.stream.topics import ensure_topics
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: A consumed message: raw bytes key and value.
+RawEvent = EventT[bytes]
+_RAW: Final[dict[str, Any]] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+class ModelHolder:
+    """The current :class:`Detector`; replaced atomically between batches.
+
+    Each batch reads :attr:`detector` once, so a reload never changes the
+    model in the middle of a batch.
+    """
+
+    def __init__(self, model_dir: Path, metrics: StreamMetrics) -> None:
+        self.model_dir = Path(model_dir)
+        self.metrics = metrics
+        self.fingerprint = self._fingerprint()
+        self.detector = Detector(load_model(self.model_dir))
+        metrics.set_model(self.version)
+
+    @property
+    def version(self) -> str:
+        """Return the loaded model's version."""
+        return self.detector.model.version
+
+    def _fingerprint(self) -> str:
+        # model.json holds the sha256 of every other artifact, so its own hash
+        # identifies the whole model directory.
+        return hashlib.sha256((self.model_dir / "model.json").read_bytes()).hexdigest()
+
+    def reload(self, force: bool = False) -> str:
+        """Load the model directory again if it changed; return the result label.
+
+        Blocking (file I/O and verification): run it in an executor.
+        """
+        try:
+            fingerprint = self._fingerprint()
+            if fingerprint == self.fingerprint and not force:
+                return "unchanged"
+            detector = Detector(load_model(self.model_dir))
+        except (OSError, ValueError) as exc:
+            logger.error("model reload refused dir=%s error=%s", self.model_dir, exc)
+            self.metrics.model_reloads.labels(result="failed").inc()
+            return "failed"
+        old = self.version
+        self.detector, self.fingerprint = detector, fingerprint
+        self.metrics.set_model(self.version)
+        self.metrics.model_reloads.labels(result="loaded").inc()
+        logger.info("model reloaded old_version=%s new_version=%s", old, self.version)
+        return "loaded"
+
+
+def _bind(event: RawEvent) -> None:
+    """Make ``event`` Faust's current event in this task.
+
+    Faust's tables read and write in the partition of the current event;
+    inside a ``take`` batch that would be whichever event arrived last. Binding
+    an event of the same key (hence the same partition) before each table
+    access keeps every key in its own changelog partition. (There is no public
+    API for this; ``_current_event`` is the context variable Faust itself sets.)
+    """
+    _current_event.set(weakref.ref(event))
+
+
+def _source(event: RawEvent) -> stages.Source:
+    m = event.message
+    return stages.Source(m.topic, m.partition, m.offset)
+
+
+class _Pipeline:
+    """The agents' bodies, with their topics, tables and metrics."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: WorkerSettings,
+        holder: ModelHolder,
+        metrics: StreamMetrics,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.holder = holder
+        self.metrics = metrics
+        n = settings.partitions
+        self.by_ip = app.topic(
+            settings.internal_topic("by-ip"), partitions=n, internal=True, **_RAW
+        )
+        self.by_session = app.topic(
+            settings.internal_topic("by-session"), partitions=n, internal=True, **_RAW
+        )
+        self.by_entity = app.topic(
+            settings.internal_topic("by-entity"), partitions=n, internal=True, **_RAW
+        )
+        # bytes key and value types make Faust use the raw codec for the
+        # changelog (sends and recovery alike); values are our versioned JSON.
+        table: dict[str, Any] = {"partitions": n, "key_type": bytes, "value_type": bytes}
+        self.ips = app.Table("ip-context", **table)
+        self.sessions = app.Table("session-context", **table)
+        self.baselines = app.Table("baselines", **table)
+
+    # ------------------------------------------------------------------ helpers
+    def _dead_letter(self, out: _Outbox, dead: Sequence[stages.DeadLetter]) -> Awaitable[None]:
+        for d in dead:
+            self.metrics.rejects.labels(stage=d.stage, reason=d.reason).inc()
+            logger.info(
+                "dead letter stage=%s reason=%s topic=%s partition=%d offset=%d event_id=%s",
+                d.stage, d.reason, d.source.topic, d.source.partition, d.source.offset,
+                d.event_id,
+            )
+        return out.send(self.settings.dlq_topic, [(d.source.topic, d.to_bytes()) for d in dead])
+
+    async def _engine_error(
+        self,
+        out: _Outbox,
+        stage: str,
+        exc: Exception,
+        batch: Sequence[RawEvent],
+        items: Sequence[stages.Routed],
+        index: Sequence[int],
+    ) -> None:
+        name = type(exc).__name__
+        self.metrics.engine_errors.labels(stage=stage, error=name).inc()
+        first = _source(batch[index[0]]) if index else stages.Source("-", -1, -1)
+        logger.error(
+            "engine error stage=%s error=%s events=%d first=%s:%d:%d",
+            stage, name, len(items), first.topic, first.partition, first.offset,
+            exc_info=exc,
+        )
+        reason = f"engine_error:{name}"
+        await self._dead_letter(
+            out,
+            [
+                stages.DeadLetter(
+                    reason, name, stage, _source(batch[i]), batch[i].value or b"",
+                    r.event.event_id,
+                )
+                for r, i in zip(items, index, strict=True)
+            ],
+        )
+
+    def _load(
+        self,
+        table: Any,
+        name: str,
+        keyed: dict[str, RawEvent],
+        decode: Callable[[Any], T],
+    ) -> dict[str, T]:
+        def get(key: str) -> bytes | None:
+            _bind(keyed[key])
+            value: bytes | None = table.get(key.encode())
+            return value
+
+        states, bad = stages.load_states(keyed, get, decode)
+        for key in bad:
+            self.metrics.state_resets.labels(table=name).inc()
+            logger.error(
+                "state reset table=%s reason=undecodable key_sha256=%s",
+                name, hashlib.sha256(key.encode()).hexdigest()[:16],
+            )
+        return states
+
+    @staticmethod
+    def _store(table: Any, keyed: dict[str, RawEvent], changed: dict[str, Any]) -> None:
+        # Explicit write-back of every changed key: the changelog is the state.
+        for key, value in changed.items():
+            _bind(keyed[key])
+            table[key.encode()] = stages.encode_state(value)
+
+    def _observe(self, stage: str, n: int, started: float) -> None:
+        self.metrics.batch_size.labels(stage=stage).observe(n)
+        self.metrics.batch_ms.labels(stage=stage).observe((time.perf_counter() - started) * 1e3)
+
+    def _batches(self, stream: Any) -> AsyncIterator[Sequence[RawEvent]]:
+        s = self.settings
+        batches: AsyncIterator[Sequence[RawEvent]] = stream.take_events(
+            s.batch_max, within=s.batch_within_s
+        )
+        return batches
+
+    # ------------------------------------------------------------------- agents
+    async def parse(self, stream: Any) -> None:
+        """Stage 1: validate input, dead-letter rejects, forward keyed by source IP."""
+        by_ip = self.by_ip.get_topic_name()
+        async for batch in self._batches(stream):
+            started = time.perf_counter()
+            for topic, count in Counter(e.message.topic for e in batch).items():
+                self.metrics.events_in.labels(topic=topic).inc(count)
+            accepted, dead = stages.parse_stage([(e.value, _source(e)) for e in batch])
+            out = _Outbox(self.app.producer)
+            await out.send(by_ip, [(k, r.to_bytes()) for k, r in accepted])
+            await self._dead_letter(out, dead)
+            await out.delivered()
+            self._observe("parse", len(batch), started)
+
+    async def _context_stage(
+        self,
+        stream: Any,
+        stage: str,
+        table: Any,
+        table_name: str,
+        key_of: Callable[[Event], str | None],
+        decode: Callable[[Any], T],
+        run: Callable[
+            [Detector, Sequence[stages.Routed], dict[str, T]],
+            tuple[list[tuple[str, stages.Routed]], dict[str, T]],
+        ],
+        forward: str,
+    ) -> None:
+        async for batch in self._batches(stream):
+            started = time.perf_counter()
+            out = _Outbox(self.app.producer)
+            items, index, dead = stages.decode_routed([(e.value, _source(e)) for e in batch], stage)
+            await self._dead_letter(out, dead)
+            keyed: dict[str, RawEvent] = {}
+            for r, i in zip(items, index, strict=True):
+                key = key_of(r.event)
+                if key is not None:
+                    keyed[key] = batch[i]
+            states = self._load(table, table_name, keyed, decode)
+            try:
+                routed, changed = run(self.holder.detector, items, states)
+            except Exception as exc:  # a bug: dead-letter the batch, keep running
+                await self._engine_error(out, stage, exc, batch, items, index)
+                await out.delivered()
+                continue
+            await out.send(forward, [(k, r.to_bytes()) for k, r in routed])
+            self._store(table, keyed, changed)
+            await out.delivered()
+            self._observe(stage, len(batch), started)
+
+    async def ip(self, stream: Any) -> None:
+        """Stage 2 (keyed by source IP): IP context, forward keyed by session."""
+        await self._context_stage(
+            stream, "ip", self.ips, "ip-context", _ip_state_key, IpContext.from_dict,
+            stages.ip_stage, self.by_session.get_topic_name(),
+        )
+
+    async def session(self, stream: Any) -> None:
+        """Stage 3 (keyed by session id): session context, forward keyed by entity."""
+        await self._context_stage(
+            stream, "session", self.sessions, "session-context", _session_state_key,
+            SessionContext.from_dict, stages.session_stage, self.by_entity.get_topic_name(),
+        )
+
+    async def entity(self, stream: Any) -> None:
+        """Stage 4 (keyed by entity): baselines, decisions, signals."""
+        m = self.metrics
+        s = self.settings
+        async for batch in self._batches(stream):
+            started = time.perf_counter()
+            out = _Outbox(self.app.producer)
+            items, index, dead = stages.decode_routed(
+                [(e.value, _source(e)) for e in batch], "entity"
+            )
+            await self._dead_letter(out, dead)
+            keyed = {r.event.entity_key: batch[i] for r, i in zip(items, index, strict=True)}
+            baselines = self._load(self.baselines, "baselines", keyed, Baseline.from_dict)
+            try:
+                decisions, changed = stages.entity_stage(self.holder.detector, items, baselines)
+                signals = [
+                    (d.event.entity_key, orjson.dumps(to_signal(d)))
+                    for d in decisions
+                    if d.signal_id is not None
+                ]
+            except Exception as exc:  # a bug: dead-letter the batch, keep running
+                await self._engine_error(out, "entity", exc, batch, items, index)
+                await out.delivered()
+                continue
+            await out.send(s.response_topic, signals)
+            if s.decisions_topic:
+                await out.send(
+                    s.decisions_topic,
+                    [(d.event.entity_key, orjson.dumps(d.to_dict())) for d in decisions],
+                )
+            self._store(self.baselines, keyed, changed)
+            await out.delivered()
+            for action, count in Counter(d.action.value for d in decisions).items():
+                m.decisions.labels(action=action).inc(count)
+            for d in decisions:
+                if d.signal_id is not None:
+                    m.signals.labels(action=d.action.value).inc()
+            cold = sum(1 for d in decisions if d.cold_start)
+            if cold:
+                m.cold_start.inc(cold)
+            self._observe("entity", len(batch), started)
+
+
+class _Outbox:
+    """One batch's outputs, sent straight to the producer.
+
+    Faust's ``Topic.send`` costs about a millisecond of bookkeeping per
+    message; the producer itself keeps per-partition order. The batch waits
+    for every acknowledgement (:meth:`delivered`) before it is acked, so an
+    output the broker refused fails the agent (fail-stop, the batch is
+    redelivered) instead of being committed past.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._pending: list[Awaitable[Any]] = []
+
+    async def send(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
+        send = self._producer.send
+        for key, value in records:
+            self._pending.append(await send(topic, key.encode(), value, None, None, None))
+
+    async def delivered(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending)
+            self._pending.clear()
+
+
+def _ip_state_key(event: Event) -> str | None:
+    # Mirrors Detector.ip_stats: only auth events with a source IP touch IP context.
+    return event.src_ip if event.kind is EventKind.AUTH else None
+
+
+def _session_state_key(event: Event) -> str | None:
+    # Mirrors Detector.session_changes: only auth events with a session id.
+    return event.session_id if event.kind is EventKind.AUTH else None
+
+
+def _coords(event: RawEvent) -> tuple[str, int, int]:
+    m = event.message
+    return (m.topic, m.partition, m.offset)
+
+
+def build_app(
+    settings: WorkerSettings, holder: ModelHolder, metrics: StreamMetrics
+) -> faust.App:
+    """Build the Faust app of one worker process (no module-level singleton).
+
+    Parameters
+    ----------
+    settings : the worker's settings
+    holder : the current model, shared with the reload trigger
+    metrics : the worker's metrics; Faust's Prometheus sensor joins its registry
+
+    Returns
+    -------
+    faust.App
+        Not started; run it with :func:`run_worker` (or ``faust.Worker``).
+    """
+    kafka = settings.kafka
+    app = faust.App(
+        settings.app_id,
+        broker=kafka.faust_brokers(),
+        broker_credentials=kafka.faust_credentials(),
+        store=settings.store,
+        datadir=str(settings.state_dir),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_wait_empty=True,
+        autodiscover=False,
+    )
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+
+    def offsets() -> tuple[OffsetMap, OffsetMap]:
+        monitor = app.monitor
+        end = {(tp.topic, tp.partition): o for tp, o in dict(monitor.tp_end_offsets).items()}
+        read = {(tp.topic, tp.partition): o for tp, o in dict(monitor.tp_read_offsets).items()}
+        return end, read
+
+    metrics.add_lag(offsets)
+    pipe = _Pipeline(app, settings, holder, metrics)
+    inputs = app.topic(*settings.input_topics, **_RAW)
+    app.agent(inputs, name="parse")(pipe.parse)
+    app.agent(pipe.by_ip, name="ip")(pipe.ip)
+    app.agent(pipe.by_session, name="session")(pipe.session)
+    app.agent(pipe.by_entity, name="entity")(pipe.entity)
+
+    async def health(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        try:
+            assigned = len(app.consumer.assignment())
+        except Exception:  # consumer not started yet
+            assigned = 0
+        recovering = bool(getattr(app, "in_recovery", False))
+        body = {
+            "status": "ok",
+            "ready": not app.rebalancing and not recovering,
+            "rebalancing": bool(app.rebalancing),
+            "recovering": recovering,
+            "assigned_partitions": assigned,
+            "model_version": holder.version,
+        }
+        return view.json(body)
+
+    app.page("/health")(health)
+
+    async def reload_model(app_: faust.App) -> None:
+        result = await asyncio.get_running_loop().run_in_executor(None, holder.reload)
+        if result == "unchanged":
+            metrics.model_reloads.labels(result="unchanged").inc()
+
+    if settings.model_poll_s > 0:
+        app.timer(settings.model_poll_s, name="model-reload")(reload_model)
+    return app
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: ts, level, logger, message (+ exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a JSON line."""
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+def logging_config(level: str, json_logs: bool) -> dict[str, Any]:
+    """Return the ``logging.config.dictConfig`` of a worker process."""
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JsonFormatter"}
+        if json_logs
+        else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "main",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        # Faust logs every fetch/commit at INFO: keep its chatter at WARNING.
+        "loggers": {
+            name: {"level": "WARNING"} for name in ("faust", "mode", "aiokafka", "kafka")
+        },
+    }
+
+
+class DetectorWorker(faust.Worker):
+    """Faust's worker, plus SIGHUP = reload the model now."""
+
+    def __init__(self, app: faust.App, holder: ModelHolder, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.holder = holder
+
+    def install_signal_handlers(self) -> None:
+        """Install Faust's handlers (SIGTERM/SIGINT: graceful stop) and SIGHUP."""
+        super().install_signal_handlers()
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        logger.info("SIGHUP: reloading model dir=%s", self.holder.model_dir)
+        self.loop.run_in_executor(None, self.holder.reload, True)
+
+
+def run_worker(settings: WorkerSettings, json_logs: bool = True) -> int:
+    """Run one worker until SIGTERM/SIGINT; return the exit code.
+
+    Raises :class:`~detector.model.ModelError` when the model does not load.
+    """
+    metrics = StreamMetrics()
+    holder = ModelHolder(settings.model_dir, metrics)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings)
+    app = build_app(settings, holder, metrics)
+    logger.info(
+        "worker starting app_id=%s inputs=%s partitions=%d store=%s model_version=%s web=%s:%d",
+        settings.app_id, ",".join(settings.input_topics), settings.partitions,
+        settings.store, holder.version, settings.web_host, settings.web_port,
+    )
+    worker = DetectorWorker(
+        app,
+        holder,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logging_config(settings.log_level, json_logs),
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

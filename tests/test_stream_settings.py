@@ -1,0 +1,65 @@
+"""Worker settings from the environment and flags: precedence, validation, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detector.stream.settings import KafkaConnection, SecurityProtocol, WorkerSettings
+
+
+def test_flags_override_environment() -> None:
+    env = {"DETECTOR_BOOTSTRAP_SERVERS": "env:9092", "DETECTOR_PARTITIONS": "12",
+           "DETECTOR_INPUT_TOPICS": "a, b,a", "DETECTOR_BATCH_WITHIN_S": "0.5"}
+    s = WorkerSettings.from_env(env, model_dir="m", bootstrap_servers="flag:9092",
+                                partitions=None, batch_max=64)
+    assert s.kafka.servers == ("flag:9092",)
+    assert (s.partitions, s.batch_max, s.batch_within_s) == (12, 64, 0.5)
+    assert s.input_topics == ("a", "b")
+    assert s.model_dir == Path("m")
+
+
+def test_empty_decisions_topic_means_off() -> None:
+    s = WorkerSettings.from_env({"DETECTOR_DECISIONS_TOPIC": ""}, model_dir="m")
+    assert s.decisions_topic is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DETECTOR_PARTITIONS": "x"}, "DETECTOR_PARTITIONS"),
+        ({"DETECTOR_PARTITIONS": "0"}, "partitions"),
+        ({"DETECTOR_STORE": "redis://"}, "store"),
+        ({"DETECTOR_SECURITY_PROTOCOL": "SASL_SSL"}, "SASL username and password"),
+        ({"DETECTOR_SECURITY_PROTOCOL": "TLS"}, "TLS"),
+        ({"DETECTOR_INPUT_TOPICS": "zt.responses"}, "input topics must differ"),
+        ({"DETECTOR_SSL_CAFILE": "/nonexistent/ca.pem"}, "CA file"),
+        ({"DETECTOR_BOOTSTRAP_SERVERS": " , "}, "bootstrap"),
+    ],
+)
+def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorkerSettings.from_env(env, model_dir="m")
+
+
+def test_sasl_ssl_client_configs_and_secret_hygiene(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used here")
+    c = KafkaConnection.from_env(
+        {"DETECTOR_SECURITY_PROTOCOL": "SASL_SSL", "DETECTOR_SASL_MECHANISM": "SCRAM-SHA-512",
+         "DETECTOR_SASL_USERNAME": "det", "DETECTOR_SASL_PASSWORD": "pw-123",
+         "DETECTOR_SSL_CAFILE": str(ca)}
+    )
+    assert c.security_protocol is SecurityProtocol.SASL_SSL
+    cfg = c.kafka_python_config()
+    assert cfg["security_protocol"] == "SASL_SSL" and cfg["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert cfg["sasl_plain_username"] == "det" and cfg["ssl_cafile"] == str(ca)
+    assert "pw-123" not in repr(c)
+    assert c.faust_brokers() == ["kafka://127.0.0.1:9092"]
+
+
+def test_plaintext_has_no_credentials() -> None:
+    c = KafkaConnection()
+    assert c.faust_credentials() is None
+    assert "sasl_mechanism" not in c.kafka_python_config()
