@@ -92,20 +92,28 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
+def _counts_by_threshold(
+    y: np.ndarray, s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (true positives, false positives, threshold) at each distinct score, highest first.
+
+    Ties are evaluated together, at the last index of each distinct score.
+    """
+    order = np.argsort(-s, kind="mergesort")
+    ys = y[order]
+    ss = s[order]
+    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
+    return np.cumsum(ys)[last], np.cumsum(1 - ys)[last], ss[last]
+
+
 def pr_auc(y: np.ndarray, s: np.ndarray) -> float | None:
     """Return average precision (area under the precision-recall curve)."""
     pos = int(y.sum())
     if pos == 0:
         return None
-    order = np.argsort(-s, kind="mergesort")
-    ys = y[order]
-    ss = s[order]
-    tp = np.cumsum(ys)
-    fp = np.cumsum(1 - ys)
-    # evaluate at the last index of each distinct score (ties together)
-    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
-    precision = tp[last] / (tp[last] + fp[last])
-    recall = tp[last] / pos
+    tp, fp, _ = _counts_by_threshold(y, s)
+    precision = tp / (tp + fp)
+    recall = tp / pos
     prev = np.r_[0.0, recall[:-1]]
     return float(np.sum((recall - prev) * precision))
 
@@ -127,15 +135,8 @@ def roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     if pos == 0 or neg == 0:
         empty = np.zeros(0)
         return empty, empty, empty
-    order = np.argsort(-s, kind="mergesort")
-    ys = y[order]
-    ss = s[order]
-    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
-    tp = np.cumsum(ys)[last]
-    fp = np.cumsum(1 - ys)[last]
-    fpr = np.r_[0.0, fp / neg]
-    tpr = np.r_[0.0, tp / pos]
-    return fpr, tpr, np.r_[np.inf, ss[last]]
+    tp, fp, thresholds = _counts_by_threshold(y, s)
+    return np.r_[0.0, fp / neg], np.r_[0.0, tp / pos], np.r_[np.inf, thresholds]
 
 
 def pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,13 +152,8 @@ def pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     if pos == 0 or len(y) == 0:
         empty = np.zeros(0)
         return empty, empty, empty
-    order = np.argsort(-s, kind="mergesort")
-    ys = y[order]
-    ss = s[order]
-    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
-    tp = np.cumsum(ys)[last]
-    fp = np.cumsum(1 - ys)[last]
-    return tp / (tp + fp), tp / pos, ss[last]
+    tp, fp, thresholds = _counts_by_threshold(y, s)
+    return tp / (tp + fp), tp / pos, thresholds
 
 
 @dataclass(frozen=True, slots=True)
