@@ -466,10 +466,13 @@ class Policy:
         # brings neither. A vendor or a brand-new (cold) identity has no
         # familiar client to vouch for it, so location alone decides there.
         new_client = device_r >= _NEW or ua_r >= _NEW
-        no_client_history = b.n_learned < self.cfg.min_events or event.entity_class.value in (
-            "vendor",
-        )
-        if new_location and (new_client or no_client_history):
+        cold = b.n_learned < self.cfg.min_events
+        no_client_history = cold or event.entity_class.value in ("vendor",)
+        # A new identity (judged against the whole organisation) whose network
+        # and browser nobody in the organisation uses is unfamiliar wherever
+        # the country: the organisation's own people share ISPs and browsers.
+        stranger = cold and asn_r >= _NEW and ua_r >= _NEW
+        if (new_location and (new_client or no_client_history)) or stranger:
             out.append(
                 (
                     Action.STEP_UP,

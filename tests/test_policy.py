@@ -174,3 +174,24 @@ def test_failed_logons_never_revoke() -> None:
     action, codes = decide(make_auth(id="x", ts=LATER, ok=False), B, 1.0, ctx)
     assert action is Action.STEP_UP
     assert {"password_spray", "session_context_change", "model_risk"} <= set(codes)
+
+
+def test_new_identity_on_a_network_and_browser_nobody_uses_is_challenged() -> None:
+    peer = history()
+    cfg = DetectorConfig(min_events=20)
+    fx = FeatureExtractor(cfg, {"user": peer})
+    stats = {EventKind.AUTH: _stats(AUTH_FEATURES), EventKind.NETWORK: _stats(NETWORK_FEATURES)}
+    policy = Policy(cfg, Thresholds(0.99, 0.999), stats)
+
+    def verdict(**overrides: Any) -> tuple[Action, list[str]]:
+        e = make_auth(id="x", ts=LATER, user="newbie", device=None, **overrides)
+        row = fx.extract(e, EMPTY, EMPTY_CONTEXT)
+        v = policy.decide(e, row, 0.1, True, EMPTY_CONTEXT, EMPTY, fx.profile_for(e, EMPTY))
+        return v.action, [r.code for r in v.reasons]
+
+    # the organisation's own country, but an unknown network and browser
+    action, codes = verdict(asn=16509, ua="python-requests/2.31")
+    assert action is Action.STEP_UP and "unfamiliar_sign_in" in codes
+    # a new hire on the organisation's usual ISP and browser is not challenged
+    assert verdict()[0] is Action.ALLOW
+    assert verdict(asn=16509)[0] is Action.ALLOW
