@@ -61,6 +61,30 @@ class TrainConfig:
     revoke_risk: float | None = None
     name: str = "model"
     batch_size: int = 2000
+    #: Feature subset for the forests (names from FEATURE_NAMES); each kind's
+    #: forest uses the features of KIND_FEATURES[kind] that are in it.
+    features: tuple[str, ...] | None = None
+
+    def kind_features(self, kind: EventKind) -> tuple[str, ...]:
+        """Return the features the ``kind`` forest is fitted on.
+
+        Raises ``ValueError`` for an unknown feature name, or a subset that
+        leaves a forest with no feature at all.
+
+        Examples
+        --------
+        >>> TrainConfig(features=("hour_rarity", "country_rarity")).kind_features(EventKind.AUTH)
+        ('hour_rarity', 'country_rarity')
+        """
+        if self.features is None:
+            return KIND_FEATURES[kind]
+        unknown = sorted(set(self.features) - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown feature names: {unknown}")
+        chosen = tuple(f for f in KIND_FEATURES[kind] if f in self.features)
+        if not chosen:
+            raise ValueError(f"the feature subset leaves the {kind.value} forest no feature")
+        return chosen
 
 
 @dataclass
@@ -164,6 +188,8 @@ def train(
 
     tcfg = tcfg or TrainConfig()
     cfg = cfg or DetectorConfig()
+    for kind in KIND_FEATURES:
+        tcfg.kind_features(kind)  # refuse a bad subset before any work
     say = log or (lambda _msg: None)
     events, rejects = _load_events(paths)
     if not events:
@@ -183,7 +209,8 @@ def train(
             shutil.rmtree(old)
     files: dict[str, str] = {}
     forests: dict[str, Any] = {}
-    for kind, feats in KIND_FEATURES.items():
+    for kind in KIND_FEATURES:
+        feats = tcfg.kind_features(kind)
         full = rows[kind]
         if len(full) < 10:
             raise ValueError(f"too few {kind.value} events to train on: {len(full)}")

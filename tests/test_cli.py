@@ -135,3 +135,19 @@ def test_evaluate_after_replay(workdir: Path, generated: Path, trained: Path) ->
     assert 0.5 <= metrics["roc_auc"] <= 1.0
     assert list(out.glob("*.png"))
     assert (out / "report.md").stat().st_size > 0
+
+
+def test_train_with_a_feature_subset(workdir: Path, generated: Path) -> None:
+    from detector.model import load_model
+    from detector.train import TrainConfig, train
+
+    subset = ("hour_rarity", "country_rarity", "asn_rarity", "device_rarity", "host_rarity",
+              "bytes_out_z")
+    out = workdir / "subset-model"
+    train([generated / "events.jsonl"], out, TrainConfig(n_estimators=10, features=subset))
+    m = load_model(out)
+    assert {f for km in m.kinds.values() for f in km.features} == set(subset)
+    with pytest.raises(ValueError, match="unknown feature"):
+        train([generated / "events.jsonl"], workdir / "bad", TrainConfig(features=("nope",)))
+    with pytest.raises(ValueError, match="no feature"):
+        train([generated / "events.jsonl"], workdir / "bad", TrainConfig(features=("mfa",)))
