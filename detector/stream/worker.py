@@ -250,17 +250,19 @@ class _Pipeline:
     # ------------------------------------------------------------------- agents
     async def parse(self, stream: Any) -> None:
         """Stage 1: validate input, dead-letter rejects, forward keyed by source IP."""
-        by_ip = self.by_ip.get_topic_name()
         async for batch in self._batches(stream):
-            started = time.perf_counter()
-            for topic, count in Counter(e.message.topic for e in batch).items():
-                self.metrics.events_in.labels(topic=topic).inc(count)
-            accepted, dead = stages.parse_stage([(e.value, _source(e)) for e in batch])
-            out = _Outbox(self.app.producer)
-            await out.send(by_ip, [(k, r.to_bytes()) for k, r in accepted])
-            await self._dead_letter(out, dead)
-            await out.delivered()
-            self._observe("parse", len(batch), started)
+            await _complete(self._parse_batch(batch))
+
+    async def _parse_batch(self, batch: Sequence[RawEvent]) -> None:
+        started = time.perf_counter()
+        for topic, count in Counter(e.message.topic for e in batch).items():
+            self.metrics.events_in.labels(topic=topic).inc(count)
+        accepted, dead = stages.parse_stage([(e.value, _source(e)) for e in batch])
+        out = _Outbox(self.app.producer)
+        await out.send(self.by_ip.get_topic_name(), [(k, r.to_bytes()) for k, r in accepted])
+        await self._dead_letter(out, dead)
+        await out.delivered()
+        self._observe("parse", len(batch), started)
 
     async def _context_stage(
         self,
@@ -276,7 +278,7 @@ class _Pipeline:
         ],
         forward: str,
     ) -> None:
-        async for batch in self._batches(stream):
+        async def one(batch: Sequence[RawEvent]) -> None:
             started = time.perf_counter()
             out = _Outbox(self.app.producer)
             items, index, dead = stages.decode_routed([(e.value, _source(e)) for e in batch], stage)
@@ -292,11 +294,14 @@ class _Pipeline:
             except Exception as exc:  # a bug: dead-letter the batch, keep running
                 await self._engine_error(out, stage, exc, batch, items, index)
                 await out.delivered()
-                continue
+                return
             await out.send(forward, [(k, r.to_bytes()) for k, r in routed])
             self._store(table, keyed, changed)
             await out.delivered()
             self._observe(stage, len(batch), started)
+
+        async for batch in self._batches(stream):
+            await _complete(one(batch))
 
     async def ip(self, stream: Any) -> None:
         """Stage 2 (keyed by source IP): IP context, forward keyed by session."""
@@ -314,45 +319,66 @@ class _Pipeline:
 
     async def entity(self, stream: Any) -> None:
         """Stage 4 (keyed by entity): baselines, decisions, signals."""
+        async for batch in self._batches(stream):
+            await _complete(self._entity_batch(batch))
+
+    async def _entity_batch(self, batch: Sequence[RawEvent]) -> None:
         m = self.metrics
         s = self.settings
-        async for batch in self._batches(stream):
-            started = time.perf_counter()
-            out = _Outbox(self.app.producer)
-            items, index, dead = stages.decode_routed(
-                [(e.value, _source(e)) for e in batch], "entity"
-            )
-            await self._dead_letter(out, dead)
-            keyed = {r.event.entity_key: batch[i] for r, i in zip(items, index, strict=True)}
-            baselines = self._load(self.baselines, "baselines", keyed, Baseline.from_dict)
-            try:
-                decisions, changed = stages.entity_stage(self.holder.detector, items, baselines)
-                signals = [
-                    (d.event.entity_key, orjson.dumps(to_signal(d)))
-                    for d in decisions
-                    if d.signal_id is not None
-                ]
-            except Exception as exc:  # a bug: dead-letter the batch, keep running
-                await self._engine_error(out, "entity", exc, batch, items, index)
-                await out.delivered()
-                continue
-            await out.send(s.response_topic, signals)
-            if s.decisions_topic:
-                await out.send(
-                    s.decisions_topic,
-                    [(d.event.entity_key, orjson.dumps(d.to_dict())) for d in decisions],
-                )
-            self._store(self.baselines, keyed, changed)
+        started = time.perf_counter()
+        out = _Outbox(self.app.producer)
+        items, index, dead = stages.decode_routed(
+            [(e.value, _source(e)) for e in batch], "entity"
+        )
+        await self._dead_letter(out, dead)
+        keyed = {r.event.entity_key: batch[i] for r, i in zip(items, index, strict=True)}
+        baselines = self._load(self.baselines, "baselines", keyed, Baseline.from_dict)
+        try:
+            decisions, changed = stages.entity_stage(self.holder.detector, items, baselines)
+            signals = [
+                (d.event.entity_key, orjson.dumps(to_signal(d)))
+                for d in decisions
+                if d.signal_id is not None
+            ]
+        except Exception as exc:  # a bug: dead-letter the batch, keep running
+            await self._engine_error(out, "entity", exc, batch, items, index)
             await out.delivered()
-            for action, count in Counter(d.action.value for d in decisions).items():
-                m.decisions.labels(action=action).inc(count)
-            for d in decisions:
-                if d.signal_id is not None:
-                    m.signals.labels(action=d.action.value).inc()
-            cold = sum(1 for d in decisions if d.cold_start)
-            if cold:
-                m.cold_start.inc(cold)
-            self._observe("entity", len(batch), started)
+            return
+        await out.send(s.response_topic, signals)
+        if s.decisions_topic:
+            await out.send(
+                s.decisions_topic,
+                [(d.event.entity_key, orjson.dumps(d.to_dict())) for d in decisions],
+            )
+        self._store(self.baselines, keyed, changed)
+        await out.delivered()
+        for action, count in Counter(d.action.value for d in decisions).items():
+            m.decisions.labels(action=action).inc(count)
+        for d in decisions:
+            if d.signal_id is not None:
+                m.signals.labels(action=d.action.value).inc()
+        cold = sum(1 for d in decisions if d.cold_start)
+        if cold:
+            m.cold_start.inc(cold)
+        self._observe("entity", len(batch), started)
+
+
+async def _complete(work: Awaitable[None]) -> None:
+    """Run one batch to completion, even if the agent is cancelled meanwhile.
+
+    ``stream.take_events`` acks a batch in a ``finally`` when the agent's
+    loop is left, also when it is left because the agent was cancelled (a
+    graceful stop or a rebalance). Cancelled half-way, a batch would be
+    acked, and so committed, with its outputs never sent: lost. So the
+    batch's work is shielded, awaited to the end on cancellation, and only
+    then is the cancellation passed on.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class _Outbox:
