@@ -65,8 +65,8 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
                            name="second")
     with running(second):
         second.wait_ready()
-        second.wait_decided(n - done_first)
         try:
+            second.wait_decided(n - done_first)
             wait_all_decided(kafka_bootstrap, dec, {d["event_id"] for d in expected})
         except AssertionError as exc:
             # The known handover defect of issue 3 (see test_stream_two_workers
