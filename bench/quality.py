@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import orjson
-
 from detector.config import DAY_MS
 from detector.engine import Detector, EngineState
+from detector.evaluate import load_labels
 from detector.generate import GeneratorConfig, write_dataset
 from detector.metrics import join, quality
 from detector.model import load_model
@@ -43,11 +42,7 @@ def main() -> int:
     det = Detector(load_model(args.model))
     with tempfile.TemporaryDirectory() as tmp:
         summary = write_dataset(gen, Path(tmp))
-        labels = {}
-        with open(Path(tmp) / "labels.jsonl", "rb") as fh:
-            for line in fh:
-                rec = orjson.loads(line)
-                labels[rec["event_id"]] = rec
+        labels = load_labels(Path(tmp) / "labels.jsonl")
         state = EngineState()
         scored = []
         start = gen.start_ms + args.warmup_days * DAY_MS

@@ -13,12 +13,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
 from detector.config import DAY_MS
 from detector.engine import Decision, Detector, EngineState
+from detector.evaluate import load_labels
 from detector.generate import GeneratorConfig, write_dataset
 from detector.metrics import join, quality
 from detector.model import load_model
@@ -53,11 +53,7 @@ def run_demo(
             attack_days_from=warmup_days,
         )
         summary = write_dataset(gen, Path(tmp))
-        labels = {}
-        with open(Path(tmp) / "labels.jsonl", "rb") as fh:
-            for line in fh:
-                rec = orjson.loads(line)
-                labels[rec["event_id"]] = rec
+        labels = load_labels(Path(tmp) / "labels.jsonl")
         rejects: list[Reject] = []
         state = EngineState()
         live_from = gen.start_ms + warmup_days * DAY_MS
