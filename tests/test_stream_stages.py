@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -40,62 +41,236 @@ def _chunks(items: Sequence[T], rng: random.Random) -> Iterator[Sequence[T]]:
         i += n
 
 
-def _stateful(
-    items: list[tuple[str, Routed]],
-    store: dict[str, bytes],
-    key_of: Callable[[Event], str | None],
-    decode: Callable[[Any], Any],
-    run: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]],
-) -> tuple[Any, dict[str, Any]]:
-    keys = {k for k in (key_of(r.event) for _, r in items) if k is not None}
-    states, bad = stages.load_states(keys, store.get, decode)
-    assert not bad
-    out, changed = run(states)
-    for k, v in changed.items():
-        store[k] = stages.encode_state(v)
-    return out, changed
+Topic = list[list[bytes]]  # partition -> records in offset order
 
 
-def _stream(detector: Detector, raws: list[bytes], seed: int) -> list[Decision]:
-    """Run the four stages over random micro-batches, state round-tripped through bytes."""
-    rng = random.Random(seed)
-    msgs = [(r, Source("in", 0, i)) for i, r in enumerate(raws)]
-    by_ip: list[tuple[str, Routed]] = []
-    for chunk in _chunks(msgs, rng):
-        ok, dead = stages.parse_stage(chunk)
-        assert not dead
-        by_ip += [(k, Routed.from_bytes(r.to_bytes())) for k, r in ok]
-    ips: dict[str, bytes] = {}
-    by_session: list[tuple[str, Routed]] = []
-    for chunk in _chunks(by_ip, rng):
-        routed = [r for _, r in chunk]
-        out, _ = _stateful(list(chunk), ips, lambda e: e.src_ip, IpContext.from_dict,
-                           lambda s, routed=routed: stages.ip_stage(detector, routed, s))
-        by_session += out
-    sessions: dict[str, bytes] = {}
-    by_entity: list[tuple[str, Routed]] = []
-    for chunk in _chunks(by_session, rng):
-        routed = [r for _, r in chunk]
-        out, _ = _stateful(list(chunk), sessions, lambda e: e.session_id,
-                           SessionContext.from_dict,
-                           lambda s, routed=routed: stages.session_stage(detector, routed, s))
-        by_entity += out
-    baselines: dict[str, bytes] = {}
-    decisions: list[Decision] = []
-    for chunk in _chunks(by_entity, rng):
-        routed = [r for _, r in chunk]
-        out, _ = _stateful(list(chunk), baselines, lambda e: e.entity_key, Baseline.from_dict,
-                           lambda s, routed=routed: stages.entity_stage(detector, routed, s))
-        decisions += out
-    return decisions
+class Harness:
+    """The worker's topology with plain lists for topics and dicts for tables.
+
+    Each stage reads its input topic's partitions in a seeded random
+    interleaving of random micro-batches, decodes internal records, loads
+    state with applied logs, runs the stage, forwards packed records and
+    writes state back after the outputs are out, as the worker does. With
+    ``crash`` > 0 a batch is sometimes processed twice, as after a crash:
+    either after its state was written (then its events are redelivered
+    duplicates) or before (then the first run's state is lost but its
+    outputs were sent). ``learned`` counts, per event id, the runs whose
+    state was kept: exactly-once learning means every count is 1.
+    """
+
+    def __init__(self, detector: Detector, partitions: int, seed: int, crash: float) -> None:
+        self.detector = detector
+        self.n = partitions
+        self.rng = random.Random(seed)
+        self.crash_rng = random.Random(seed + 1000)
+        self.crash = crash
+        self.learned: Counter[str] = Counter()
+        self.decisions: list[Decision] = []
+        self.skipped = 0  # redelivered events skipped by the applied logs
+
+    def _schedule(self, topic: Topic) -> Iterator[tuple[int, int, list[bytes]]]:
+        cursors = [0] * len(topic)
+        live = [p for p in range(len(topic)) if topic[p]]
+        while live:
+            p = self.rng.choice(live)
+            n = self.rng.randint(1, 40)
+            chunk = topic[p][cursors[p]:cursors[p] + n]
+            yield p, cursors[p], chunk
+            cursors[p] += len(chunk)
+            if cursors[p] >= len(topic[p]):
+                live.remove(p)
+
+    def _runs(self) -> list[bool]:
+        """How a batch runs: [True] normally; with a crash, twice (state kept or not)."""
+        if self.crash_rng.random() >= self.crash:
+            return [True]
+        return [self.crash_rng.random() < 0.5, True]
+
+    def parse(self, raws: list[bytes]) -> Topic:
+        # The producer keys by entity: origin partition by the entity key.
+        origin: Topic = [[] for _ in range(self.n)]
+        for raw in raws:
+            origin[stages.partition_for(parse_event(raw).entity_key, self.n)].append(raw)
+        out: Topic = [[] for _ in range(self.n)]
+        for p, first, chunk in self._schedule(origin):
+            msgs = [(r, Source("in", p, first + i)) for i, r in enumerate(chunk)]
+            for _ in self._runs():  # the parse stage has no state: a rerun resends
+                ok, dead = stages.parse_stage(msgs)
+                assert not dead
+                for part, rec in stages.pack(ok, self.n):
+                    out[part].append(rec)
+        return out
+
+    def stage(
+        self,
+        topic: Topic,
+        key_of: Callable[[Event], str | None],
+        decode: Callable[[Any], Any],
+        run: Callable[..., stages.StageResult],
+        idempotent: bool,
+        forward: bool = True,
+    ) -> Topic:
+        store: dict[str, bytes] = {}
+        out: Topic = [[] for _ in range(self.n)]
+        for p, first, chunk in self._schedule(topic):
+            msgs = [(r, Source("stage-in", p, first + i)) for i, r in enumerate(chunk)]
+            for keep in self._runs():
+                items, _, dead = stages.decode_routed(msgs, "test")
+                assert not dead
+                keys = {k for k in (key_of(r.event) for r in items) if k is not None}
+                applied: dict[str, stages.Applied] | None = {} if idempotent else None
+                states, bad = stages.load_states(keys, store.get, decode, applied)
+                assert not bad
+                if applied is None:
+                    result = run(self.detector, items, states)
+                elif run is stages.entity_stage:
+                    result = run(self.detector, items, states, applied, self.n)
+                else:
+                    result = run(self.detector, items, states, applied)
+                self.skipped += len(result.duplicates)
+                if forward:
+                    for part, rec in stages.pack(result.out, self.n):
+                        out[part].append(rec)
+                else:
+                    self.decisions += result.out
+                if keep:
+                    for k, v in result.changed.items():
+                        store[k] = stages.encode_state(
+                            v, applied.get(k) if applied is not None else None)
+                    if not forward:
+                        self.learned.update(d.event.event_id for d in result.out)
+        return out
+
+    def run(self, raws: list[bytes]) -> list[Decision]:
+        by_ip = self.parse(raws)
+        by_session = self.stage(by_ip, stages.ip_state_key, IpContext.from_dict,
+                                stages.ip_stage, idempotent=True)
+        by_entity = self.stage(by_session, stages.session_state_key, SessionContext.from_dict,
+                               stages.session_stage, idempotent=False)
+        self.stage(by_entity, stages.entity_state_key, Baseline.from_dict,
+                   stages.entity_stage, idempotent=True, forward=False)
+        return self.decisions
+
+
+def _first(decisions: list[Decision]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        seen.setdefault(d.event.event_id, d.to_dict())
+    return list(seen.values())
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_four_stages_equal_replay(detector: Detector, raws: list[bytes], seed: int) -> None:
     expected = detector.process([parse_event(r) for r in raws], EngineState())
-    got = _stream(detector, raws, seed)
+    got = Harness(detector, partitions=1, seed=seed, crash=0.0).run(raws)
     assert [d.to_dict() for d in got] == [d.to_dict() for d in expected]
     assert any(d.signal_id for d in got)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_redelivery_is_learned_once_and_decided_as_replay(
+    detector: Detector, raws: list[bytes], seed: int
+) -> None:
+    expected = detector.process([parse_event(r) for r in raws], EngineState())
+    harness = Harness(detector, partitions=1, seed=seed, crash=0.3)
+    got = harness.run(raws)
+    assert harness.skipped > 0, "the crash simulation must redeliver"
+    assert _first(got) == [d.to_dict() for d in expected]
+    by_id = {d.event.event_id: d.to_dict() for d in expected}
+    assert all(d.to_dict() == by_id[d.event.event_id] for d in got), "a rerun decides the same"
+    assert set(harness.learned) == set(by_id) and set(harness.learned.values()) == {1}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_many_partitions_decide_every_event_and_learn_it_once(
+    detector: Detector, raws: list[bytes], seed: int
+) -> None:
+    ids = {parse_event(r).event_id for r in raws}
+    harness = Harness(detector, partitions=4, seed=seed, crash=0.3)
+    got = harness.run(raws)
+    assert harness.skipped > 0
+    assert {d.event.event_id for d in got} == ids
+    assert set(harness.learned) == ids and set(harness.learned.values()) == {1}
+
+
+def test_without_applied_logs_redelivery_is_learned_twice(
+    detector: Detector, raws: list[bytes]
+) -> None:
+    # The check above can fail: the same crashes, with no applied logs.
+    harness = Harness(detector, partitions=1, seed=0, crash=0.3)
+    by_ip = harness.parse(raws)
+    by_session = harness.stage(by_ip, stages.ip_state_key, IpContext.from_dict,
+                               stages.ip_stage, idempotent=False)
+    by_entity = harness.stage(by_session, stages.session_state_key, SessionContext.from_dict,
+                              stages.session_stage, idempotent=False)
+    harness.stage(by_entity, stages.entity_state_key, Baseline.from_dict,
+                  stages.entity_stage, idempotent=False, forward=False)
+    assert max(harness.learned.values()) > 1
+
+
+def test_a_poison_event_is_isolated_and_its_batch_still_decided(
+    detector: Detector, raws: list[bytes]
+) -> None:
+    events = [parse_event(r) for r in raws[:120]]
+    items = [Routed(e, Source("in", 0, i)) for i, e in enumerate(events)]
+    poison = Routed(events[7]._replace(ts_ms="not a time"), Source("in", 0, 999))
+    batch = items[:50] + [poison] + items[50:]
+
+    def run(b: Sequence[Routed], st: dict[str, Any], ap: dict[str, stages.Applied] | None
+            ) -> stages.StageResult:
+        return stages.entity_stage(detector, b, st, ap, 1)
+
+    with pytest.raises(TypeError):
+        run(batch, {}, {})
+    result, failures = stages.run_isolated(run, batch, {}, {}, stages.entity_state_key)
+    assert [(i, type(e).__name__) for i, e in failures] == [(50, "TypeError")]
+    clean, none = stages.run_isolated(run, items, {}, {}, stages.entity_state_key)
+    assert none == []
+    assert [d.to_dict() for d in result.out] == [d.to_dict() for d in clean.out]
+    assert {k: v.to_dict() for k, v in result.changed.items()} == {
+        k: v.to_dict() for k, v in clean.changed.items()}
+
+
+def test_applied_log_is_exact_per_path_and_bounded_by_its_window() -> None:
+    log = stages.Applied()
+    for off in range(0, 100, 3):
+        log.add(Source("in", 0, off), path=1)
+    assert log.seen(Source("in", 0, 99), path=1) and log.seen(Source("in", 0, 4), path=1)
+    assert not log.seen(Source("in", 0, 100), path=1), "a higher offset is new"
+    assert not log.seen(Source("in", 0, 50), path=2), "paths are separate"
+    assert not log.seen(Source("in", 1, 50), path=1), "partitions are separate"
+    log.add(Source("in", 0, 50), path=2)
+    log.add(Source("in", 1, 7), path=1)
+    assert len(log.offsets) == 3
+    log.add(Source("in", 0, 99 + stages.APPLIED_WINDOW + 1), path=3)
+    assert sorted(log.offsets) == [("in", 0, 3), ("in", 1, 1)], "the window prunes"
+    assert stages.Applied.from_wire(log.to_wire()).offsets == log.offsets
+
+
+def test_pack_keeps_order_per_partition_and_splits_big_records() -> None:
+    events = [parse_event(orjson.dumps({"kind": "auth", "ts": i, "user": f"u{i % 5}"}))
+              for i in range(200)]
+    routed = [(e.entity_key, Routed(e, Source("in", 0, i))) for i, e in enumerate(events)]
+    records = stages.pack(routed, 3, max_bytes=2_000)
+    assert all(len(rec) <= 2_000 + 1_000 for _, rec in records)
+    got: dict[int, list[int]] = {}
+    for part, rec in records:
+        got.setdefault(part, []).extend(r.origin.offset for r in stages.decode_records(rec))
+    for part, offsets in got.items():
+        want = [i for i, (k, _) in enumerate(routed) if stages.partition_for(k, 3) == part]
+        assert offsets == want
+    assert sum(len(v) for v in got.values()) == 200 and len(records) > 3
+
+
+def test_partition_for_matches_kafkas_default_partitioner() -> None:
+    # kafka-python's murmur2 (the Java client's algorithm) and Kafka's
+    # positive-modulo rule: a keyed producer would pick the same partitions.
+    from kafka.partitioner.default import murmur2
+
+    keys = ["user:alice", "device:cam-1", "203.0.113.7", "s-1", "ü"]
+    assert [stages.partition_for(k, 8) for k in keys] == [
+        (murmur2(k.encode()) & 0x7FFFFFFF) % 8 for k in keys]
+    assert len({stages.partition_for(f"user:{i}", 8) for i in range(100)}) == 8
 
 
 def test_keys_route_auth_by_ip_and_session_else_entity() -> None:

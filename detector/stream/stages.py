@@ -17,6 +17,19 @@ Between stages an event travels as a :class:`Routed` record: the validated
 event itself (no re-parse) plus the context computed so far and the
 coordinates of the original input message. Rejected input and batches the
 engine failed on become :class:`DeadLetter` records.
+
+Between stages, the events of one micro-batch that go to the same partition
+travel together in one Kafka record (:func:`pack`, :func:`decode_routed`):
+Faust's per-message cost, not the engine, limited a worker that sent one
+record per event per hop. The partition is chosen like Kafka's default
+partitioner (murmur2 of the key), so the keys-to-partitions map is the one a
+keyed producer would give.
+
+Redelivery is idempotent for keyed state (see :class:`Applied`): each stored
+state carries the origin coordinates of the events recently applied to it,
+and a redelivered event that is already in the state is skipped instead of
+being learned twice. A state is written only after the outputs computed with
+it were delivered, so "already in the state" implies "its outputs are out".
 """
 
 from __future__ import annotations
@@ -24,16 +37,25 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from detector.baseline import Baseline
 from detector.context import IpContext, IpStats, SessionContext
-from detector.engine import Decision, Detector, EngineState, combine_context
+from detector.engine import Detector, EngineState, combine_context
 from detector.events import EntityClass, EntityKind, Event, EventKind, ParseError, parse_event
 
 ROUTED_VERSION: Final = 1
+#: Version of a record holding several routed events (one batch, one partition).
+ROUTED_BATCH_VERSION: Final = 2
+#: Largest internal record :func:`pack` builds (the broker's default limit is 1 MiB).
+MAX_RECORD_BYTES: Final = 512 * 1024
+#: How far (in origin offsets) below the newest an applied-log entry is kept.
+#: Redelivery reaches back only to the last commit, seconds of input.
+APPLIED_WINDOW: Final = 100_000
+_APPLIED_FIELD: Final = "_applied"
 DEAD_LETTER_SCHEMA: Final = "zt-detector.deadletter/1"
 #: Reason code of a routed record that does not decode: only a version skew
 #: between workers or a foreign producer on an internal topic causes it.
@@ -113,43 +135,127 @@ class Routed:
         >>> Routed.from_bytes(r.to_bytes()) == r
         True
         """
+        return orjson.dumps({"v": ROUTED_VERSION, **self._wire()})
+
+    def _wire(self) -> dict[str, Any]:
         ip = self.ip
-        return orjson.dumps(
-            {
-                "v": ROUTED_VERSION,
-                "e": list(self.event),  # the fields in Event._fields order
-                "o": [self.origin.topic, self.origin.partition, self.origin.offset],
-                "i": None if ip is None else [ip.users, ip.failures, ip.fail_users],
-                "s": self.session_changes,
-            }
+        return {
+            "e": list(self.event),  # the fields in Event._fields order
+            "o": [self.origin.topic, self.origin.partition, self.origin.offset],
+            "i": None if ip is None else [ip.users, ip.failures, ip.fail_users],
+            "s": self.session_changes,
+        }
+
+    @classmethod
+    def _from_wire(cls, data: Mapping[str, Any]) -> Routed:
+        fields = data["e"]
+        if not isinstance(fields, list) or len(fields) != _N_FIELDS:
+            raise ValueError("event field count mismatch")
+        fields[_KIND] = EventKind(fields[_KIND])
+        fields[_ENTITY_KIND] = EntityKind(fields[_ENTITY_KIND])
+        fields[_ENTITY_CLASS] = EntityClass(fields[_ENTITY_CLASS])
+        topic, partition, offset = data["o"]
+        ip = data["i"]
+        changes = data["s"]
+        return cls(
+            event=Event._make(fields),
+            origin=Source(str(topic), int(partition), int(offset)),
+            ip=None if ip is None else IpStats(int(ip[0]), int(ip[1]), int(ip[2])),
+            session_changes=None
+            if changes is None
+            else tuple((str(a), str(b), str(c)) for a, b, c in changes),
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Routed:
         """Decode :meth:`to_bytes` output; raise ``ValueError`` when malformed."""
-        try:
-            data = orjson.loads(raw)
-            if data["v"] != ROUTED_VERSION:
-                raise ValueError(f"unsupported routed record version {data['v']!r}")
-            fields = data["e"]
-            if not isinstance(fields, list) or len(fields) != _N_FIELDS:
-                raise ValueError("event field count mismatch")
-            fields[_KIND] = EventKind(fields[_KIND])
-            fields[_ENTITY_KIND] = EntityKind(fields[_ENTITY_KIND])
-            fields[_ENTITY_CLASS] = EntityClass(fields[_ENTITY_CLASS])
-            topic, partition, offset = data["o"]
-            ip = data["i"]
-            changes = data["s"]
-            return cls(
-                event=Event._make(fields),
-                origin=Source(str(topic), int(partition), int(offset)),
-                ip=None if ip is None else IpStats(int(ip[0]), int(ip[1]), int(ip[2])),
-                session_changes=None
-                if changes is None
-                else tuple((str(a), str(b), str(c)) for a, b, c in changes),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"malformed routed record: {type(exc).__name__}") from exc
+        routed = decode_records(raw)
+        if len(routed) != 1:
+            raise ValueError("malformed routed record: not a single event")
+        return routed[0]
+
+
+def encode_records(items: Sequence[Routed]) -> bytes:
+    """Encode several routed events as one internal record (version 2).
+
+    Examples
+    --------
+    >>> e = parse_event(b'{"kind":"auth","ts":5,"user":"ana"}')
+    >>> rs = [Routed(e, Source("in", 0, 1)), Routed(e, Source("in", 0, 2))]
+    >>> decode_records(encode_records(rs)) == rs
+    True
+    """
+    return orjson.dumps({"v": ROUTED_BATCH_VERSION, "r": [r._wire() for r in items]})
+
+
+def decode_records(raw: bytes) -> list[Routed]:
+    """Decode an internal record (one event, version 1, or several, version 2).
+
+    Returns the routed events in order; raises ``ValueError`` when malformed.
+    """
+    try:
+        data = orjson.loads(raw)
+        version = data["v"]
+        if version == ROUTED_VERSION:
+            return [Routed._from_wire(data)]
+        if version == ROUTED_BATCH_VERSION:
+            records = data["r"]
+            if not isinstance(records, list):
+                raise ValueError("records is not a list")
+            return [Routed._from_wire(r) for r in records]
+        raise ValueError(f"unsupported routed record version {version!r}")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"malformed routed record: {type(exc).__name__}") from exc
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Return the partition of ``key`` as Kafka's default partitioner picks it.
+
+    Examples
+    --------
+    >>> partition_for("user:alice", 8) == partition_for("user:alice", 8) < 8
+    True
+    """
+    h: int = murmur2(key.encode())
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def pack(
+    routed: Sequence[tuple[str, Routed]], partitions: int, max_bytes: int = MAX_RECORD_BYTES
+) -> list[tuple[int, bytes]]:
+    """Group keyed events by destination partition into internal records.
+
+    Returns ``(partition, record)`` pairs. Events keep their relative order
+    within a partition (and so within a key); a partition's events are split
+    over several records when one would exceed ``max_bytes``.
+
+    Examples
+    --------
+    >>> e = parse_event(b'{"kind":"auth","ts":5,"user":"ana"}')
+    >>> out = pack([("a", Routed(e, Source("in", 0, 1))), ("a", Routed(e, Source("in", 0, 2)))], 4)
+    >>> len(out), [r.origin.offset for r in decode_records(out[0][1])]
+    (1, [1, 2])
+    """
+    groups: dict[int, list[bytes]] = {}
+    for key, r in routed:
+        groups.setdefault(partition_for(key, partitions), []).append(orjson.dumps(r._wire()))
+    out: list[tuple[int, bytes]] = []
+    for partition, parts in groups.items():
+        chunk: list[bytes] = []
+        size = 0
+        for part in parts:
+            if chunk and size + len(part) > max_bytes:
+                out.append((partition, _records(chunk)))
+                chunk, size = [], 0
+            chunk.append(part)
+            size += len(part) + 1
+        out.append((partition, _records(chunk)))
+    return out
+
+
+def _records(parts: list[bytes]) -> bytes:
+    # The same bytes encode_records() writes, from events encoded once.
+    return b'{"v":%d,"r":[' % ROUTED_BATCH_VERSION + b",".join(parts) + b"]}"
 
 
 # ------------------------------------------------------------------------ keys
@@ -204,61 +310,289 @@ def parse_stage(
 def decode_routed(
     messages: Sequence[tuple[bytes | None, Source]], stage: str
 ) -> tuple[list[Routed], list[int], list[DeadLetter]]:
-    """Decode internal records; return them, the index of each in ``messages``, and rejects."""
+    """Decode internal records; return the events, the index in ``messages`` of each, and rejects.
+
+    A record holds one event (version 1) or several (version 2); a record
+    that does not decode is dead-lettered whole.
+    """
     items: list[Routed] = []
     index: list[int] = []
     dead: list[DeadLetter] = []
     for i, (raw, source) in enumerate(messages):
         data = raw if raw is not None else b""
         try:
-            items.append(Routed.from_bytes(data))
+            routed = decode_records(data)
         except ValueError as exc:
             dead.append(DeadLetter(BAD_INTERNAL_RECORD, str(exc), stage, source, data))
             continue
-        index.append(i)
+        items += routed
+        index += [i] * len(routed)
     return items, index, dead
 
 
+# ------------------------------------------------------------------ idempotence
+
+
+class Applied:
+    """Which events one key's state already holds, by their origin coordinates.
+
+    A redelivered event (same input topic, partition and offset) that is
+    already in the state must be skipped, not learned twice. Every hop reads
+    its partitions in order and forwards in order, so the events of one key
+    that came from one origin partition along one *path* (the same
+    upstream partitions at every hop) arrive in origin-offset order, and a
+    redelivered copy travels the same path as its original, after it. Hence
+    one number per (origin partition, path) decides exactly: the highest
+    origin offset applied; an event at or below it is a redelivery. Events
+    on different paths (a user's events from two IPs) may overtake each
+    other, which is why the path is part of the key.
+
+    The per-IP stage has a single path (it is fed by the parse stage
+    directly); the per-entity stage's path is the pair of partitions of the
+    event's IP key and session key. Entries more than :data:`APPLIED_WINDOW`
+    offsets below the newest of their origin partition are dropped: a
+    redelivery reaches back only to the last commit, seconds of input.
+
+    Examples
+    --------
+    >>> a = Applied()
+    >>> a.seen(Source("in", 0, 7)), a.add(Source("in", 0, 7)), a.seen(Source("in", 0, 7))
+    (False, None, True)
+    >>> a.seen(Source("in", 0, 5)), a.seen(Source("in", 0, 5), path=3)
+    (True, False)
+    >>> Applied.from_wire(a.to_wire()).seen(Source("in", 0, 7))
+    True
+    """
+
+    __slots__ = ("offsets",)
+
+    def __init__(self, offsets: dict[tuple[str, int, int], int] | None = None) -> None:
+        self.offsets: dict[tuple[str, int, int], int] = offsets if offsets is not None else {}
+
+    def seen(self, origin: Source, path: int = 0) -> bool:
+        """Return True when the event at ``origin``, come along ``path``, was already applied."""
+        top = self.offsets.get((origin.topic, origin.partition, path))
+        return top is not None and origin.offset <= top
+
+    def add(self, origin: Source, path: int = 0) -> None:
+        """Record that the event at ``origin``, come along ``path``, was applied."""
+        slot = (origin.topic, origin.partition, path)
+        top = self.offsets.get(slot)
+        if top is not None and top >= origin.offset:
+            return
+        self.offsets[slot] = origin.offset
+        if len(self.offsets) > 1:
+            floor = origin.offset - APPLIED_WINDOW
+            stale = [k for k, o in self.offsets.items()
+                     if o < floor and k[:2] == slot[:2]]
+            for k in stale:
+                del self.offsets[k]
+
+    def to_wire(self) -> list[list[Any]]:
+        """Return a JSON-ready ``[[topic, partition, path, offset], ...]``."""
+        return [[t, p, path, o] for (t, p, path), o in sorted(self.offsets.items())]
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Applied:
+        """Rebuild from :meth:`to_wire` output; raises ``ValueError`` when malformed."""
+        try:
+            return cls({(str(t), int(p), int(path)): int(o) for t, p, path, o in data})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed applied log: {type(exc).__name__}") from exc
+
+
+class StageResult(NamedTuple):
+    """What a stateful stage computed for one batch."""
+
+    #: Stage outputs, in input order, for the events that were not duplicates.
+    out: list[Any]
+    #: Every key whose stored value must be written back, with its state.
+    changed: dict[str, Any]
+    #: Events skipped because their state already held them (redeliveries).
+    duplicates: list[Routed]
+
+
+def _fresh(
+    items: Sequence[Routed],
+    key_of: Callable[[Event], str | None],
+    applied: dict[str, Applied] | None,
+    path_of: Callable[[Event], int] | None = None,
+) -> tuple[list[Routed], list[Routed], set[str]]:
+    """Split ``items`` into new events and redeliveries; mark the new ones applied."""
+    if applied is None:
+        return list(items), [], set()
+    fresh: list[Routed] = []
+    dups: list[Routed] = []
+    touched: set[str] = set()
+    for r in items:
+        key = key_of(r.event)
+        if key is None:
+            fresh.append(r)
+            continue
+        log = applied.get(key)
+        if log is None:
+            log = applied[key] = Applied()
+        path = path_of(r.event) if path_of is not None else 0
+        if log.seen(r.origin, path):
+            dups.append(r)
+            continue
+        log.add(r.origin, path)
+        touched.add(key)
+        fresh.append(r)
+    return fresh, dups, touched
+
+
+def entity_path(event: Event, partitions: int) -> int:
+    """Return the path of ``event`` to the per-entity stage: its IP and session partitions."""
+    return (
+        partition_for(ip_key(event), partitions) * partitions
+        + partition_for(session_key(event), partitions)
+    )
+
+
+def ip_state_key(event: Event) -> str | None:
+    """Return the per-IP state key of ``event``: its source IP, for auth events only.
+
+    Mirrors :meth:`Detector.ip_stats`: only they touch IP context.
+    """
+    return event.src_ip if event.kind is EventKind.AUTH else None
+
+
+def session_state_key(event: Event) -> str | None:
+    """Return the per-session state key: the session id, for auth events only."""
+    return event.session_id if event.kind is EventKind.AUTH else None
+
+
+def entity_state_key(event: Event) -> str:
+    """Return the per-entity state key (the baseline's key)."""
+    return event.entity_key
+
+
 def ip_stage(
-    detector: Detector, items: Sequence[Routed], ips: dict[str, IpContext]
-) -> tuple[list[tuple[str, Routed]], dict[str, IpContext]]:
-    """Advance per-IP context; return (session key, routed) per item and the changed contexts.
+    detector: Detector,
+    items: Sequence[Routed],
+    ips: dict[str, IpContext],
+    applied: dict[str, Applied] | None = None,
+) -> StageResult:
+    """Advance per-IP context; return (session key, routed) per new item and changed states.
 
     ``ips`` holds the stored context of every source IP in the batch (absent
-    when new); it is updated in place.
+    when new); it is updated in place. With ``applied`` (each IP's applied
+    log, updated in place), redelivered events already in their IP's context
+    are skipped.
     """
     before = dict(ips)
-    stats = detector.ip_stats([r.event for r in items], ips)
-    out = [(session_key(r.event), replace(r, ip=s)) for r, s in zip(items, stats, strict=True)]
-    return out, _changed(before, ips)
+    fresh, dups, touched = _fresh(items, ip_state_key, applied)
+    stats = detector.ip_stats([r.event for r in fresh], ips)
+    out = [(session_key(r.event), replace(r, ip=s)) for r, s in zip(fresh, stats, strict=True)]
+    changed = _changed(before, ips)
+    changed.update((k, ips[k]) for k in touched if k in ips)
+    return StageResult(out, changed, dups)
 
 
 def session_stage(
     detector: Detector, items: Sequence[Routed], sessions: dict[str, SessionContext]
-) -> tuple[list[tuple[str, Routed]], dict[str, SessionContext]]:
-    """Advance per-session context; return (entity key, routed) per item, changed contexts."""
+) -> StageResult:
+    """Advance per-session context; return (entity key, routed) per item, changed contexts.
+
+    No applied log: a session's context only changes when an event opens
+    (or, after expiry, reopens) it, so applying a redelivered event again
+    gives the same changes and leaves the context as it was.
+    """
     before = dict(sessions)
     changes = detector.session_changes([r.event for r in items], sessions)
     out = [
         (r.event.entity_key, replace(r, session_changes=c))
         for r, c in zip(items, changes, strict=True)
     ]
-    return out, _changed(before, sessions)
+    return StageResult(out, _changed(before, sessions), [])
 
 
 def entity_stage(
-    detector: Detector, items: Sequence[Routed], baselines: dict[str, Baseline]
-) -> tuple[list[Decision], dict[str, Baseline]]:
-    """Decide every item against its entity's baseline; return decisions and new baselines.
+    detector: Detector,
+    items: Sequence[Routed],
+    baselines: dict[str, Baseline],
+    applied: dict[str, Applied] | None = None,
+    partitions: int = 1,
+) -> StageResult:
+    """Decide every new item against its entity's baseline; return decisions, new baselines.
 
     ``baselines`` holds the stored baseline of every entity in the batch
-    (absent when new); it is updated in place.
+    (absent when new); it is updated in place. With ``applied`` (each
+    entity's applied log, updated in place), redelivered events already
+    learned by their baseline are skipped: no second decision, no second
+    learning. ``partitions`` is the internal topics' partition count (it
+    defines the paths, see :class:`Applied`).
     """
     before = dict(baselines)
-    contexts = combine_context([r.ip for r in items], [r.session_changes for r in items])
+    fresh, dups, touched = _fresh(
+        items, entity_state_key, applied, lambda e: entity_path(e, partitions)
+    )
+    contexts = combine_context([r.ip for r in fresh], [r.session_changes for r in fresh])
     state = EngineState(baselines=baselines)
-    decisions = detector.process([r.event for r in items], state, contexts=contexts)
-    return decisions, _changed(before, baselines)
+    decisions = detector.process([r.event for r in fresh], state, contexts=contexts)
+    changed = _changed(before, baselines)
+    changed.update((k, baselines[k]) for k in touched if k in baselines)
+    return StageResult(decisions, changed, dups)
+
+
+def run_isolated(
+    run: Callable[[Sequence[Routed], dict[str, Any], dict[str, Applied] | None], StageResult],
+    items: Sequence[Routed],
+    states: dict[str, Any],
+    applied: dict[str, Applied] | None,
+    key_of: Callable[[Event], str | None],
+) -> tuple[StageResult, list[tuple[int, Exception]]]:
+    """Run a stage on a batch; when it raises, isolate the events that make it raise.
+
+    The engine raising is a bug, but one poison event must not take its
+    batch's good events down with it. The batch is first run whole. If that
+    raises, the states and applied logs are restored and the events are run
+    one at a time, in order (a batch decides exactly as its events one at a
+    time); an event that raises leaves its key's state as it was.
+
+    Returns the combined result and the ``(index in items, exception)`` of
+    every event that raised.
+    """
+    states_before = dict(states)
+    logs_before = None if applied is None else {k: dict(v.offsets) for k, v in applied.items()}
+    try:
+        return run(items, states, applied), []
+    except Exception:  # noqa: BLE001, S110 (isolated below; the caller reports each failure)
+        pass
+    states.clear()
+    states.update(states_before)
+    if applied is not None and logs_before is not None:
+        applied.clear()
+        applied.update({k: Applied(dict(o)) for k, o in logs_before.items()})
+    out: list[Any] = []
+    changed: dict[str, Any] = {}
+    dups: list[Routed] = []
+    failures: list[tuple[int, Exception]] = []
+    for i, item in enumerate(items):
+        key = key_of(item.event)
+        had_state, state = (key in states, states.get(key)) if key is not None else (False, None)
+        log = applied.get(key) if applied is not None and key is not None else None
+        saved_log = dict(log.offsets) if log is not None else None
+        try:
+            result = run([item], states, applied)
+        except Exception as exc:  # noqa: BLE001 (reported by the caller)
+            failures.append((i, exc))
+            if key is not None:
+                if had_state:
+                    states[key] = state
+                else:
+                    states.pop(key, None)
+                if applied is not None:
+                    if saved_log is None:
+                        applied.pop(key, None)
+                    else:
+                        applied[key] = Applied(saved_log)
+            continue
+        out += result.out
+        changed.update(result.changed)
+        dups += result.duplicates
+    return StageResult(out, changed, dups), failures
 
 
 def _changed(before: Mapping[str, T], after: Mapping[str, T]) -> dict[str, T]:
@@ -269,21 +603,28 @@ def _changed(before: Mapping[str, T], after: Mapping[str, T]) -> dict[str, T]:
 # ------------------------------------------------------------------ state codec
 
 
-def encode_state(value: Baseline | IpContext | SessionContext) -> bytes:
-    """Return a table value: the state's versioned dict as JSON bytes."""
-    return orjson.dumps(value.to_dict())
+def encode_state(
+    value: Baseline | IpContext | SessionContext, applied: Applied | None = None
+) -> bytes:
+    """Return a table value: the state's versioned dict (plus its applied log) as JSON bytes."""
+    data = value.to_dict()
+    if applied is not None and applied.offsets:
+        data[_APPLIED_FIELD] = applied.to_wire()
+    return orjson.dumps(data)
 
 
 def load_states(
     keys: Iterable[str],
     get: Callable[[str], bytes | None],
     decode: Callable[[Mapping[str, Any]], T],
+    applied: dict[str, Applied] | None = None,
 ) -> tuple[dict[str, T], list[str]]:
     """Read and decode the stored state of ``keys``; return it and the unreadable keys.
 
     A stored value that does not decode (corrupt, or a schema version this
     build does not know) is left out, so the key restarts from empty state
-    and is overwritten; the caller counts and logs it.
+    and is overwritten; the caller counts and logs it. When ``applied`` is
+    given, each key's applied log is read into it too.
 
     Examples
     --------
@@ -302,7 +643,10 @@ def load_states(
             data = orjson.loads(raw)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
+            log = data.pop(_APPLIED_FIELD, None)
             states[key] = decode(data)
+            if applied is not None and log is not None:
+                applied[key] = Applied.from_wire(log)
         except (orjson.JSONDecodeError, ValueError):
             bad.append(key)
     return states, bad
