@@ -186,6 +186,7 @@ _WORKER_FIELDS = (
     "model_poll_s",
     "commit_interval_s",
     "log_level",
+    "fetch_max_wait_ms",
 )
 
 
@@ -373,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--web-port", type=int, help="/metrics and /health port")
     w.add_argument("--model-poll-s", type=float, help="model change poll interval, 0 = off")
     w.add_argument("--commit-interval-s", type=float)
+    w.add_argument("--fetch-max-wait-ms", type=int,
+                   help="longest a fetch waits for data (ms); bounds the per-hop latency")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     w.set_defaults(func=cmd_worker)

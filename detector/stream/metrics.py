@@ -104,6 +104,12 @@ class StreamMetrics:
             ["table"],
             registry=r,
         )
+        self.redelivered = Counter(
+            "detector_redelivered_skipped",
+            "Redelivered events skipped because their state already held them.",
+            ["stage"],
+            registry=r,
+        )
         self.batch_ms = Histogram(
             "detector_batch_latency_ms",
             "Wall time to process one micro-batch, per stage (ms).",
@@ -113,7 +119,7 @@ class StreamMetrics:
         )
         self.batch_size = Histogram(
             "detector_batch_size",
-            "Messages per micro-batch, per stage.",
+            "Events per micro-batch, per stage.",
             ["stage"],
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,

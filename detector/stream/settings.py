@@ -183,6 +183,10 @@ class WorkerSettings:
     #: Offset commit interval; outputs are flushed before every commit.
     commit_interval_s: float = 2.0
     log_level: str = "INFO"
+    #: How long a consumer fetch waits for data. Each of the four hops can
+    #: wait this long for a partition whose previous data was still buffered
+    #: when the fetch was sent (Faust's driver hard-codes 1,500 ms).
+    fetch_max_wait_ms: int = 50
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -206,6 +210,8 @@ class WorkerSettings:
             raise ValueError("web_port must be a TCP port")
         if self.model_poll_s < 0 or self.commit_interval_s <= 0:
             raise ValueError("model_poll_s must be >= 0 and commit_interval_s > 0")
+        if not 1 <= self.fetch_max_wait_ms <= 60_000:
+            raise ValueError("fetch_max_wait_ms must be in 1..60000")
 
     def internal_topic(self, name: str) -> str:
         """Return the name of an internal (repartition) topic of this app."""

@@ -53,13 +53,14 @@ from faust.types import EventT
 from detector.baseline import Baseline
 from detector.context import IpContext, SessionContext
 from detector.engine import Detector
-from detector.events import Event, EventKind
+from detector.events import Event
 from detector.model import load_model
 from detector.signals import to_signal
 from detector.stream import stages
 from detector.stream.metrics import OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.topics import ensure_topics
+from detector.stream.transport import TRANSPORT_SCHEME
 
 logger = logging.getLogger(__name__)
 
@@ -179,34 +180,33 @@ class _Pipeline:
             )
         return out.send(self.settings.dlq_topic, [(d.source.topic, d.to_bytes()) for d in dead])
 
-    async def _engine_error(
+    async def _engine_errors(
         self,
         out: _Outbox,
         stage: str,
-        exc: Exception,
+        failures: Sequence[tuple[int, Exception]],
         batch: Sequence[RawEvent],
         items: Sequence[stages.Routed],
         index: Sequence[int],
     ) -> None:
-        name = type(exc).__name__
-        self.metrics.engine_errors.labels(stage=stage, error=name).inc()
-        first = _source(batch[index[0]]) if index else stages.Source("-", -1, -1)
-        logger.error(
-            "engine error stage=%s error=%s events=%d first=%s:%d:%d",
-            stage, name, len(items), first.topic, first.partition, first.offset,
-            exc_info=exc,
-        )
-        reason = f"engine_error:{name}"
-        await self._dead_letter(
-            out,
-            [
-                stages.DeadLetter(
-                    reason, name, stage, _source(batch[i]), batch[i].value or b"",
-                    r.event.event_id,
-                )
-                for r, i in zip(items, index, strict=True)
-            ],
-        )
+        """Dead-letter the events the engine raised on (a bug: counted and logged)."""
+        dead: list[stages.DeadLetter] = []
+        for i, exc in failures:
+            name = type(exc).__name__
+            item, message = items[i], batch[index[i]]
+            self.metrics.engine_errors.labels(stage=stage, error=name).inc()
+            logger.error(
+                "engine error stage=%s error=%s event_id=%s origin=%s:%d:%d",
+                stage, name, item.event.event_id, item.origin.topic, item.origin.partition,
+                item.origin.offset, exc_info=exc,
+            )
+            # The original input coordinates; past the parse stage the raw
+            # input is not at hand, so the dead letter carries the routed record.
+            raw = stages.encode_records([item]) if stage != "parse" else message.value or b""
+            dead.append(stages.DeadLetter(
+                f"engine_error:{name}", name, stage, item.origin, raw, item.event.event_id,
+            ))
+        await self._dead_letter(out, dead)
 
     def _load(
         self,
@@ -214,13 +214,14 @@ class _Pipeline:
         name: str,
         keyed: dict[str, RawEvent],
         decode: Callable[[Any], T],
+        applied: dict[str, stages.Applied] | None = None,
     ) -> dict[str, T]:
         def get(key: str) -> bytes | None:
             _bind(keyed[key])
             value: bytes | None = table.get(key.encode())
             return value
 
-        states, bad = stages.load_states(keyed, get, decode)
+        states, bad = stages.load_states(keyed, get, decode, applied)
         for key in bad:
             self.metrics.state_resets.labels(table=name).inc()
             logger.error(
@@ -230,27 +231,51 @@ class _Pipeline:
         return states
 
     @staticmethod
-    def _store(table: Any, keyed: dict[str, RawEvent], changed: dict[str, Any]) -> None:
+    def _store(
+        table: Any,
+        keyed: dict[str, RawEvent],
+        changed: dict[str, Any],
+        applied: dict[str, stages.Applied] | None = None,
+    ) -> None:
         # Explicit write-back of every changed key: the changelog is the state.
+        # Called only after the batch's outputs were delivered, so a state that
+        # holds an event implies that event's outputs are out (see stages).
         for key, value in changed.items():
             _bind(keyed[key])
-            table[key.encode()] = stages.encode_state(value)
+            log = applied.get(key) if applied is not None else None
+            table[key.encode()] = stages.encode_state(value, log)
+
+    def _duplicates(self, stage: str, dups: Sequence[stages.Routed]) -> None:
+        if dups:
+            self.metrics.redelivered.labels(stage=stage).inc(len(dups))
+            first = dups[0].origin
+            logger.info(
+                "redelivered events skipped stage=%s events=%d first=%s:%d:%d",
+                stage, len(dups), first.topic, first.partition, first.offset,
+            )
 
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
         self.metrics.batch_ms.labels(stage=stage).observe((time.perf_counter() - started) * 1e3)
 
-    def _batches(self, stream: Any) -> AsyncIterator[Sequence[RawEvent]]:
+    def _batches(self, stream: Any, internal: bool = True) -> AsyncIterator[Sequence[RawEvent]]:
         s = self.settings
+        # An internal record holds up to a whole upstream batch, so internal
+        # stages take fewer records per batch (bounding a batch's events).
+        most = max(1, s.batch_max // 50) if internal else s.batch_max
         batches: AsyncIterator[Sequence[RawEvent]] = stream.take_events(
-            s.batch_max, within=s.batch_within_s
+            most, within=s.batch_within_s
         )
         return batches
+
+    def _forward(self, out: _Outbox, topic: str, routed: Sequence[tuple[str, stages.Routed]]
+                 ) -> Awaitable[None]:
+        return out.send_records(topic, stages.pack(routed, self.settings.partitions))
 
     # ------------------------------------------------------------------- agents
     async def parse(self, stream: Any) -> None:
         """Stage 1: validate input, dead-letter rejects, forward keyed by source IP."""
-        async for batch in self._batches(stream):
+        async for batch in self._batches(stream, internal=False):
             await _complete(self._parse_batch(batch))
 
     async def _parse_batch(self, batch: Sequence[RawEvent]) -> None:
@@ -259,7 +284,7 @@ class _Pipeline:
             self.metrics.events_in.labels(topic=topic).inc(count)
         accepted, dead = stages.parse_stage([(e.value, _source(e)) for e in batch])
         out = _Outbox(self.app.producer)
-        await out.send(self.by_ip.get_topic_name(), [(k, r.to_bytes()) for k, r in accepted])
+        await self._forward(out, self.by_ip.get_topic_name(), accepted)
         await self._dead_letter(out, dead)
         await out.delivered()
         self._observe("parse", len(batch), started)
@@ -272,11 +297,10 @@ class _Pipeline:
         table_name: str,
         key_of: Callable[[Event], str | None],
         decode: Callable[[Any], T],
-        run: Callable[
-            [Detector, Sequence[stages.Routed], dict[str, T]],
-            tuple[list[tuple[str, stages.Routed]], dict[str, T]],
-        ],
+        run: Callable[[Detector, Sequence[stages.Routed], dict[str, Any],
+                       dict[str, stages.Applied] | None], stages.StageResult],
         forward: str,
+        idempotent: bool,
     ) -> None:
         async def one(batch: Sequence[RawEvent]) -> None:
             started = time.perf_counter()
@@ -288,17 +312,18 @@ class _Pipeline:
                 key = key_of(r.event)
                 if key is not None:
                     keyed[key] = batch[i]
-            states = self._load(table, table_name, keyed, decode)
-            try:
-                routed, changed = run(self.holder.detector, items, states)
-            except Exception as exc:  # a bug: dead-letter the batch, keep running
-                await self._engine_error(out, stage, exc, batch, items, index)
-                await out.delivered()
-                return
-            await out.send(forward, [(k, r.to_bytes()) for k, r in routed])
-            self._store(table, keyed, changed)
+            applied: dict[str, stages.Applied] | None = {} if idempotent else None
+            states: dict[str, Any] = self._load(table, table_name, keyed, decode, applied)
+            detector = self.holder.detector
+            result, failures = stages.run_isolated(
+                lambda b, st, ap: run(detector, b, st, ap), items, states, applied, key_of
+            )
+            await self._engine_errors(out, stage, failures, batch, items, index)
+            await self._forward(out, forward, result.out)
             await out.delivered()
-            self._observe(stage, len(batch), started)
+            self._store(table, keyed, result.changed, applied)
+            self._duplicates(stage, result.duplicates)
+            self._observe(stage, len(items), started)
 
         async for batch in self._batches(stream):
             await _complete(one(batch))
@@ -306,15 +331,16 @@ class _Pipeline:
     async def ip(self, stream: Any) -> None:
         """Stage 2 (keyed by source IP): IP context, forward keyed by session."""
         await self._context_stage(
-            stream, "ip", self.ips, "ip-context", _ip_state_key, IpContext.from_dict,
-            stages.ip_stage, self.by_session.get_topic_name(),
+            stream, "ip", self.ips, "ip-context", stages.ip_state_key, IpContext.from_dict,
+            stages.ip_stage, self.by_session.get_topic_name(), idempotent=True,
         )
 
     async def session(self, stream: Any) -> None:
         """Stage 3 (keyed by session id): session context, forward keyed by entity."""
         await self._context_stage(
-            stream, "session", self.sessions, "session-context", _session_state_key,
-            SessionContext.from_dict, stages.session_stage, self.by_entity.get_topic_name(),
+            stream, "session", self.sessions, "session-context", stages.session_state_key,
+            SessionContext.from_dict, lambda d, b, st, ap: stages.session_stage(d, b, st),
+            self.by_entity.get_topic_name(), idempotent=False,
         )
 
     async def entity(self, stream: Any) -> None:
@@ -332,26 +358,31 @@ class _Pipeline:
         )
         await self._dead_letter(out, dead)
         keyed = {r.event.entity_key: batch[i] for r, i in zip(items, index, strict=True)}
-        baselines = self._load(self.baselines, "baselines", keyed, Baseline.from_dict)
-        try:
-            decisions, changed = stages.entity_stage(self.holder.detector, items, baselines)
-            signals = [
-                (d.event.entity_key, orjson.dumps(to_signal(d)))
-                for d in decisions
-                if d.signal_id is not None
-            ]
-        except Exception as exc:  # a bug: dead-letter the batch, keep running
-            await self._engine_error(out, "entity", exc, batch, items, index)
-            await out.delivered()
-            return
+        applied: dict[str, stages.Applied] = {}
+        baselines: dict[str, Any] = self._load(
+            self.baselines, "baselines", keyed, Baseline.from_dict, applied
+        )
+        detector = self.holder.detector
+        result, failures = stages.run_isolated(
+            lambda b, st, ap: stages.entity_stage(detector, b, st, ap, s.partitions),
+            items, baselines, applied, stages.entity_state_key,
+        )
+        await self._engine_errors(out, "entity", failures, batch, items, index)
+        decisions = result.out
+        signals = [
+            (d.event.entity_key, orjson.dumps(to_signal(d)))
+            for d in decisions
+            if d.signal_id is not None
+        ]
         await out.send(s.response_topic, signals)
         if s.decisions_topic:
             await out.send(
                 s.decisions_topic,
                 [(d.event.entity_key, orjson.dumps(d.to_dict())) for d in decisions],
             )
-        self._store(self.baselines, keyed, changed)
         await out.delivered()
+        self._store(self.baselines, keyed, result.changed, applied)
+        self._duplicates("entity", result.duplicates)
         for action, count in Counter(d.action.value for d in decisions).items():
             m.decisions.labels(action=action).inc(count)
         for d in decisions:
@@ -360,7 +391,7 @@ class _Pipeline:
         cold = sum(1 for d in decisions if d.cold_start)
         if cold:
             m.cold_start.inc(cold)
-        self._observe("entity", len(batch), started)
+        self._observe("entity", len(items), started)
 
 
 async def _complete(work: Awaitable[None]) -> None:
@@ -400,25 +431,16 @@ class _Outbox:
         for key, value in records:
             self._pending.append(await send(topic, key.encode(), value, None, None, None))
 
+    async def send_records(self, topic: str, records: Sequence[tuple[int, bytes]]) -> None:
+        """Send unkeyed records to explicit partitions (internal topics)."""
+        send = self._producer.send
+        for partition, value in records:
+            self._pending.append(await send(topic, None, value, partition, None, None))
+
     async def delivered(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending)
             self._pending.clear()
-
-
-def _ip_state_key(event: Event) -> str | None:
-    # Mirrors Detector.ip_stats: only auth events with a source IP touch IP context.
-    return event.src_ip if event.kind is EventKind.AUTH else None
-
-
-def _session_state_key(event: Event) -> str | None:
-    # Mirrors Detector.session_changes: only auth events with a session id.
-    return event.session_id if event.kind is EventKind.AUTH else None
-
-
-def _coords(event: RawEvent) -> tuple[str, int, int]:
-    m = event.message
-    return (m.topic, m.partition, m.offset)
 
 
 def build_app(
@@ -438,9 +460,10 @@ def build_app(
         Not started; run it with :func:`run_worker` (or ``faust.Worker``).
     """
     kafka = settings.kafka
+    brokers = [TRANSPORT_SCHEME + url[url.index("://"):] for url in kafka.faust_brokers()]
     app = faust.App(
         settings.app_id,
-        broker=kafka.faust_brokers(),
+        broker=brokers,
         broker_credentials=kafka.faust_credentials(),
         store=settings.store,
         datadir=str(settings.state_dir),
@@ -455,6 +478,7 @@ def build_app(
         stream_wait_empty=True,
         autodiscover=False,
     )
+    app.zt_fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
 
     def offsets() -> tuple[OffsetMap, OffsetMap]:
@@ -536,7 +560,8 @@ def logging_config(level: str, json_logs: bool) -> dict[str, Any]:
         "root": {"level": level, "handlers": ["stderr"]},
         # Faust logs every fetch/commit at INFO: keep its chatter at WARNING.
         "loggers": {
-            name: {"level": "WARNING"} for name in ("faust", "mode", "aiokafka", "kafka")
+            name: {"level": "WARNING"}
+            for name in ("faust", "mode", "aiokafka", "kafka", "detector.stream.transport")
         },
     }
 

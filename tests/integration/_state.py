@@ -1,0 +1,33 @@
+"""Read the worker's state back from its changelog, and the replay's state to compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from detector.engine import Detector, EngineState
+from detector.events import parse_event
+from detector.model import load_model
+from tests.integration._stream import MODEL, read_topic
+
+
+def changelog_baselines(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
+    """Return the last baseline written per entity key, as stored (applied log removed)."""
+    records = read_topic(bootstrap, f"{app_id}-baselines-changelog", timeout_s=30)
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:  # in offset order per partition; a key lives in one partition
+        value = orjson.loads(r.value)
+        value.pop("_applied", None)
+        out[r.key.decode()] = value
+    return out
+
+
+def replay_baselines(events: Path) -> dict[str, dict[str, Any]]:
+    """Return every entity's baseline after a replay of ``events`` (one batch, in order)."""
+    detector = Detector(load_model(MODEL))
+    state = EngineState()
+    parsed = [parse_event(line) for line in events.read_bytes().splitlines() if line.strip()]
+    detector.process(parsed, state)
+    return {k: orjson.loads(orjson.dumps(b.to_dict())) for k, b in state.baselines.items()}
