@@ -57,16 +57,24 @@ def signal_encoder(
     once, at start).
     """
     signer = load_signer(settings)
-    if signer is None:
-        logger.warning(
-            "no signing key configured: signals are published UNSIGNED and verifying "
-            "consumers will refuse them (see docs/signals.md)"
-        )
-    else:
-        logger.info("signing signals kid=%s iss=%s aud=%s",
-                    signer.kid, signer.issuer, signer.audience)
+
+    def announce() -> None:
+        if signer is None:
+            logger.warning(
+                "no signing key configured: signals are published UNSIGNED and verifying "
+                "consumers will refuse them (see docs/signals.md)"
+            )
+        else:
+            logger.info("signing signals kid=%s iss=%s aud=%s",
+                        signer.kid, signer.issuer, signer.audience)
+
+    announce()  # at start (before the worker's log handlers exist: WARNING shows)
+    first = [True]
 
     def encode(decision: Decision) -> bytes:
+        if first[0]:  # and again with the first signal, into the worker's log
+            first[0] = False
+            announce()
         return signed_record(to_signal(decision), signer, int(clock()))
 
     return encode
