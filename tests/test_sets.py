@@ -450,3 +450,54 @@ def test_worker_refuses_a_bad_key_without_echoing_it(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad.pem") as info:
         load_signer(WorkerSettings(model_dir=Path("m"), signing_key_file=path))
     assert "c2VjcmV0" not in str(info.value)
+
+
+# ------------------------------------------------------------------ the CLI
+def test_cli_keys_generate_and_jwks_for_rotation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detector.cli import main
+
+    old, new, jwks = tmp_path / "old.pem", tmp_path / "new.pem", tmp_path / "jwks.json"
+    assert main(["keys", "generate", "--out", str(old)]) == 0
+    kid_old = orjson.loads(capsys.readouterr().out)["kid"]
+    assert old.stat().st_mode & 0o777 == 0o600
+    assert kid_old == jwk_thumbprint(load_private_key(old.read_bytes()))
+    assert main(["keys", "generate", "--out", str(old)]) == 2, "never overwrite a key"
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["keys", "generate", "--out", str(old), "--keep-existing"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == {"out": str(old), "kid": kid_old,
+                                                      "created": False}
+    assert main(["keys", "generate", "--out", str(new)]) == 0
+    kid_new = orjson.loads(capsys.readouterr().out)["kid"]
+
+    assert main(["keys", "jwks", "--key", str(old), "--key", str(new), "--out", str(jwks)]) == 0
+    capsys.readouterr()
+    doc = orjson.loads(jwks.read_bytes())
+    assert [k["kid"] for k in doc["keys"]] == [kid_old, kid_new]
+    assert all("d" not in k for k in doc["keys"]), "public keys only"
+    v = SetVerifier(load_jwks(jwks.read_bytes()), ISS, AUD)
+    for path in (old, new):
+        signer = SetSigner(load_private_key(path.read_bytes()), ISS, AUD)
+        assert v.verify(signer.sign(SIGNAL, NOW), NOW).kid == signer.kid
+
+    assert main(["keys", "jwks", "--key", str(new), "--kid", "2026-02"]) == 0
+    assert [k["kid"] for k in orjson.loads(capsys.readouterr().out)["keys"]] == ["2026-02"]
+    assert main(["keys", "jwks", "--key", str(new), "--kid", "a", "--kid", "b"]) == 2
+
+
+def test_cli_responses_refuses_to_start_without_jwks_or_allow_unsigned(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from detector.cli import main
+
+    assert main(["responses"]) == 2
+    err = capsys.readouterr().err
+    assert "--jwks FILE" in err and "--allow-unsigned" in err
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(orjson.dumps(render_jwks([(KEY, None)])))
+    assert main(["responses", "--jwks", str(jwks), "--allow-unsigned"]) == 2
+    assert "exclude" in capsys.readouterr().err
+    assert main(["responses", "--allow-unsigned", "--handler", "http", "--url",
+                 "http://x.invalid", "--body", "set"]) == 2
+    assert "--body set needs --jwks" in capsys.readouterr().err

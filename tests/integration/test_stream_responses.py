@@ -197,7 +197,9 @@ def test_forged_replayed_expired_and_misaddressed_signals_are_refused(
         "unsigned": _signed(None, _signal(11)),
         "replayed": valid[0],  # the exact bytes again
         "expired": _signed(signer, _signal(12), iat=time.time() - 7 * 24 * 3600),
-        "wrong_audience": _signed(SetSigner(load_private_key(keys.key.read_bytes()), ISSUER, "urn:other"), _signal(13)),
+        "wrong_audience": _signed(
+            SetSigner(load_private_key(keys.key.read_bytes()), ISSUER, "urn:other"), _signal(13)
+        ),
         "alg_none": _with(valid[2], set=f"eyJhbGciOiJub25lIn0.{body}."),
     }
     _publish(kafka_bootstrap, topic, [valid[0], *attacks.values(), valid[1], valid[2]])
