@@ -336,7 +336,7 @@ class ResponseConsumer:
             self._commit(record)
             return
         if self.verifier is not None:
-            self._handle_signed(signal, record, stop)
+            self._handle_signed(self.verifier, signal, record, stop)
             self._commit(record)
             return
         signal_id = signal["signal_id"]
@@ -355,18 +355,21 @@ class ResponseConsumer:
         self._commit(record)
 
     def _handle_signed(
-        self, envelope: dict[str, Any], record: Any, stop: threading.Event | None
+        self,
+        verifier: SetVerifier,
+        envelope: dict[str, Any],
+        record: Any,
+        stop: threading.Event | None,
     ) -> None:
-        assert self.verifier is not None  # noqa: S101 (checked by the caller)
         now = self._clock()
         if self.stats.records % 1024 == 0:
             self._replay.prune(now)
         try:
-            verified = self.verifier.verify_record(envelope, now)
+            verified = verifier.verify_record(envelope, now)
             if self._replay.seen(verified.jti, now):
                 # a worker's redelivery and an attacker's copy look alike and
                 # are harmless while the jti is remembered: the handler ran.
-                self._replay.remember(verified.jti, self.verifier.valid_until(verified))
+                self._replay.remember(verified.jti, verifier.valid_until(verified))
                 raise SetError("replayed")
         except SetError as exc:
             self._refuse(exc, envelope, record)
@@ -375,7 +378,7 @@ class ResponseConsumer:
         # act on the signed content only (verify_record checked the envelope equals it)
         signal = {**verified.signal, SET_FIELD: verified.token}
         self._call(signal, stop)
-        self._replay.remember(verified.jti, self.verifier.valid_until(verified))
+        self._replay.remember(verified.jti, verifier.valid_until(verified))
         self.stats.handled += 1
         self.stats.by_action[str(signal.get("action"))] += 1
         logger.info(
