@@ -1,5 +1,5 @@
 """The ``detector`` command line: generate, train, replay, demo, evaluate, worker, produce,
-responses.
+responses, keys.
 
 This is an entry point: it configures logging and progress output and calls
 the pure core. Nothing here decides anything.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -187,6 +188,10 @@ _WORKER_FIELDS = (
     "commit_interval_s",
     "log_level",
     "fetch_max_wait_ms",
+    "signing_key_file",
+    "signing_kid",
+    "issuer",
+    "audience",
 )
 
 
@@ -241,6 +246,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from detector.sets import SetVerifier, load_jwks
     from detector.stream.responses import (
         FileHandler,
         HandlerFailed,
@@ -248,6 +254,29 @@ def cmd_responses(args: argparse.Namespace) -> int:
         PrintHandler,
         ResponseConsumer,
     )
+
+    verifier = None
+    if args.jwks:
+        if args.allow_unsigned:
+            raise ValueError("--jwks and --allow-unsigned exclude each other")
+        verifier = SetVerifier(
+            load_jwks(Path(args.jwks).read_bytes()),
+            issuer=args.issuer,
+            audience=args.audience,
+            max_age_s=args.max_age_s,
+            future_skew_s=args.future_skew_s,
+        )
+        logger.info("verifying signals: kids=%s iss=%s aud=%s max_age_s=%s",
+                    ",".join(sorted(verifier.keys)), args.issuer, args.audience, args.max_age_s)
+    elif args.allow_unsigned:
+        logger.warning("--allow-unsigned: acting on signals WITHOUT verifying them")
+    else:
+        raise ValueError(
+            "give --jwks FILE to verify signed signals, or --allow-unsigned to act on "
+            "unverified ones (see docs/signals.md)"
+        )
+    if args.body == "set" and verifier is None:
+        raise ValueError("--body set needs --jwks (only verified SETs are forwarded)")
 
     handler: PrintHandler | FileHandler | HttpPostHandler
     if args.handler == "print":
@@ -277,6 +306,8 @@ def cmd_responses(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         backoff_s=args.backoff,
         backoff_max_s=args.backoff_max,
+        verifier=verifier,
+        allow_unsigned=args.allow_unsigned,
     )
     try:
         stats = consumer.run(stop, idle_timeout_s=args.idle_timeout)
@@ -286,6 +317,59 @@ def cmd_responses(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     print(orjson.dumps(stats.to_dict()).decode(), file=sys.stderr)
+    return 0
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # O_EXCL: never overwrite a key; 0600 from the start, not chmod afterwards.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Write a new ES256 (P-256) signing key as a 0600 PEM file; print its kid."""
+    from detector.sets import (
+        generate_private_key,
+        jwk_thumbprint,
+        load_private_key,
+        private_key_pem,
+    )
+
+    out = Path(args.out)
+    if out.exists():
+        if not args.keep_existing:
+            raise ValueError(f"{out} exists: refusing to overwrite a key (--keep-existing)")
+        key = load_private_key(out.read_bytes())
+        created = False
+    else:
+        key = generate_private_key()
+        _write_private(out, private_key_pem(key))
+        created = True
+    kid = args.kid or jwk_thumbprint(key)
+    print(orjson.dumps({"out": str(out), "kid": kid, "created": created}).decode())
+    return 0
+
+
+def cmd_keys_jwks(args: argparse.Namespace) -> int:
+    """Write the JWKS (public keys only) of one or more signing keys."""
+    from detector.sets import load_public_key, render_jwks
+
+    kids = args.kid or []
+    if kids and len(kids) != len(args.key):
+        raise ValueError("give one --kid per --key, in the same order, or none")
+    keys = [load_public_key(Path(p).read_bytes()) for p in args.key]
+    doc = render_jwks(zip(keys, kids or [None] * len(keys), strict=True))
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+    if args.out in (None, "-"):
+        sys.stdout.write(data.decode())
+        return 0
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)  # public by design
+    tmp.replace(out)  # readers never see a half-written JWKS
+    print(orjson.dumps({"out": str(out), "kids": [k["kid"] for k in doc["keys"]]}).decode())
     return 0
 
 
@@ -378,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest a fetch waits for data (ms); bounds the per-hop latency")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
+    ws = w.add_argument_group(
+        "signing (docs/signals.md); the PEM itself may come in DETECTOR_SIGNING_KEY")
+    ws.add_argument("--signing-key-file", type=Path, help="EC P-256 private key (PEM, 0600)")
+    ws.add_argument("--signing-kid", help="kid of the key (default: RFC 7638 thumbprint)")
+    ws.add_argument("--issuer", help="SET iss claim (default urn:zt-detector)")
+    ws.add_argument("--audience", help="SET aud claim (default urn:zt-detector:responses)")
     w.set_defaults(func=cmd_worker)
 
     pr = sub.add_parser("produce", help="publish events to the input topics, keyed by entity")
@@ -400,8 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--handler", choices=["print", "file", "http"], default="print")
     rs.add_argument("--file", help="file handler: JSONL file to append to")
     rs.add_argument("--url", help="http handler: endpoint to POST each signal to")
-    rs.add_argument("--body", choices=["signal", "caep"], default="signal")
-    rs.add_argument("--issuer", default="urn:zt-detector", help="CAEP iss claim")
+    rs.add_argument("--body", choices=["signal", "caep", "set"], default="signal",
+                    help="http handler: the record, the CAEP payload, or the signed SET")
+    rs.add_argument("--issuer", default="urn:zt-detector",
+                    help="expected SET iss (and the CAEP iss of --body caep)")
+    rv = rs.add_argument_group("verification (docs/signals.md)")
+    rv.add_argument("--jwks", help="JWKS file of the workers' public keys: verify every signal")
+    rv.add_argument("--audience", default="urn:zt-detector:responses", help="expected SET aud")
+    rv.add_argument("--max-age-s", type=float, default=900.0,
+                    help="freshness window: older signals are refused as expired")
+    rv.add_argument("--future-skew-s", type=float, default=60.0,
+                    help="tolerated clock skew for an iat in the future")
+    rv.add_argument("--allow-unsigned", action="store_true",
+                    help="act on signals without verifying them (no --jwks)")
     rs.add_argument("--http-timeout", type=float, default=10.0)
     rs.add_argument("--max-attempts", type=int, default=0, help="0 = retry forever")
     rs.add_argument("--backoff", type=float, default=0.5, help="first retry delay (s)")
@@ -409,6 +510,23 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--idle-timeout", type=float, default=None,
                     help="exit after this many seconds without a record")
     rs.set_defaults(func=cmd_responses)
+
+    k = sub.add_parser("keys", help="signing keys and the JWKS published to consumers")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kg = ksub.add_parser("generate", help="write a new ES256 signing key (PEM, mode 0600)")
+    kg.add_argument("--out", required=True, help="private key file to create")
+    kg.add_argument("--kid", help="key id to report (default: RFC 7638 thumbprint); a custom "
+                    "kid must also be given to the worker (--signing-kid) and to keys jwks")
+    kg.add_argument("--keep-existing", action="store_true",
+                    help="if --out exists, keep it and report its kid")
+    kg.set_defaults(func=cmd_keys_generate)
+    kj = ksub.add_parser("jwks", help="write the JWKS (public keys only) of signing keys")
+    kj.add_argument("--key", action="append", required=True,
+                    help="private or public key PEM (repeatable: old and new key for rotation)")
+    kj.add_argument("--kid", action="append", help="kid per --key, same order (default: "
+                    "thumbprints)")
+    kj.add_argument("--out", default=None, help="JWKS file (default: stdout)")
+    kj.set_defaults(func=cmd_keys_jwks)
     return p
 
 

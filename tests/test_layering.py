@@ -20,6 +20,7 @@ CORE = [
     "detector.model",
     "detector.engine",
     "detector.signals",
+    "detector.sets",
     "detector.metrics",
 ]
 FORBIDDEN_MODULES = ("faust", "mode", "aiokafka", "kafka", "asyncio")

@@ -24,7 +24,7 @@ from detector.cli import build_parser
 from detector.stream.settings import KafkaConnection, WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICES = {"kafka", "topics", "worker-1", "worker-2", "producer", "responses"}
+SERVICES = {"kafka", "topics", "keys", "jwks", "worker-1", "worker-2", "producer", "responses"}
 
 
 def _scalar(text: str) -> Any:
@@ -104,17 +104,19 @@ def test_topic_creation_covers_the_topics_the_detector_uses(compose: dict[str, A
     assert created == {*s.input_topics, s.response_topic, s.dlq_topic}
 
 
-@pytest.mark.parametrize("service", ["worker-1", "worker-2", "producer", "responses"])
+@pytest.mark.parametrize(
+    "service", ["keys", "jwks", "worker-1", "worker-2", "producer", "responses"]
+)
 def test_detector_commands_parse_with_the_real_cli(
     compose: dict[str, Any], service: str
 ) -> None:
     svc = compose["services"][service]
     assert svc["image"] == "zt-detector:latest"
     args = build_parser().parse_args(svc["command"])  # SystemExit on an unknown flag
-    assert args.command in {"worker", "produce", "responses"}
+    assert args.command in {"worker", "produce", "responses", "keys"}
     known = {f"DETECTOR_{f.name.upper()}" for f in (*fields(WorkerSettings),
                                                      *fields(KafkaConnection))}
-    for var in svc["environment"]:
+    for var in svc.get("environment") or {}:
         assert var in known, f"{service}: {var} is not a setting"
 
 
@@ -136,3 +138,56 @@ def test_dockerfile_copies_existing_files_and_runs_the_cli() -> None:
     assert (REPO / "models" / "default" / "model.json").is_file()
     env = dict(re.findall(r"(DETECTOR_[A-Z_]+)=(\S+)", text))
     assert env["DETECTOR_MODEL_DIR"] == "/app/models/default"
+
+
+def _mounts(svc: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Return container path -> (volume, read_only) of a service."""
+    out = {}
+    for spec in svc.get("volumes") or []:
+        volume, path, *mode = spec.split(":")
+        out[path] = (volume, mode == ["ro"])
+    return out
+
+
+def _volume_of(svc: dict[str, Any], file: str) -> tuple[str, bool]:
+    for path, mount in _mounts(svc).items():
+        if file.startswith(path.rstrip("/") + "/"):
+            return mount
+    raise AssertionError(f"{file} is on no volume of the service")
+
+
+def test_workers_sign_with_the_generated_key_and_the_consumer_verifies(
+    compose: dict[str, Any]
+) -> None:
+    services = compose["services"]
+    parse = build_parser().parse_args
+    keys = parse(services["keys"]["command"])
+    jwks = parse(services["jwks"]["command"])
+    responses = parse(services["responses"]["command"])
+    assert keys.keys_command == "generate" and keys.keep_existing, "restarts keep the key"
+    key_volume, _ = _volume_of(services["keys"], keys.out)
+    # jwks publishes the public half of that very key into its own volume
+    assert jwks.keys_command == "jwks" and len(jwks.key) == 1
+    assert _volume_of(services["jwks"], jwks.key[0]) == (key_volume, True)
+    assert Path(jwks.key[0]).name == Path(keys.out).name
+    jwks_volume, _ = _volume_of(services["jwks"], jwks.out)
+    assert jwks_volume != key_volume
+    assert "keys" in services["jwks"]["depends_on"]
+    for name in ("worker-1", "worker-2"):
+        svc = services[name]
+        env = svc["environment"]
+        key_file = env["DETECTOR_SIGNING_KEY_FILE"]
+        assert _volume_of(svc, key_file) == (key_volume, True), "workers read the key, ro"
+        assert Path(key_file).name == Path(keys.out).name
+        assert svc["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+        assert (env["DETECTOR_ISSUER"], env["DETECTOR_AUDIENCE"]) == (
+            responses.issuer, responses.audience)
+    # the consumer verifies against the published JWKS and never sees the private key
+    assert responses.jwks and not responses.allow_unsigned
+    assert _volume_of(services["responses"], responses.jwks) == (jwks_volume, True)
+    assert Path(responses.jwks).name == Path(jwks.out).name
+    assert key_volume not in {v for v, _ in _mounts(services["responses"]).values()}
+    assert services["responses"]["depends_on"]["jwks"]["condition"] == (
+        "service_completed_successfully")
+    for name in ("producer", "kafka", "topics"):
+        assert key_volume not in {v for v, _ in _mounts(services[name]).values()}

@@ -63,3 +63,36 @@ def test_plaintext_has_no_credentials() -> None:
     c = KafkaConnection()
     assert c.faust_credentials() is None
     assert "sasl_mechanism" not in c.kafka_python_config()
+
+
+def test_signing_settings_from_environment_and_flags(tmp_path: Path) -> None:
+    key = tmp_path / "k.pem"
+    key.write_text("pem")
+    s = WorkerSettings.from_env(
+        {"DETECTOR_SIGNING_KEY_FILE": "/nonexistent", "DETECTOR_ISSUER": "urn:env",
+         "DETECTOR_SIGNING_KID": "k1"},
+        model_dir="m", signing_key_file=key, audience="urn:idp",
+    )
+    assert s.signing_key_file == key and s.signs
+    assert (s.signing_kid, s.issuer, s.audience) == ("k1", "urn:env", "urn:idp")
+    assert not WorkerSettings(model_dir=Path("m")).signs
+
+
+def test_signing_key_value_never_in_repr() -> None:
+    s = WorkerSettings.from_env({"DETECTOR_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----xyz"},
+                                model_dir="m")
+    assert s.signs and "xyz" not in repr(s) and "BEGIN" not in repr(s)
+    assert not WorkerSettings.from_env({"DETECTOR_SIGNING_KEY": ""}, model_dir="m").signs
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DETECTOR_SIGNING_KEY_FILE": "/nonexistent/k.pem"}, "signing key file not found"),
+        ({"DETECTOR_SIGNING_KEY_FILE": __file__, "DETECTOR_SIGNING_KEY": "pem"}, "not both"),
+        ({"DETECTOR_ISSUER": ""}, "issuer and audience"),
+    ],
+)
+def test_invalid_signing_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorkerSettings.from_env(env, model_dir="m")

@@ -15,6 +15,16 @@ a handler. Its guarantees:
   handler's success and the commit can call that one signal again: the
   handler's endpoint should be idempotent on ``signal_id`` (CAEP ``jti``).
 
+* **only signed signals are acted on** (with a :class:`~detector.sets.SetVerifier`,
+  i.e. ``--jwks``): each record's ``set`` token is verified (ES256 signature
+  by a ``kid`` of the JWKS, ``iss``, ``aud``, ``iat`` freshness) and the
+  handler gets the signal *from the signed payload*; an envelope that
+  disagrees with it, a replayed ``jti``, an unsigned or a forged record is
+  refused with a reason code (:data:`~detector.sets.REFUSAL_REASONS`),
+  counted, logged (reason, signal id, partition, offset) and committed past:
+  it can never become valid. Without a verifier the consumer refuses to
+  start unless ``allow_unsigned`` is explicitly set (see docs/signals.md).
+
 Built-in handlers: :class:`PrintHandler`, :class:`FileHandler` and
 :class:`HttpPostHandler` (an IdP logout or token-revocation endpoint).
 """
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -36,6 +47,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from detector.sets import SET_FIELD, ReplayCache, SetError, SetVerifier
 from detector.signals import to_caep_set
 from detector.stream.settings import KafkaConnection
 
@@ -93,8 +105,9 @@ class HttpPostHandler:
     ----------
     url : ``http://`` or ``https://`` endpoint
     body : ``"signal"`` posts the response-topic record; ``"caep"`` posts the
-        CAEP Security Event Token payload (unsigned: signing is the endpoint
-        gateway's job)
+        CAEP Security Event Token payload (unsigned JSON); ``"set"`` posts
+        the detector's signed SET itself (``application/secevent+jwt``, as in
+        RFC 8935 push delivery), so the endpoint can verify it too
     issuer : the CAEP ``iss`` claim
     token : optional bearer token (sent, never logged)
     timeout_s : per-request timeout
@@ -110,8 +123,8 @@ class HttpPostHandler:
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("the HTTP handler needs an http:// or https:// URL")
-        if body not in ("signal", "caep"):
-            raise ValueError("body must be 'signal' or 'caep'")
+        if body not in ("signal", "caep", "set"):
+            raise ValueError("body must be 'signal', 'caep' or 'set'")
         self.url = url
         self.body = body
         self.issuer = issuer
@@ -120,12 +133,20 @@ class HttpPostHandler:
 
     def __call__(self, signal: dict[str, Any]) -> None:
         """POST ``signal``; 2xx is success."""
-        payload = signal if self.body == "signal" else to_caep_set(signal, self.issuer)
         headers = {"Content-Type": "application/json", "Idempotency-Key": signal["signal_id"]}
+        if self.body == "set":
+            token = signal.get(SET_FIELD)
+            if not isinstance(token, str):
+                raise PermanentError("no signed SET to post (is the worker signing?)")
+            data = token.encode("ascii")
+            headers["Content-Type"] = "application/secevent+jwt"
+        else:
+            payload = signal if self.body == "signal" else to_caep_set(signal, self.issuer)
+            data = orjson.dumps(payload)
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
-            self.url, data=orjson.dumps(payload), headers=headers, method="POST"
+            self.url, data=data, headers=headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310
@@ -152,6 +173,12 @@ class ConsumeStats:
     malformed: int = 0
     retries: int = 0
     by_action: Counter[str] = field(default_factory=Counter)
+    #: Signals whose SET verified (and were then handled or found replayed).
+    verified: int = 0
+    #: Records refused by verification, by reason code. With a verifier,
+    #: records = handled + malformed + sum(refused) (a repeated jti is
+    #: ``replayed``); without one, records = handled + duplicates + malformed.
+    refused: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready summary."""
@@ -162,7 +189,21 @@ class ConsumeStats:
             "malformed": self.malformed,
             "retries": self.retries,
             "by_action": dict(self.by_action),
+            "verified": self.verified,
+            "refused": dict(self.refused),
         }
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _loggable_id(value: object) -> str:
+    """Return ``value`` if it looks like a signal id, else a placeholder.
+
+    A refused record's ``signal_id`` is unauthenticated input: never let it
+    forge log lines.
+    """
+    return value if isinstance(value, str) and _SAFE_ID.fullmatch(value) else "<invalid>"
 
 
 class ResponseConsumer:
@@ -178,6 +219,14 @@ class ResponseConsumer:
     max_attempts : attempts per signal before giving up; 0 = retry forever
     backoff_s, backoff_max_s : first retry delay, doubled up to the cap
     consumer : a ``kafka.KafkaConsumer``-like object (tests); built when None
+    verifier : verify every record's SET and act only on the signed signal;
+        refuse everything else
+    allow_unsigned : act on unverified records (no ``verifier``); must be
+        asked for explicitly, the consumer refuses to start with neither
+    clock : epoch seconds, for the freshness window (tests pass a fake)
+
+    Raises ``ValueError`` without a verifier unless ``allow_unsigned``, and
+    with both.
     """
 
     def __init__(
@@ -192,7 +241,20 @@ class ResponseConsumer:
         backoff_max_s: float = 30.0,
         consumer: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        verifier: SetVerifier | None = None,
+        allow_unsigned: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if verifier is None and not allow_unsigned:
+            raise ValueError(
+                "refusing to act on unsigned signals: give a JWKS to verify them "
+                "(--jwks FILE) or allow unsigned signals explicitly (--allow-unsigned)"
+            )
+        if verifier is not None and allow_unsigned:
+            raise ValueError("--jwks and --allow-unsigned exclude each other")
+        self.verifier = verifier
+        self._clock = clock
+        self._replay = ReplayCache()
         self.topic = topic
         self.handler = handler
         self.dedup_size = dedup_size
@@ -273,6 +335,10 @@ class ResponseConsumer:
             )
             self._commit(record)
             return
+        if self.verifier is not None:
+            self._handle_signed(self.verifier, signal, record, stop)
+            self._commit(record)
+            return
         signal_id = signal["signal_id"]
         if signal_id in self._seen:
             self.stats.duplicates += 1
@@ -287,6 +353,58 @@ class ResponseConsumer:
                 signal_id, signal.get("action"), record.partition, record.offset,
             )
         self._commit(record)
+
+    def _handle_signed(
+        self,
+        verifier: SetVerifier,
+        envelope: dict[str, Any],
+        record: Any,
+        stop: threading.Event | None,
+    ) -> None:
+        now = self._clock()
+        if self.stats.records % 1024 == 0:
+            self._replay.prune(now)
+        try:
+            verified = verifier.verify_record(envelope, now)
+            if self._replay.seen(verified.jti, now):
+                # a worker's redelivery and an attacker's copy look alike and
+                # are harmless while the jti is remembered: the handler ran.
+                self._replay.remember(verified.jti, verifier.valid_until(verified))
+                raise SetError("replayed")
+        except SetError as exc:
+            self._refuse(exc, envelope, record)
+            return
+        self.stats.verified += 1
+        # act on the signed content only (verify_record checked the envelope equals it)
+        signal = {**verified.signal, SET_FIELD: verified.token}
+        self._call(signal, stop)
+        self._replay.remember(verified.jti, verifier.valid_until(verified))
+        self.stats.handled += 1
+        self.stats.by_action[str(signal.get("action"))] += 1
+        logger.info(
+            "signal handled signal_id=%s action=%s kid=%s partition=%d offset=%d",
+            verified.jti, signal.get("action"), verified.kid, record.partition, record.offset,
+        )
+
+    def _refuse(self, exc: SetError, envelope: dict[str, Any], record: Any) -> None:
+        self.stats.refused[exc.reason] += 1
+        if exc.reason == "replayed":
+            level = logging.INFO
+            hint = "already handled: a redelivery or a replay"
+        elif exc.reason == "expired":
+            level = logging.ERROR
+            hint = ("older than the freshness window: this consumer lags by more than "
+                    "max_age_s (or clocks disagree); a genuine signal is LOST to it")
+        else:
+            level = logging.ERROR
+            hint = "not acted on"
+        logger.log(
+            level,
+            "signal refused reason=%s signal_id=%s topic=%s partition=%d offset=%d: %s%s",
+            exc.reason, _loggable_id(envelope.get("signal_id")), record.topic,
+            record.partition, record.offset, hint,
+            f" ({exc.detail})" if exc.detail else "",
+        )
 
     def run(
         self,

@@ -5,7 +5,7 @@ variable (the flag wins). Nothing else reads the environment: the CLI builds
 a :class:`WorkerSettings` (or :class:`KafkaConnection`) once and passes it
 down explicitly.
 
-Secrets (``sasl_password``) never appear in ``repr`` or logs.
+Secrets (``sasl_password``, ``signing_key``) never appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
+
+from detector.sets import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 
 ENV_PREFIX: Final = "DETECTOR_"
 
@@ -187,6 +189,17 @@ class WorkerSettings:
     #: wait this long for a partition whose previous data was still buffered
     #: when the fetch was sent (Faust's driver hard-codes 1,500 ms).
     fetch_max_wait_ms: int = 50
+    #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
+    #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
+    #: logs). Without either, signals go out unsigned and verifying
+    #: consumers refuse them.
+    signing_key_file: Path | None = None
+    signing_key: str | None = field(default=None, repr=False)
+    #: ``kid`` of the signing key; default: its RFC 7638 JWK thumbprint.
+    signing_kid: str | None = None
+    #: The SET ``iss`` and ``aud`` claims.
+    issuer: str = DEFAULT_ISSUER
+    audience: str = DEFAULT_AUDIENCE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -212,6 +225,25 @@ class WorkerSettings:
             raise ValueError("model_poll_s must be >= 0 and commit_interval_s > 0")
         if not 1 <= self.fetch_max_wait_ms <= 60_000:
             raise ValueError("fetch_max_wait_ms must be in 1..60000")
+        self._check_signing()
+
+    def _check_signing(self) -> None:
+        if self.signing_key == "":
+            object.__setattr__(self, "signing_key", None)
+        if self.signing_key_file is not None:
+            object.__setattr__(self, "signing_key_file", Path(self.signing_key_file))
+            if self.signing_key is not None:
+                raise ValueError("give the signing key as a file or in DETECTOR_SIGNING_KEY, "
+                                 "not both")
+            if not self.signing_key_file.is_file():
+                raise ValueError(f"signing key file not found: {self.signing_key_file}")
+        if not self.issuer or not self.audience:
+            raise ValueError("issuer and audience must not be empty")
+
+    @property
+    def signs(self) -> bool:
+        """Return True when a signing key is configured."""
+        return self.signing_key_file is not None or self.signing_key is not None
 
     def internal_topic(self, name: str) -> str:
         """Return the name of an internal (repartition) topic of this app."""

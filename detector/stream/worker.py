@@ -55,10 +55,10 @@ from detector.context import IpContext, SessionContext
 from detector.engine import Detector
 from detector.events import Event
 from detector.model import load_model
-from detector.signals import to_signal
 from detector.stream import stages
 from detector.stream.metrics import OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
+from detector.stream.signing import signal_encoder
 from detector.stream.topics import ensure_topics
 from detector.stream.transport import TRANSPORT_SCHEME
 
@@ -152,6 +152,7 @@ class _Pipeline:
         self.settings = settings
         self.holder = holder
         self.metrics = metrics
+        self.encode_signal = signal_encoder(settings)  # signs when a key is configured
         n = settings.partitions
         self.by_ip = app.topic(
             settings.internal_topic("by-ip"), partitions=n, internal=True, **_RAW
@@ -370,7 +371,7 @@ class _Pipeline:
         await self._engine_errors(out, "entity", failures, batch, items, index)
         decisions = result.out
         signals = [
-            (d.event.entity_key, orjson.dumps(to_signal(d)))
+            (d.event.entity_key, self.encode_signal(d))
             for d in decisions
             if d.signal_id is not None
         ]

@@ -17,6 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ MODEL = REPO / "models" / "default"
 
 WORKER_START_S = 90.0
 WORKER_STOP_S = 60.0
+
+ISSUER = "urn:zt-detector:it"
+AUDIENCE = "urn:zt-detector:it-responses"
 
 
 def unique(prefix: str) -> str:
@@ -272,3 +276,33 @@ def run_cli(*args: str, timeout_s: float = 120.0, env: dict[str, str] | None = N
         [DETECTOR, *args], capture_output=True, text=True, timeout=timeout_s, check=False,
         cwd=REPO, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
     )
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """A signing key and its published JWKS, made with ``detector keys``."""
+
+    key: Path
+    jwks: Path
+    kid: str
+
+    def worker_flags(self) -> list[str]:
+        """Return the ``detector worker`` flags that make it sign."""
+        return ["--signing-key-file", str(self.key), "--issuer", ISSUER, "--audience", AUDIENCE]
+
+    def consumer_flags(self) -> list[str]:
+        """Return the ``detector responses`` flags that make it verify."""
+        return ["--jwks", str(self.jwks), "--issuer", ISSUER, "--audience", AUDIENCE]
+
+
+def signing_keys(tmp: Path) -> SigningKeys:
+    """Generate a key and its JWKS with the real CLI (``detector keys``)."""
+    key, jwks = tmp / "signing.pem", tmp / "jwks.json"
+    made = run_cli("keys", "generate", "--out", str(key))
+    assert made.returncode == 0, made.stderr
+    assert key.stat().st_mode & 0o777 == 0o600
+    published = run_cli("keys", "jwks", "--key", str(key), "--out", str(jwks))
+    assert published.returncode == 0, published.stderr
+    kid = str(orjson.loads(made.stdout)["kid"])
+    assert orjson.loads(published.stdout)["kids"] == [kid]
+    return SigningKeys(key, jwks, kid)

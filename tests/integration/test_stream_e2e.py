@@ -1,5 +1,10 @@
 """End to end on the real broker: ``detector produce`` -> worker -> response topic.
 
+The worker signs every signal (a key from ``detector keys generate``); the
+signals on the topic verify against the JWKS from ``detector keys jwks``, and
+the reference consumer (``detector responses --jwks``) verifies and handles
+every one of them.
+
 One worker run serves every test in this module. The input topic has one
 partition and so do the internal topics: every stage then sees each key's
 events in file order, which is exactly the condition under which the engine
@@ -11,6 +16,7 @@ their reason while the worker keeps going.
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +26,17 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from detector.sets import SetVerifier, b64url_decode, load_jwks
 from tests.integration._stream import (
+    AUDIENCE,
+    ISSUER,
+    SigningKeys,
     WorkerProcess,
     create_topics,
     read_topic,
     run_cli,
     running,
+    signing_keys,
     unique,
 )
 
@@ -48,6 +59,9 @@ class E2ERun:
     produce: dict[str, Any]
     input_topic: str
     exit_code: int
+    keys: SigningKeys
+    response_topic: str
+    worker_log: str
 
 
 def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -79,7 +93,9 @@ def e2e(
     assert produced.returncode == 0, produced.stderr
     _send_raw(kafka_bootstrap, inp, [v for v, _ in MALFORMED_AFTER])
 
-    worker = WorkerProcess(kafka_bootstrap, unique("app"), tmp, [inp], resp, dlq, dec, 1)
+    keys = signing_keys(tmp)
+    worker = WorkerProcess(kafka_bootstrap, unique("app"), tmp, [inp], resp, dlq, dec, 1,
+                           extra=keys.worker_flags())
     with running(worker):
         worker.wait_ready()
         worker.wait_decided(len(expected))
@@ -90,7 +106,8 @@ def e2e(
     decisions = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, dec, len(expected))]
     n_signals = sum(1 for d in expected if d["signal_id"] is not None)
     signals = read_topic(kafka_bootstrap, resp, want=n_signals)
-    return E2ERun(decisions, signals, dead, metrics, orjson.loads(produced.stdout), inp, code)
+    return E2ERun(decisions, signals, dead, metrics, orjson.loads(produced.stdout), inp, code,
+                  keys, resp, worker.log_path.read_text(errors="replace"))
 
 
 def test_producer_sent_every_event(
@@ -159,3 +176,45 @@ def test_metrics_expose_counters_and_latency(e2e: E2ERun) -> None:
     assert any(k.startswith("detector_consumer_lag{") for k in m)
     assert any(k.startswith("faust_") for k in m), "Faust's Prometheus sensor is registered"
     assert m["detector_cold_start_total"] > 0
+
+
+def test_every_signal_on_the_topic_verifies_against_the_published_jwks(e2e: E2ERun) -> None:
+    assert e2e.signals
+    # The freshness window itself is unit-tested; here a wide one only rules
+    # out a slow machine, not a broken signature.
+    verifier = SetVerifier(load_jwks(e2e.keys.jwks.read_bytes()), ISSUER, AUDIENCE,
+                           max_age_s=24 * 3600)
+    now = time.time()
+    for record in e2e.signals:
+        outer = orjson.loads(record.value)
+        verified = verifier.verify_record(outer, now)
+        assert verified.kid == e2e.keys.kid
+        assert verified.jti == outer["signal_id"] == verified.signal["signal_id"]
+        assert verified.signal == {k: v for k, v in outer.items() if k != "set"}
+        header = orjson.loads(b64url_decode(outer["set"].split(".")[0]))
+        assert header == {"alg": "ES256", "kid": e2e.keys.kid, "typ": "secevent+jwt"}
+        assert set(verified.claims) >= {"iss", "aud", "iat", "jti", "sub_id", "events"}
+
+
+def test_the_signing_key_is_never_logged(e2e: E2ERun) -> None:
+    pem_body = [ln for ln in e2e.keys.key.read_text().splitlines() if not ln.startswith("-")]
+    assert f"kid={e2e.keys.kid}" in e2e.worker_log, "the worker says it signs, by kid"
+    assert not any(line in e2e.worker_log for line in pem_body)
+
+
+def test_reference_consumer_verifies_and_handles_every_signal(
+    e2e: E2ERun, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "handled.jsonl"
+    run = run_cli(
+        "responses", "--bootstrap-servers", kafka_bootstrap, "--topic", e2e.response_topic,
+        "--group-id", unique("grp"), "--handler", "file", "--file", str(out),
+        "--idle-timeout", "4", *e2e.keys.consumer_flags(), timeout_s=90,
+    )
+    assert run.returncode == 0, run.stderr
+    stats = orjson.loads(run.stderr.strip().splitlines()[-1])
+    n = len(e2e.signals)
+    assert (stats["records"], stats["verified"], stats["handled"]) == (n, n, n)
+    assert stats["refused"] == {}
+    handled = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert handled == [orjson.loads(r.value) for r in e2e.signals]

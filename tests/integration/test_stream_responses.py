@@ -4,11 +4,17 @@ The endpoint fails on purpose: transient 503s are retried and nothing is
 lost; a duplicated signal (same ``signal_id``) is posted once; offsets are
 committed only after success, so a restarted consumer neither repeats handled
 signals nor skips the one it gave up on.
+
+Every signal is signed (a key from ``detector keys generate``) and the
+consumer verifies against the JWKS (``--jwks``): forged, tampered, unsigned,
+replayed, expired and misaddressed signals published to the real topic are
+refused with their reason, never posted, and committed past.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,7 +23,31 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from tests.integration._stream import create_topics, run_cli, unique
+from detector.sets import SetSigner, generate_private_key, load_private_key, signed_record
+from tests.integration._stream import (
+    AUDIENCE,
+    ISSUER,
+    SigningKeys,
+    create_topics,
+    run_cli,
+    signing_keys,
+    unique,
+)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> SigningKeys:
+    return signing_keys(tmp_path_factory.mktemp("keys"))
+
+
+def _signer(keys: SigningKeys) -> SetSigner:
+    return SetSigner(load_private_key(keys.key.read_bytes()), ISSUER, AUDIENCE)
+
+
+def _signed(signer: SetSigner | None, signal: dict[str, Any], iat: float | None = None
+            ) -> bytes:
+    # iat: the send time, as the worker sets it
+    return signed_record(signal, signer, int(time.time() if iat is None else iat))
 
 
 class Endpoint:
@@ -77,63 +107,123 @@ def _signal(i: int) -> dict[str, Any]:
     }
 
 
-def _publish(bootstrap: str, topic: str, signals: list[dict[str, Any]]) -> None:
+def _publish(bootstrap: str, topic: str, records: list[bytes]) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
-        for s in signals:
-            producer.send(topic, key=f"user:{s['entity']}".encode(), value=orjson.dumps(s))
+        for value in records:
+            producer.send(topic, key=b"user:" + str(orjson.loads(value).get("entity")).encode(),
+                          value=value)
         producer.flush(30)
     finally:
         producer.close(10)
 
 
-def _consume(bootstrap: str, topic: str, group: str, url: str) -> Any:
+def _consume(bootstrap: str, topic: str, group: str, url: str, keys: SigningKeys) -> Any:
     return run_cli(
         "responses", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
         "--handler", "http", "--url", url, "--backoff", "0.05", "--backoff-max", "0.2",
-        "--idle-timeout", "4", timeout_s=90,
+        "--idle-timeout", "4", *keys.consumer_flags(), timeout_s=90,
     )
 
 
 def test_retries_transient_failures_and_calls_once_per_signal(
-    kafka_bootstrap: str, endpoint: tuple[Endpoint, str]
+    kafka_bootstrap: str, endpoint: tuple[Endpoint, str], keys: SigningKeys
 ) -> None:
     state, url = endpoint
     topic, group = unique("resp"), unique("grp")
     create_topics(kafka_bootstrap, {topic: 1})
+    signer = _signer(keys)
     signals = [_signal(i) for i in range(5)]
-    # redelivery after a worker crash: the same signals again
-    _publish(kafka_bootstrap, topic, [*signals[:3], signals[1], *signals[3:], signals[4]])
+    # redelivery after a worker crash: the same signals again, signed again
+    _publish(kafka_bootstrap, topic, [
+        _signed(signer, s) for s in [*signals[:3], signals[1], *signals[3:], signals[4]]
+    ])
     state.fail_next = 3
 
-    run = _consume(kafka_bootstrap, topic, group, url)
+    run = _consume(kafka_bootstrap, topic, group, url, keys)
     assert run.returncode == 0, run.stderr
     assert [s["signal_id"] for s in state.ok] == [s["signal_id"] for s in signals]
+    assert all(s["set"] for s in state.ok), "the endpoint gets the signed signal"
     assert state.attempts == len(signals) + 3, "each 503 was retried"
     stats = orjson.loads(run.stderr.strip().splitlines()[-1])
-    assert stats["handled"] == 5 and stats["duplicates"] == 2 and stats["retries"] == 3
+    assert stats["handled"] == 5 and stats["retries"] == 3
+    assert stats["refused"] == {"replayed": 2}, "a repeated jti is not acted on twice"
 
-    again = _consume(kafka_bootstrap, topic, group, url)
+    again = _consume(kafka_bootstrap, topic, group, url, keys)
     assert again.returncode == 0, again.stderr
     assert len(state.ok) == len(signals), "committed signals are not handled again"
 
 
 def test_permanent_failure_stops_without_committing(
-    kafka_bootstrap: str, endpoint: tuple[Endpoint, str]
+    kafka_bootstrap: str, endpoint: tuple[Endpoint, str], keys: SigningKeys
 ) -> None:
     state, url = endpoint
     topic, group = unique("resp"), unique("grp")
     create_topics(kafka_bootstrap, {topic: 1})
     signals = [_signal(i) for i in range(4)]
-    _publish(kafka_bootstrap, topic, signals)
+    signer = _signer(keys)
+    _publish(kafka_bootstrap, topic, [_signed(signer, s) for s in signals])
     state.reject = {"sig-002"}
 
-    run = _consume(kafka_bootstrap, topic, group, url)
+    run = _consume(kafka_bootstrap, topic, group, url, keys)
     assert run.returncode == 1
     assert "sig-002" in run.stderr and "permanent" in run.stderr
     assert [s["signal_id"] for s in state.ok] == ["sig-000", "sig-001"]
 
     state.reject = set()  # the endpoint is fixed: nothing was lost
-    again = _consume(kafka_bootstrap, topic, group, url)
+    again = _consume(kafka_bootstrap, topic, group, url, keys)
     assert again.returncode == 0, again.stderr
     assert [s["signal_id"] for s in state.ok] == [s["signal_id"] for s in signals]
+
+
+def _with(record: bytes, **changes: Any) -> bytes:
+    return orjson.dumps({**orjson.loads(record), **changes})
+
+
+def test_forged_replayed_expired_and_misaddressed_signals_are_refused(
+    kafka_bootstrap: str, endpoint: tuple[Endpoint, str], keys: SigningKeys
+) -> None:
+    state, url = endpoint
+    topic, group = unique("resp"), unique("grp")
+    create_topics(kafka_bootstrap, {topic: 1})
+    signer = _signer(keys)
+    attacker = SetSigner(generate_private_key(), ISSUER, AUDIENCE, kid=signer.kid)
+    valid = [_signed(signer, _signal(i)) for i in range(3)]
+    token = orjson.loads(valid[0])["set"]
+    head, body, _ = token.split(".")
+    attacks = {
+        "forged": _signed(attacker, _signal(10)),  # right kid, wrong key
+        "tampered": _with(valid[1], action="step_up"),  # envelope edited
+        "unsigned": _signed(None, _signal(11)),
+        "replayed": valid[0],  # the exact bytes again
+        "expired": _signed(signer, _signal(12), iat=time.time() - 7 * 24 * 3600),
+        "wrong_audience": _signed(
+            SetSigner(load_private_key(keys.key.read_bytes()), ISSUER, "urn:other"), _signal(13)
+        ),
+        "alg_none": _with(valid[2], set=f"eyJhbGciOiJub25lIn0.{body}."),
+    }
+    _publish(kafka_bootstrap, topic, [valid[0], *attacks.values(), valid[1], valid[2]])
+
+    run = _consume(kafka_bootstrap, topic, group, url, keys)
+    assert run.returncode == 0, run.stderr
+    assert [s["signal_id"] for s in state.ok] == ["sig-000", "sig-001", "sig-002"]
+    stats = orjson.loads(run.stderr.strip().splitlines()[-1])
+    assert stats["refused"] == {"bad_signature": 1, "mismatch": 1, "unsigned": 1,
+                                "replayed": 1, "expired": 1, "wrong_audience": 1,
+                                "bad_alg": 1}
+    assert stats["handled"] == 3 and stats["verified"] == 3
+    for reason in set(stats["refused"]) - {"replayed"}:  # a replay is logged at INFO
+        assert f"reason={reason}" in run.stderr
+    assert token not in run.stderr and body not in run.stderr, "tokens are never logged"
+
+    again = _consume(kafka_bootstrap, topic, group, url, keys)
+    assert again.returncode == 0, again.stderr
+    stats = orjson.loads(again.stderr.strip().splitlines()[-1])
+    assert stats["records"] == 0, "refused signals were committed past"
+    assert len(state.ok) == 3
+
+
+def test_without_a_jwks_the_consumer_refuses_to_start(kafka_bootstrap: str) -> None:
+    run = run_cli("responses", "--bootstrap-servers", kafka_bootstrap, "--idle-timeout", "1")
+    assert run.returncode == 2
+    assert "--jwks FILE" in run.stderr and "--allow-unsigned" in run.stderr
