@@ -196,23 +196,36 @@ _WORKER_FIELDS = (
 
 
 def _connection(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Build the connection settings and check them against the brokers.
+
+    A refused password or an untrusted broker certificate fails here, with a
+    message that names the cause (``BrokerConnectionError``, printed by
+    :func:`main`), instead of as a client's retry loop ending in a timeout.
+    """
     import os
 
+    from detector.stream.preflight import check_connection
     from detector.stream.settings import KafkaConnection
 
-    return KafkaConnection.from_env(os.environ, **{f: getattr(args, f) for f in _CONN_FIELDS})
+    conn = KafkaConnection.from_env(os.environ, **{f: getattr(args, f) for f in _CONN_FIELDS})
+    check_connection(conn)
+    return conn
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a streaming worker until SIGTERM."""
     import os
 
+    from detector.stream.preflight import check_connection
     from detector.stream.settings import WorkerSettings
     from detector.stream.worker import run_worker
 
     overrides = {f: getattr(args, f) for f in (*_CONN_FIELDS, *_WORKER_FIELDS)}
     model = args.model or os.environ.get("DETECTOR_MODEL_DIR") or str(_default_model())
     settings = WorkerSettings.from_env(os.environ, model_dir=model, **overrides)
+    # Fail fast and clearly on refused credentials or an untrusted certificate
+    # (Faust would retry them forever, and kafka-python time out vaguely).
+    check_connection(settings.kafka)
     return run_worker(settings, json_logs=args.log_format == "json")
 
 

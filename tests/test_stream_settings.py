@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
+import faust
 import pytest
 
 from detector.stream.settings import KafkaConnection, SecurityProtocol, WorkerSettings
+from tests.integration.tls import make_test_pki
 
 
 def test_flags_override_environment() -> None:
@@ -44,19 +47,53 @@ def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None
 
 
 def test_sasl_ssl_client_configs_and_secret_hygiene(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not used here")
+    pki = make_test_pki(tmp_path)
     c = KafkaConnection.from_env(
         {"DETECTOR_SECURITY_PROTOCOL": "SASL_SSL", "DETECTOR_SASL_MECHANISM": "SCRAM-SHA-512",
          "DETECTOR_SASL_USERNAME": "det", "DETECTOR_SASL_PASSWORD": "pw-123",
-         "DETECTOR_SSL_CAFILE": str(ca)}
+         "DETECTOR_SSL_CAFILE": str(pki.ca)}
     )
     assert c.security_protocol is SecurityProtocol.SASL_SSL
     cfg = c.kafka_python_config()
     assert cfg["security_protocol"] == "SASL_SSL" and cfg["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert cfg["sasl_plain_username"] == "det" and cfg["ssl_cafile"] == str(ca)
-    assert "pw-123" not in repr(c)
+    assert cfg["sasl_plain_username"] == "det"
+    assert cfg["sasl_plain_password"] == "pw-123"  # noqa: S105 (a test value)
+    # One verifying TLS context, trusting exactly the given CA, for every client.
+    ctx = cfg["ssl_context"]
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.verify_mode is ssl.CERT_REQUIRED and ctx.check_hostname
+    subjects = [dict(x[0] for x in ca["subject"]) for ca in ctx.get_ca_certs()]
+    assert subjects == [{"organizationName": "zt-detector tests",
+                         "commonName": "zt-detector test CA"}]
+    aio = c.aiokafka_config()
+    assert aio["security_protocol"] == "SASL_SSL" and aio["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert isinstance(aio["ssl_context"], ssl.SSLContext)
+    creds = c.faust_credentials()
+    assert isinstance(creds, faust.SASLCredentials)
+    assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"
+    assert "pw-123" not in repr(c) and "pw-123" not in repr(creds)
     assert c.faust_brokers() == ["kafka://127.0.0.1:9092"]
+
+
+def test_ssl_without_sasl_uses_ssl_credentials(tmp_path: Path) -> None:
+    pki = make_test_pki(tmp_path)
+    c = KafkaConnection(security_protocol=SecurityProtocol.SSL, ssl_cafile=pki.ca)
+    assert isinstance(c.faust_credentials(), faust.SSLCredentials)
+    assert "sasl_mechanism" not in c.kafka_python_config()
+
+
+def test_ca_file_without_tls_is_refused(tmp_path: Path) -> None:
+    pki = make_test_pki(tmp_path)
+    with pytest.raises(ValueError, match="does not use TLS"):
+        KafkaConnection(ssl_cafile=pki.ca)
+
+
+def test_unusable_ca_file_is_refused_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    c = KafkaConnection(security_protocol=SecurityProtocol.SSL, ssl_cafile=bad)
+    with pytest.raises(ValueError, match="no usable PEM certificate"):
+        c.kafka_python_config()
 
 
 def test_plaintext_has_no_credentials() -> None:

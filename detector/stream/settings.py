@@ -72,8 +72,17 @@ class KafkaConnection:
             raise ValueError("bootstrap servers must not be empty")
         if self.uses_sasl and (not self.sasl_username or self.sasl_password is None):
             raise ValueError(f"{self.security_protocol} needs a SASL username and password")
-        if self.ssl_cafile is not None and not Path(self.ssl_cafile).is_file():
-            raise ValueError(f"CA file not found: {self.ssl_cafile}")
+        if self.ssl_cafile is not None:
+            object.__setattr__(self, "ssl_cafile", Path(self.ssl_cafile))
+            if not self.uses_ssl:
+                # A CA file means "I expect TLS": connecting in the clear
+                # instead would silently drop the encryption the operator asked for.
+                raise ValueError(
+                    f"a CA file is set but security protocol {self.security_protocol} "
+                    "does not use TLS (use SSL or SASL_SSL)"
+                )
+            if not self.ssl_cafile.is_file():
+                raise ValueError(f"CA file not found: {self.ssl_cafile}")
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -94,25 +103,57 @@ class KafkaConnection:
         return self.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """Return a verifying TLS context (with the CA file), or None without TLS."""
+        """Return a verifying TLS context, or None without TLS.
+
+        The context trusts the CA file when one is set, else the system's CAs;
+        it checks the broker's certificate and host name (``create_default_context``:
+        TLS 1.2 or later). Every client (kafka-python, aiokafka, Faust) gets a
+        context from here, so they all apply the same policy.
+
+        Raises ``ValueError`` when the CA file holds no usable certificate.
+        """
         if not self.uses_ssl:
             return None
         cafile = str(self.ssl_cafile) if self.ssl_cafile is not None else None
-        return ssl.create_default_context(cafile=cafile)
+        try:
+            return ssl.create_default_context(cafile=cafile)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"CA file {self.ssl_cafile}: no usable PEM certificate ({exc.reason or exc})"
+            ) from None
+
+    def _sasl_config(self) -> dict[str, Any]:
+        if not self.uses_sasl:
+            return {}
+        return {
+            "sasl_mechanism": self.sasl_mechanism.value,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+        }
 
     def kafka_python_config(self) -> dict[str, Any]:
         """Return the connection keyword arguments for kafka-python clients."""
         cfg: dict[str, Any] = {
             "bootstrap_servers": list(self.servers),
             "security_protocol": self.security_protocol.value,
+            **self._sasl_config(),
         }
-        if self.uses_ssl and self.ssl_cafile is not None:
-            cfg["ssl_cafile"] = str(self.ssl_cafile)
-        if self.uses_sasl:
-            cfg["sasl_mechanism"] = self.sasl_mechanism.value
-            cfg["sasl_plain_username"] = self.sasl_username
-            cfg["sasl_plain_password"] = self.sasl_password
+        if self.uses_ssl:
+            cfg["ssl_context"] = self.ssl_context()
         return cfg
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Return the connection keyword arguments for aiokafka clients.
+
+        The same keys serve ``aiokafka.conn.create_conn``, minus
+        ``bootstrap_servers`` (it takes one host and port).
+        """
+        return {
+            "bootstrap_servers": ",".join(self.servers),
+            "security_protocol": self.security_protocol.value,
+            "ssl_context": self.ssl_context(),
+            **self._sasl_config(),
+        }
 
     def faust_brokers(self) -> list[str]:
         """Return the broker URLs in Faust's form (``kafka://host:port``)."""
@@ -122,6 +163,8 @@ class KafkaConnection:
         """Return Faust ``broker_credentials`` (None for PLAINTEXT)."""
         import faust
 
+        # Faust derives the protocol from the credentials' type: SASL_SSL for
+        # SASLCredentials with an ssl_context, SASL_PLAINTEXT without one.
         if self.uses_sasl:
             return faust.SASLCredentials(
                 username=self.sasl_username,

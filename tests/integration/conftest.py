@@ -10,6 +10,9 @@ The session-scoped ``kafka_bootstrap`` fixture gives the bootstrap address:
 
 A broker that cannot be started fails the tests with the broker's log tail:
 never a silent skip.
+
+``kafka_sasl_ssl`` starts a second, authenticated broker (SASL_SSL with
+SCRAM-SHA-512, a test CA, ACLs enforced) for tests/integration/test_kafka_sasl_ssl.py.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.integration.tls import Pki
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -127,3 +133,90 @@ def stream_dataset(
     lines = (out / "decisions.jsonl").read_bytes().splitlines()
     decisions = [orjson.loads(line) for line in lines]
     return events, decisions
+
+
+# ------------------------------------------------------------------ SASL_SSL
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """A broker whose only client listener is SASL_SSL (SCRAM-SHA-512 over TLS).
+
+    ACLs are enforced (StandardAuthorizer; no ACL = denied); ``admin`` is the
+    only super user. Passwords are random per session.
+    """
+
+    bootstrap: str
+    pki: Pki
+    passwords: dict[str, str]
+    admin: str = "admin"
+
+    def kafka_python(self, user: str, password: str | None = None,
+                     cafile: Path | None = None) -> dict[str, object]:
+        """Return kafka-python connection settings for ``user``."""
+        import ssl
+
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.passwords[user] if password is None else password,
+            "ssl_context": ssl.create_default_context(cafile=str(cafile or self.pki.ca)),
+        }
+
+
+#: The principals the tests (and docs/kafka-security.md) use.
+SECURE_USERS = ("admin", "detector-worker", "detector-producer", "detector-responses")
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_ssl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """Start a second broker (same jars) with a SASL_SSL listener; stop it at the end.
+
+    Its state lives in a session temp dir, so it never meets the plain broker
+    or a SASL_SSL broker started by hand.
+    """
+    import secrets
+
+    from tests.integration.tls import make_test_pki
+
+    root = tmp_path_factory.mktemp("kafka-sasl-ssl")
+    pki = make_test_pki(root / "pki")
+    passwords = {u: secrets.token_urlsafe(18) for u in SECURE_USERS}
+    env = {
+        **os.environ,
+        "KAFKA_LOCAL_SECURITY": "SASL_SSL",
+        "KAFKA_LOCAL_HOME": str(root / "state"),
+        "KAFKA_LOCAL_TLS_DIR": str(pki.directory),
+        "KAFKA_LOCAL_SCRAM_USERS": " ".join(f"{u}:{p}" for u, p in passwords.items()),
+        "KAFKA_LOCAL_AUTHORIZER": "1",
+        "KAFKA_LOCAL_SUPER_USERS": "admin",
+    }
+    env.pop("KAFKA_LOCAL_PORT", None)
+    env.pop("KAFKA_LOCAL_CONTROLLER_PORT", None)
+
+    def run(cmd: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(KAFKA_LOCAL), cmd], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    try:
+        started = run("start", START_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        run("stop", STOP_TIMEOUT_S)
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(f"SASL_SSL broker did not start in {START_TIMEOUT_S}s\n{_tail(stderr)}",
+                    pytrace=False)
+    if started.returncode != 0 or not started.stdout.strip():
+        run("stop", STOP_TIMEOUT_S)
+        pytest.fail(f"SASL_SSL broker failed to start (exit {started.returncode}):\n"
+                    f"{_tail(started.stderr)}", pytrace=False)
+    try:
+        yield SecureBroker(started.stdout.strip().splitlines()[-1], pki, passwords)
+    finally:
+        stopped = run("stop", STOP_TIMEOUT_S)
+        if stopped.returncode != 0:
+            pytest.fail(f"SASL_SSL broker stop failed (exit {stopped.returncode}):\n"
+                        f"{_tail(stopped.stderr)}", pytrace=False)
