@@ -98,3 +98,26 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield orjson.loads(line)
+
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the hostile-input fuzz tally (cases and outcomes) when those tests ran."""
+    import sys
+    from collections import Counter
+
+    module = sys.modules.get("tests.test_hostile")
+    tally = getattr(module, "TALLY", None)
+    if not tally:
+        return
+    by_test: dict[str, Counter[str]] = {}
+    for (test, result), n in tally.items():
+        by_test.setdefault(test, Counter())[result] += n
+    for test, counts in [*sorted(by_test.items()), ("total", sum(by_test.values(), Counter()))]:
+        total = sum(counts.values())
+        accepted = counts.get("accept", 0)
+        rejects = {k: v for k, v in sorted(counts.items()) if k != "accept"}
+        terminalreporter.write_line(
+            f"hostile fuzz [{test}]: {total} cases = {accepted} accepted and decided"
+            f" + {total - accepted} rejected {rejects}"
+        )
