@@ -47,11 +47,12 @@ DEAD_LETTER_SCHEMA: Final = "zt-detector.deadletter/1"
 #: Reason code of a routed record that does not decode: only a version skew
 #: between workers or a foreign producer on an internal topic causes it.
 BAD_INTERNAL_RECORD: Final = "bad_internal_record"
-#: A dead-letter record carries at most this many of the original bytes (the
-#: parser's own limit), plus the original's size and sha256: a 10 MB input
-#: must not become a 13 MB dead letter that the producer or broker refuses,
-#: which would stop the worker on one message.
-DEAD_LETTER_RAW_MAX: Final = MAX_EVENT_BYTES
+#: A dead-letter record carries at most this many of the original bytes, plus
+#: the original's size and sha256: a 10 MB input must not become a 13 MB dead
+#: letter that the producer or broker refuses, which would stop the worker on
+#: one message. Four times the parser's limit keeps every message near that
+#: limit whole, and the record (base64) stays well under Kafka's 1 MB default.
+DEAD_LETTER_RAW_MAX: Final = 4 * MAX_EVENT_BYTES
 _N_FIELDS: Final = len(Event._fields)
 _KIND: Final = Event._fields.index("kind")
 _ENTITY_KIND: Final = Event._fields.index("entity_kind")
