@@ -51,6 +51,9 @@ DIMENSIONS: Final = (
 TRAFFIC_KEYS: Final = ("int_out", "int_in", "ext_out", "ext_in")
 
 _RENORMALISE_AT: Final = 16.0  # half-lives past the landmark
+#: Events older than the landmark by more than this are read as if this old:
+#: 2**64 keeps every decayed sum finite (exp() overflows past ~1000 half-lives).
+_MAX_BACKWARD_HALF_LIVES: Final = 64.0
 _LN2: Final = math.log(2.0)
 
 # (weight in thousandths, last_seen_s) of one distinct value.
@@ -109,7 +112,12 @@ class Baseline(NamedTuple):
         A stored weight ``w`` is worth ``w * factor`` observations "now".
         """
         half_life_ms = cfg.profile_half_life_days * 86_400_000.0
-        return math.exp(-_LN2 * (ts_ms - self.t0) / half_life_ms) / _MILLI
+        # An event far older than the landmark (out of order by years, e.g. a
+        # 1970 timestamp after a 2099 one) would overflow exp() past ~1000
+        # half-lives: read the baseline as of _MAX_BACKWARD_HALF_LIVES before
+        # the landmark instead. Ordinary events never reach the bound.
+        delta = max(ts_ms - self.t0, -_MAX_BACKWARD_HALF_LIVES * half_life_ms)
+        return math.exp(-_LN2 * delta / half_life_ms) / _MILLI
 
     def share(self, dimension: str, value: str, factor: float) -> float:
         """Return the decayed share of ``value`` among the dimension's values.

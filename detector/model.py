@@ -242,7 +242,10 @@ def load_model(path: Path | str) -> Model:
     if peer_file is not None:
         if peer_file not in files:
             raise ModelError("model.json: peers file has no sha256")
-        raw = orjson.loads((root / peer_file).read_bytes())
+        try:
+            raw = orjson.loads((root / peer_file).read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ModelError(f"peers file {peer_file}: not valid JSON") from exc
         if not isinstance(raw, dict):
             raise ModelError("peers file: not an object")
         for cls, data in raw.items():

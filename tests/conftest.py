@@ -98,3 +98,70 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield orjson.loads(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print any log leak found, and the hostile-input fuzz tally when those tests ran."""
+    for leak in _LEAKS:
+        terminalreporter.write_line(f"LOG LEAK: {leak}", red=True)
+    import sys
+    from collections import Counter
+
+    module = sys.modules.get("tests.test_hostile")
+    tally = getattr(module, "TALLY", None)
+    if not tally:
+        return
+    by_test: dict[str, Counter[str]] = {}
+    for (test, result), n in tally.items():
+        by_test.setdefault(test, Counter())[result] += n
+    for test, counts in [*sorted(by_test.items()), ("total", sum(by_test.values(), Counter()))]:
+        total = sum(counts.values())
+        accepted = counts.get("accept", 0)
+        rejects = {k: v for k, v in sorted(counts.items()) if k != "accept"}
+        terminalreporter.write_line(
+            f"hostile fuzz [{test}]: {total} cases = {accepted} accepted and decided"
+            f" + {total - accepted} rejected {rejects}"
+        )
+
+
+# ------------------------------------------------ log hygiene over the whole run
+#
+# Every test's captured log records, stdout and stderr are scanned for secret
+# material and for the canaries tests/test_log_hygiene.py plants in events and
+# settings. Only what reaches pytest's capture is seen (loggers at WARNING
+# unless a test lowers them; worker subprocesses log to their own files), so
+# this is a safety net: tests/test_log_hygiene.py drives the flows at DEBUG.
+_LEAK_PATTERNS = (
+    "PRIVATE KEY-----",
+    "sasl_plain_password",
+    "Bearer ",
+    "canary-sasl-pw-",
+    "canary-bearer-tok-",
+    "canary-signing-key-",
+    "canary-user-agent-",
+    "canary-status-detail-",
+    "canary-raw-bytes-",
+)
+_LEAKS: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "log_leak_expected: the test plants a leak on purpose (not scanned)"
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record any secret pattern in a test's captured logs, stdout or stderr."""
+    if "log_leak_expected" in report.keywords:
+        return
+    for title, text in report.sections:
+        for pattern in _LEAK_PATTERNS:
+            if pattern in text:
+                _LEAKS.append(f"{report.nodeid} [{title}]: {pattern!r}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any test's captured output leaked a secret pattern."""
+    if _LEAKS and exitstatus == 0:
+        session.exitstatus = 1

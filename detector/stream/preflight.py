@@ -45,7 +45,7 @@ def _split(server: str) -> tuple[str, int]:
 
 def _permanent(conn: KafkaConnection, server: str, exc: BaseException) -> str | None:
     """Return the message for an error that retrying cannot fix, else None."""
-    from aiokafka import errors  # type: ignore[import-untyped]
+    from aiokafka import errors
 
     if isinstance(exc, errors.SaslAuthenticationFailed):
         detail = exc.args[0] if exc.args else type(exc).__name__
@@ -80,7 +80,7 @@ def _permanent(conn: KafkaConnection, server: str, exc: BaseException) -> str | 
 
 
 async def _attempt(conn: KafkaConnection, server: str, timeout_s: float) -> None:
-    from aiokafka.conn import create_conn  # type: ignore[import-untyped]
+    from aiokafka.conn import create_conn
 
     host, port = _split(server)
     cfg: dict[str, Any] = conn.aiokafka_config()

@@ -35,6 +35,7 @@ it were delivered, so "already in the state" implies "its outputs are out".
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, NamedTuple, TypeVar
@@ -45,7 +46,15 @@ from aiokafka.partitioner import murmur2
 from detector.baseline import Baseline
 from detector.context import IpContext, IpStats, SessionContext
 from detector.engine import Detector, EngineState, combine_context
-from detector.events import EntityClass, EntityKind, Event, EventKind, ParseError, parse_event
+from detector.events import (
+    MAX_EVENT_BYTES,
+    EntityClass,
+    EntityKind,
+    Event,
+    EventKind,
+    ParseError,
+    parse_event,
+)
 
 ROUTED_VERSION: Final = 1
 #: Version of a record holding several routed events (one batch, one partition).
@@ -60,6 +69,12 @@ DEAD_LETTER_SCHEMA: Final = "zt-detector.deadletter/1"
 #: Reason code of a routed record that does not decode: only a version skew
 #: between workers or a foreign producer on an internal topic causes it.
 BAD_INTERNAL_RECORD: Final = "bad_internal_record"
+#: A dead-letter record carries at most this many of the original bytes, plus
+#: the original's size and sha256: a 10 MB input must not become a 13 MB dead
+#: letter that the producer or broker refuses, which would stop the worker on
+#: one message. Four times the parser's limit keeps every message near that
+#: limit whole, and the record (base64) stays well under Kafka's 1 MB default.
+DEAD_LETTER_RAW_MAX: Final = 4 * MAX_EVENT_BYTES
 _N_FIELDS: Final = len(Event._fields)
 _KIND: Final = Event._fields.index("kind")
 _ENTITY_KIND: Final = Event._fields.index("entity_kind")
@@ -92,13 +107,20 @@ class DeadLetter:
     def to_dict(self) -> dict[str, Any]:
         """Return the dead-letter topic record (original bytes in base64).
 
+        At most :data:`DEAD_LETTER_RAW_MAX` original bytes are kept
+        (``raw_truncated`` says when some were cut); ``raw_size`` and
+        ``raw_sha256`` always describe the whole original.
+
         Examples
         --------
         >>> d = DeadLetter("not_json", "x", "parse", Source("zt.auth", 0, 7), b"{")
         >>> r = d.to_dict()
         >>> r["reason"], r["topic"], r["offset"], base64.b64decode(r["raw_b64"])
         ('not_json', 'zt.auth', 7, b'{')
+        >>> r["raw_size"], r["raw_truncated"]
+        (1, False)
         """
+        raw = self.raw
         return {
             "schema": DEAD_LETTER_SCHEMA,
             "reason": self.reason,
@@ -108,7 +130,10 @@ class DeadLetter:
             "partition": self.source.partition,
             "offset": self.source.offset,
             "event_id": self.event_id,
-            "raw_b64": base64.b64encode(self.raw).decode("ascii"),
+            "raw_b64": base64.b64encode(raw[:DEAD_LETTER_RAW_MAX]).decode("ascii"),
+            "raw_size": len(raw),
+            "raw_truncated": len(raw) > DEAD_LETTER_RAW_MAX,
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
         }
 
     def to_bytes(self) -> bytes:
