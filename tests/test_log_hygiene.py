@@ -215,9 +215,9 @@ def test_stream_stages_and_dead_letter_logging_leak_nothing(
     internal = [(r.to_bytes(), stages.Source("by-ip", 0, i)) for i, (_, r) in enumerate(accepted)]
     internal.append((f'{{"v":1,"e":["{UA}"]}}'.encode(), stages.Source("by-ip", 0, 9)))
     items, _, bad = stages.decode_routed(internal, "ip")
-    routed, _ = stages.ip_stage(det, items, {})
-    routed2, _ = stages.session_stage(det, [r for _, r in routed], {})
-    decisions, _ = stages.entity_stage(det, [r for _, r in routed2], {})
+    routed = stages.ip_stage(det, items, {}, {}).out
+    routed2 = stages.session_stage(det, [r for _, r in routed], {}).out
+    decisions = stages.entity_stage(det, [r for _, r in routed2], {}, {}).out
     assert len(decisions) == 2 and len(bad) == 1
 
     # the worker's dead-letter path logs each reject (without Faust: a bare pipeline)
@@ -377,6 +377,7 @@ def test_response_consumer_and_http_handler_leak_nothing(
         handler,
         consumer=_FakeConsumer(records),
         sleep=lambda _: None,
+        allow_unsigned=True,
     )
     stats = consumer.run(max_records=4)
     assert (stats.handled, stats.malformed, stats.duplicates, stats.retries) == (2, 1, 1, 2)
@@ -394,6 +395,7 @@ def test_response_consumer_and_http_handler_leak_nothing(
         max_attempts=2,
         consumer=_FakeConsumer([_Record(orjson.dumps(_signal(3)), 0)]),
         sleep=lambda _: None,
+        allow_unsigned=True,
     )
     with pytest.raises(HandlerFailed):
         failing.run(max_records=1)
