@@ -188,6 +188,7 @@ _WORKER_FIELDS = (
     "commit_interval_s",
     "log_level",
     "fetch_max_wait_ms",
+    "max_future_skew_s",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -473,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--commit-interval-s", type=float)
     w.add_argument("--fetch-max-wait-ms", type=int,
                    help="longest a fetch waits for data (ms); bounds the per-hop latency")
+    w.add_argument("--max-future-skew-s", type=float,
+                   help="reject events timed this far after their record timestamp (0 = off)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

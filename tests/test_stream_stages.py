@@ -315,3 +315,14 @@ def test_undecodable_state_is_reported_not_raised() -> None:
 def test_dead_letter_never_carries_the_raw_event_in_clear() -> None:
     d = DeadLetter("not_json", "x", "parse", Source("t", 0, 0), b'{"password":"hunter2"')
     assert b"hunter2" not in d.to_bytes()
+
+
+def test_parse_stage_rejects_events_far_after_their_record_time() -> None:
+    raw = b'{"kind":"auth","ts":1767225900000,"user":"a"}'  # 300 s after the record below
+    msgs = [(raw, Source("in", 0, 0)), (raw, Source("in", 0, 1))]
+    ok, dead = stages.parse_stage(msgs, [1767225600000, 1767225600000], 299_000)
+    assert ok == [] and [d.reason for d in dead] == ["bad_time", "bad_time"]
+    ok, dead = stages.parse_stage(msgs, [1767225600000, None], 300_000)
+    assert len(ok) == 2 and dead == [], "within the bound, or no record time: accepted"
+    ok, dead = stages.parse_stage(msgs)
+    assert len(ok) == 2, "no bound without record times (replay)"

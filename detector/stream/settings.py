@@ -232,6 +232,11 @@ class WorkerSettings:
     #: wait this long for a partition whose previous data was still buffered
     #: when the fetch was sent (Faust's driver hard-codes 1,500 ms).
     fetch_max_wait_ms: int = 50
+    #: Events timed more than this many seconds after their Kafka record's
+    #: timestamp are rejected (``bad_time``); 0 = no bound. Set the input
+    #: topics' ``message.timestamp.type=LogAppendTime`` so the bound is the
+    #: broker's clock, not the producer's.
+    max_future_skew_s: float = 300.0
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -266,6 +271,8 @@ class WorkerSettings:
             raise ValueError("web_port must be a TCP port")
         if self.model_poll_s < 0 or self.commit_interval_s <= 0:
             raise ValueError("model_poll_s must be >= 0 and commit_interval_s > 0")
+        if self.max_future_skew_s < 0:
+            raise ValueError("max_future_skew_s must be >= 0 (0 = no bound)")
         if not 1 <= self.fetch_max_wait_ms <= 60_000:
             raise ValueError("fetch_max_wait_ms must be in 1..60000")
         self._check_signing()

@@ -309,8 +309,18 @@ def session_key(event: Event) -> str:
 
 def parse_stage(
     messages: Sequence[tuple[bytes | None, Source]],
+    record_ms: Sequence[int | None] | None = None,
+    max_future_ms: int | None = None,
 ) -> tuple[list[tuple[str, Routed]], list[DeadLetter]]:
     """Validate raw input messages; return (key, routed) per accepted event, and rejects.
+
+    With ``record_ms`` (each message's Kafka record timestamp) and
+    ``max_future_ms``, an event whose time is more than ``max_future_ms``
+    after its record's timestamp is rejected as ``bad_time``: one
+    far-future event would otherwise anchor or silence its entity's
+    baseline (docs/time-and-ordering.md). The record timestamp is data
+    from the broker (LogAppendTime) or the producer (CreateTime), never the
+    worker's clock, so the decision is replayable.
 
     Examples
     --------
@@ -318,16 +328,26 @@ def parse_stage(
     ...                        (b"nope", Source("t", 0, 1))])
     >>> [k for k, _ in ok], [d.reason for d in bad]
     (['user:a'], ['not_json'])
+    >>> ok, bad = parse_stage([(b'{"kind":"auth","ts":9000000,"user":"a"}', Source("t", 0, 2))],
+    ...                       record_ms=[1000], max_future_ms=60_000)
+    >>> ok, [d.reason for d in bad]
+    ([], ['bad_time'])
     """
     out: list[tuple[str, Routed]] = []
     dead: list[DeadLetter] = []
-    for raw, source in messages:
+    for i, (raw, source) in enumerate(messages):
         data = raw if raw is not None else b""
         try:
             event = parse_event(data)
         except ParseError as exc:
             dead.append(DeadLetter(exc.reason, exc.detail, "parse", source, data))
             continue
+        if record_ms is not None and max_future_ms is not None:
+            received = record_ms[i]
+            if received is not None and received > 0 and event.ts_ms > received + max_future_ms:
+                detail = f"event time is more than {max_future_ms // 1000} s after the record's"
+                dead.append(DeadLetter("bad_time", detail, "parse", source, data, event.event_id))
+                continue
         out.append((ip_key(event), Routed(event, source)))
     return out, dead
 

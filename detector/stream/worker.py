@@ -133,6 +133,12 @@ def _bind(event: RawEvent) -> None:
     _current_event.set(weakref.ref(event))
 
 
+def _record_ms(event: RawEvent) -> int | None:
+    """Return the Kafka record timestamp of ``event`` in epoch ms (None if unknown)."""
+    ts = event.message.timestamp  # Faust gives seconds (float)
+    return int(ts * 1000) if ts else None
+
+
 def _source(event: RawEvent) -> stages.Source:
     m = event.message
     return stages.Source(m.topic, m.partition, m.offset)
@@ -283,7 +289,12 @@ class _Pipeline:
         started = time.perf_counter()
         for topic, count in Counter(e.message.topic for e in batch).items():
             self.metrics.events_in.labels(topic=topic).inc(count)
-        accepted, dead = stages.parse_stage([(e.value, _source(e)) for e in batch])
+        skew = self.settings.max_future_skew_s
+        accepted, dead = stages.parse_stage(
+            [(e.value, _source(e)) for e in batch],
+            [_record_ms(e) for e in batch] if skew > 0 else None,
+            int(skew * 1000) if skew > 0 else None,
+        )
         out = _Outbox(self.app.producer)
         await self._forward(out, self.by_ip.get_topic_name(), accepted)
         await self._dead_letter(out, dead)
