@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.integration._state import changelog_baselines, replay_baselines
 from tests.integration._stream import (
@@ -67,13 +66,8 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
                            name="second")
     with running(second):
         second.wait_ready()
-        try:
-            second.wait_decided(n - done_first)
-            wait_all_decided(kafka_bootstrap, dec, {d["event_id"] for d in expected})
-        except AssertionError as exc:
-            # The known handover defect of issue 3 (see test_stream_two_workers
-            # and docs/streaming.md): visible as an expected failure.
-            pytest.xfail(f"known defect: events undecided after the restart: {exc}")
+        second.wait_decided(n - done_first)
+        wait_all_decided(kafka_bootstrap, dec, {d["event_id"] for d in expected})
         assert second.stop() == 0, second.log_tail()
 
     decisions = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, dec, want=n + 1,
@@ -91,7 +85,3 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     assert changelog_baselines(kafka_bootstrap, app_id) == replay_baselines(events), (
         "no event learned twice: the baselines equal the replay's"
     )
-
-
-def _entity(d: dict[str, Any]) -> str:
-    return f"{d['entity_kind']}:{d['entity']}"
