@@ -133,3 +133,27 @@ def test_signing_key_value_never_in_repr() -> None:
 def test_invalid_signing_settings_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WorkerSettings.from_env(env, model_dir="m")
+
+
+def test_ensure_topics_names_the_missing_acl_instead_of_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kafka
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from detector.stream.topics import ensure_topics
+
+    class DeniedAdmin:
+        def __init__(self, **kwargs: object) -> None:
+            self.closed = False
+
+        def list_topics(self) -> list[str]:
+            raise TopicAuthorizationFailedError("denied")
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", DeniedAdmin)
+    settings = WorkerSettings(model_dir="models/default", app_id="zt-test")
+    with pytest.raises(ValueError, match="refused the worker's principal.*'zt-test-'"):
+        ensure_topics(settings)

@@ -45,11 +45,12 @@ def ensure_topics(settings: WorkerSettings, timeout_ms: int = 30_000) -> list[st
     """Create the missing internal topics; return the names created.
 
     Raises ``ValueError`` when an existing internal topic has another
-    partition count than ``settings.partitions``.
+    partition count than ``settings.partitions``, or when the broker refuses
+    the worker's principal (ACLs; docs/kafka-security.md lists what it needs).
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import AuthorizationError, TopicAlreadyExistsError
 
     wanted = internal_topics(settings)
     admin = KafkaAdminClient(
@@ -60,6 +61,10 @@ def ensure_topics(settings: WorkerSettings, timeout_ms: int = 30_000) -> list[st
     created: list[str] = []
     try:
         existing = set(admin.list_topics())
+    except AuthorizationError as exc:
+        admin.close()
+        raise ValueError(_denied(settings, exc)) from None
+    try:
         missing = [name for name in wanted if name not in existing]
         for name in missing:
             try:
@@ -77,6 +82,8 @@ def ensure_topics(settings: WorkerSettings, timeout_ms: int = 30_000) -> list[st
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
+            except AuthorizationError as exc:
+                raise ValueError(_denied(settings, exc)) from None
         if missing:
             admin.wait_for_topics(missing, timeout_ms=timeout_ms)
         for desc in admin.describe_topics(list(wanted)):
@@ -92,3 +99,11 @@ def ensure_topics(settings: WorkerSettings, timeout_ms: int = 30_000) -> list[st
     if created:
         logger.info("created internal topics %s", ",".join(created))
     return created
+
+
+def _denied(settings: WorkerSettings, exc: Exception) -> str:
+    return (
+        f"the broker refused the worker's principal ({type(exc).__name__}): it needs "
+        f"Describe and Create on topics prefixed '{settings.app_id}-' "
+        "(see docs/kafka-security.md, 'ACLs')"
+    )
