@@ -121,7 +121,6 @@ NETWORK_FEATURES: Final = (
 )
 
 _N_FEATURES: Final = len(FEATURE_NAMES)
-_NEG_LN2: Final = -math.log(2.0)
 _NO_VALUES: Final[Mapping[str, tuple[int, int]]] = MappingProxyType({})
 # Enum members bound to module names: class-attribute access on an Enum is slow
 # in Python 3.11 and these are read on every event.
@@ -252,7 +251,6 @@ class FeatureExtractor:
         self._tiers = dict(cfg.service_tiers)
         # Derived once: read on every event.
         self._min_events = cfg.min_events
-        self._half_life_ms = cfg.profile_half_life_days * 86_400_000.0
         self._fail_half_life_s = cfg.failure_burst_half_life_s
         self._host_half_life_s = cfg.new_host_burst_half_life_s
 
@@ -289,8 +287,7 @@ class FeatureExtractor:
         list of float
             One value per name in :data:`FEATURE_NAMES`; NaN where missing.
         """
-        # Hot path (once per event): is_cold(), profile_for() and
-        # Baseline.decay_factor() are inlined with the very same arithmetic.
+        # Hot path (once per event): is_cold() and profile_for() are inlined.
         cold = b.n_learned < self._min_events
         prof = b
         if cold:
@@ -300,8 +297,7 @@ class FeatureExtractor:
         ts = event.ts_ms
         # A peer baseline is frozen at training time: read it as of its own
         # last event, or every value would look rarer the older the model is.
-        at = ts if prof is b else (prof.last_ts or ts)
-        f = math.exp(_NEG_LN2 * (at - prof.t0) / self._half_life_ms) / 1000.0
+        f = prof.decay_factor(ts if prof is b else (prof.last_ts or ts), self.cfg)
         row = [NAN] * _N_FEATURES
 
         if prof.hours:
