@@ -22,6 +22,7 @@ decides exactly like an in-process replay.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
@@ -30,7 +31,9 @@ from detector.config import HOUR_MS, DetectorConfig
 from detector.events import EntityKind, Event, EventKind
 
 #: Serialised schema version. Bump and add an upgrade step when fields change.
-SCHEMA_VERSION: Final = 1
+#: 2: compact form (times relative to the latest event, flat lists, short
+#: names); :meth:`Baseline.from_dict` still reads 1.
+SCHEMA_VERSION: Final = 2
 
 #: Behavioural dimensions tracked as decayed distinct-value sets. Append only.
 DIMENSIONS: Final = (
@@ -50,6 +53,57 @@ DIMENSIONS: Final = (
 #: Traffic statistics per destination class and direction (log1p bytes).
 TRAFFIC_KEYS: Final = ("int_out", "int_in", "ext_out", "ext_in")
 
+# Short names in the serialised form (schema 2). Stored state: append only,
+# never reuse an alias. A name without an alias is written as "~" + name.
+_DIM_ALIAS: Final[dict[str, str]] = {
+    "country": "c",
+    "city": "ci",
+    "asn": "a",
+    "prefix": "p",
+    "device": "d",
+    "ua": "u",
+    "service": "sv",
+    "host": "h",
+    "port": "po",
+    "dst_country": "dc",
+    "dst_asn": "da",
+}
+_DIM_BY_ALIAS: Final = {v: k for k, v in _DIM_ALIAS.items()}
+_TRAFFIC_ALIAS: Final[dict[str, str]] = {
+    "int_out": "io",
+    "int_in": "ii",
+    "ext_out": "eo",
+    "ext_in": "ei",
+}
+_TRAFFIC_BY_ALIAS: Final = {v: k for k, v in _TRAFFIC_ALIAS.items()}
+
+
+def _affixes(entries: Mapping[str, Entry]) -> tuple[str, str]:
+    """Return the (prefix, suffix) common to all values of a set, or ("", "").
+
+    Host names share the domain, user agents "Mozilla/5.0 (", IPv4 prefixes
+    ".0/24": the serialised form writes them once per set. Kept only when it
+    saves bytes; the two never overlap within the shortest value.
+    """
+    if len(entries) < 2:
+        return "", ""
+    values = list(entries)
+    shortest = min(values, key=len)
+    head = os.path.commonprefix(values)
+    suffix = os.path.commonprefix([v[::-1] for v in values])[::-1]
+    keep = min(len(suffix), len(shortest) - len(head))
+    tail = suffix[len(suffix) - keep :]
+    if (len(head) + len(tail)) * (len(values) - 1) <= 8:  # the two strings cost ~6 bytes
+        return "", ""
+    return head, tail
+
+
+def _unescape(alias: str) -> str:
+    """Return the name behind a serialised key that has no alias (``"~name"``)."""
+    if not alias.startswith("~"):
+        raise ValueError(f"unknown serialised name {alias!r}")
+    return alias[1:]
+
 _RENORMALISE_AT: Final = 16.0  # half-lives past the landmark
 #: Events older than the landmark by more than this are read as if this old:
 #: 2**64 keeps every decayed sum finite (exp() overflows past ~1000 half-lives).
@@ -62,6 +116,8 @@ _MILLI: Final = 1000.0
 
 
 _NO_MAP: Final[Mapping[Any, Any]] = MappingProxyType({})
+# Bound to a module name: Enum class-attribute access is slow in Python 3.11.
+_AUTH: Final = EventKind.AUTH
 
 
 class Baseline(NamedTuple):
@@ -148,46 +204,166 @@ class Baseline(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         """Serialise to a compact JSON-ready dict carrying the schema version ``v``.
 
+        Schema 2 (see :data:`SCHEMA_VERSION`): times are stored as differences
+        from the latest event time, so they take a few digits instead of 13;
+        hour and value weights are flat lists instead of objects; dimension
+        names are short aliases, each value set carrying its total. Lossless:
+        ``Baseline.from_dict(b.to_dict()) == b``.
+
         Examples
         --------
         >>> Baseline().to_dict()["v"]
-        1
+        2
+        >>> b = Baseline(n_seen=1, n_learned=1.0, first_ts=7_000, last_ts=9_000, t0=7_000,
+        ...              hours={72: 1000}, hours_total=1000,
+        ...              seen={"country": {"US": (1000, 9)}}, seen_totals={"country": 1000})
+        >>> b.to_dict()
+        {'v': 2, 'n': 1, 'nl': 1.0, 'lt': 9000, 'ft': 2000, 't0': 2000, 'h': [72, 1000], \
+'ht': 1000, 's': {'c': [1000, 'US', 1000, 0]}}
+        >>> Baseline.from_dict(b.to_dict()) == b
+        True
         """
+        lt = self.last_ts
+        ref = 0 if lt is None else lt  # times are stored as ref - t
         out: dict[str, Any] = {"v": SCHEMA_VERSION, "n": self.n_seen, "nl": self.n_learned}
+        if lt is not None:
+            out["lt"] = lt
         if self.first_ts is not None:
-            out["ft"] = self.first_ts
-            out["lt"] = self.last_ts
-        out["t0"] = self.t0
+            out["ft"] = ref - self.first_ts
+        out["t0"] = ref - self.t0
         if self.hours:
-            out["h"] = {str(k): v for k, v in self.hours.items()}
+            # Hours in ascending order, each as the step from the previous one
+            # (mostly one digit); no decision depends on a mapping's order.
+            flat: list[int] = []
+            prev = 0
+            for hour in sorted(self.hours):
+                flat.append(hour - prev)
+                flat.append(self.hours[hour])
+                prev = hour
+            out["h"] = flat
             out["ht"] = self.hours_total
+        totals = self.seen_totals
         if self.seen:
-            out["s"] = {d: {k: [w, s] for k, (w, s) in e.items()} for d, e in self.seen.items()}
-            out["st"] = dict(self.seen_totals)
+            ref_s = ref // 1000
+            dims: dict[str, list[Any]] = {}
+            for dim, entries in self.seen.items():
+                values: list[Any] = [totals.get(dim)]
+                head, tail = _affixes(entries)
+                cut = len(tail)
+                if head or tail:  # written only when present: see from_dict
+                    values.append(head)
+                    values.append(tail)
+                for value, (weight, last_s) in entries.items():
+                    values.append(value[len(head) : len(value) - cut])
+                    values.append(weight)
+                    values.append(ref_s - last_s)
+                dims[_DIM_ALIAS.get(dim) or "~" + dim] = values
+            out["s"] = dims
+        extra = {d: t for d, t in totals.items() if d not in self.seen}
+        if extra:  # totals of dimensions without values (never written by update())
+            out["st"] = extra
         if self.last_success is not None:
-            out["ls"] = list(self.last_success)
+            ts, lat, lon, country = self.last_success
+            out["ls"] = [ref - ts, lat, lon, country]
         if self.fail_rate:
             out["fr"] = self.fail_rate
         if self.fail_burst[0]:
-            out["fb"] = list(self.fail_burst)
+            out["fb"] = [self.fail_burst[0], ref - self.fail_burst[1]]
         if self.new_hosts[0]:
-            out["nh"] = list(self.new_hosts)
+            out["nh"] = [self.new_hosts[0], ref - self.new_hosts[1]]
         if self.traffic:
-            out["tr"] = {k: list(v) for k, v in self.traffic.items()}
+            out["tr"] = {_TRAFFIC_ALIAS.get(k) or "~" + k: list(v) for k, v in self.traffic.items()}
         if self.signals:
-            out["sg"] = [list(s) for s in self.signals]
+            out["sg"] = [[key, level, ref - ts] for key, level, ts in self.signals]
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
         """Rebuild a baseline from :meth:`to_dict` output (upgrading old versions).
 
-        Raises ``ValueError`` for an unknown schema version or a malformed
-        dict: state is input too, and is never trusted blindly.
+        Reads schema 2 and schema 1 (the format before 2: changelogs written by
+        deployed workers hold it). Raises ``ValueError`` for an unknown schema
+        version or a malformed dict: state is input too, and is never trusted
+        blindly.
         """
         version = data.get("v")
+        if version == 1:
+            return cls._from_v1(data)
         if version != SCHEMA_VERSION:
             raise ValueError(f"unsupported baseline schema version: {version!r}")
+        try:
+            lt = data.get("lt")
+            last_ts = None if lt is None else int(lt)
+            ref = 0 if last_ts is None else last_ts
+            ref_s = ref // 1000
+            ft = data.get("ft")
+            flat_hours = data.get("h") or ()
+            if len(flat_hours) % 2:
+                raise ValueError("odd hours list")
+            hours: dict[int, int] = {}
+            hour = 0
+            for i in range(0, len(flat_hours), 2):
+                hour += int(flat_hours[i])
+                hours[hour] = int(flat_hours[i + 1])
+            seen: dict[str, dict[str, Entry]] = {}
+            totals: dict[str, int] = {}
+            for alias, values in (data.get("s") or {}).items():
+                dim = _DIM_BY_ALIAS.get(alias) or _unescape(alias)
+                # [total, (common prefix, common suffix)?, value, weight, age, ...]
+                first = 1 + (len(values) - 1) % 3
+                if first == 2:
+                    raise ValueError("bad value list")
+                head, tail = (str(values[1]), str(values[2])) if first == 3 else ("", "")
+                if values[0] is not None:
+                    totals[dim] = int(values[0])
+                seen[dim] = {
+                    head + str(values[i]) + tail: (int(values[i + 1]), ref_s - int(values[i + 2]))
+                    for i in range(first, len(values), 3)
+                }
+            for dim, total in (data.get("st") or {}).items():
+                totals[str(dim)] = int(total)
+            ls = data.get("ls")
+            fb = data.get("fb")
+            nh = data.get("nh")
+            return cls(
+                n_seen=int(data["n"]),
+                n_learned=float(data["nl"]),
+                first_ts=None if ft is None else ref - int(ft),
+                last_ts=last_ts,
+                t0=ref - int(data["t0"]),
+                hours=hours,
+                hours_total=int(data.get("ht", 0)),
+                seen=seen,
+                seen_totals=totals,
+                last_success=None
+                if ls is None
+                else (
+                    ref - int(ls[0]),
+                    float(ls[1]),
+                    float(ls[2]),
+                    None if ls[3] is None else str(ls[3]),
+                ),
+                fail_rate=float(data.get("fr", 0.0)),
+                fail_burst=(0.0, 0) if fb is None else (float(fb[0]), ref - int(fb[1])),
+                new_hosts=(0.0, 0) if nh is None else (float(nh[0]), ref - int(nh[1])),
+                traffic={
+                    (_TRAFFIC_BY_ALIAS.get(k) or _unescape(k)): (
+                        float(v[0]),
+                        float(v[1]),
+                        float(v[2]),
+                    )
+                    for k, v in (data.get("tr") or {}).items()
+                },
+                signals=tuple(
+                    (str(sg[0]), int(sg[1]), ref - int(sg[2])) for sg in data.get("sg") or ()
+                ),
+            )
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed baseline: {type(exc).__name__}") from exc
+
+    @classmethod
+    def _from_v1(cls, data: Mapping[str, Any]) -> Baseline:
+        """Read schema 1: absolute times, objects for hours and value weights."""
         try:
             ls = data.get("ls")
             return cls(
@@ -357,7 +533,7 @@ def update(
     (1, ['US'], 0)
     """
     ts = event.ts_ms
-    is_auth = event.kind is EventKind.AUTH
+    is_auth = event.kind is _AUTH
     (
         n_seen,
         n_learned,
@@ -394,8 +570,12 @@ def update(
         elif (ts - t0) / half_life_ms > _RENORMALISE_AT:
             hours, hours_total, seen, seen_totals, t0 = _renormalise(b, ts, half_life_ms)
         w = int(learn_weight * _MILLI * math.exp(_LN2 * (ts - t0) / half_life_ms))
-        n_learned = round(n_learned + learn_weight, 3)
-        how = int((ts // HOUR_MS + 72) % 168)
+        if learn_weight == 1.0 and n_learned % 1.0 == 0.0:
+            # Whole counts stay exact: round(n + 1.0, 3) would return the same float.
+            n_learned = n_learned + 1.0
+        else:
+            n_learned = round(n_learned + learn_weight, 3)
+        how = (ts // HOUR_MS + 72) % 168  # hour_of_week(), inlined
         new_hours = dict(hours)
         new_hours[how] = new_hours.get(how, 0) + w
         hours = new_hours
@@ -407,7 +587,8 @@ def update(
             ts_s = ts // 1000
             cap_of = caps if caps is not None else cfg.caps
             for dim, value in pairs:
-                entries = dict(new_seen.get(dim, _NO_MAP))
+                entries = new_seen.get(dim)
+                entries = {} if entries is None else dict(entries)
                 old = entries.get(value)
                 if old is None:
                     if len(entries) >= cap_of.get(dim, 8):
@@ -426,18 +607,20 @@ def update(
                 fail_rate = round(fail_rate + a * ((0.0 if success else 1.0) - fail_rate), 4)
                 if success and event.src_lat is not None and event.src_lon is not None:
                     last_success = (ts, event.src_lat, event.src_lon, event.src_country)
-        elif event.dst_internal is not None and (
-            event.bytes_out is not None or event.bytes_in is not None
-        ):
-            new_traffic = dict(traffic)
-            prefix = "int" if event.dst_internal else "ext"
-            if event.bytes_out is not None:
-                key = prefix + "_out"
-                new_traffic[key] = _ew(traffic.get(key), math.log1p(event.bytes_out), cfg.ew_alpha)
-            if event.bytes_in is not None:
-                key = prefix + "_in"
-                new_traffic[key] = _ew(traffic.get(key), math.log1p(event.bytes_in), cfg.ew_alpha)
-            traffic = new_traffic
+        else:
+            internal = event.dst_internal
+            bytes_out = event.bytes_out
+            bytes_in = event.bytes_in
+            if internal is not None and (bytes_out is not None or bytes_in is not None):
+                new_traffic = dict(traffic)
+                alpha = cfg.ew_alpha
+                if bytes_out is not None:
+                    key = "int_out" if internal else "ext_out"
+                    new_traffic[key] = _ew(traffic.get(key), math.log1p(bytes_out), alpha)
+                if bytes_in is not None:
+                    key = "int_in" if internal else "ext_in"
+                    new_traffic[key] = _ew(traffic.get(key), math.log1p(bytes_in), alpha)
+                traffic = new_traffic
 
     # Positional construction: the field order above is Baseline's.
     return Baseline(

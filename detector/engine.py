@@ -38,6 +38,7 @@ from detector.model import Model
 from detector.policy import Action, Policy, Reason
 
 _EMPTY_IP: Final = IpContext()
+_AUTH: Final = EventKind.AUTH
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Detector:
         self.policy = Policy(
             model.cfg, model.thresholds, {k: m.stats for k, m in model.kinds.items()}
         )
+        self._peers = self.features.peers
         self._learn = {
             Action.ALLOW: 1.0,
             Action.STEP_UP: model.cfg.step_up_learn_weight,
@@ -238,29 +240,35 @@ class Detector:
         # Pass 1, speculative: almost every event is allowed and learned with
         # weight 1, so compute every feature row as if all earlier events of
         # the batch were, and score each event kind in one forest call.
+        keys = [e.entity_key for e in events]  # a property that builds a string: once
         before: list[Baseline] = []
         after: list[Baseline] = []
         rows: list[list[float]] = []
         current: dict[str, Baseline] = {}
-        by_kind: dict[EventKind, list[int]] = {}
+        auth_idx: list[int] = []
+        network_idx: list[int] = []
+        extract = fx.extract
         for i, e in enumerate(events):
-            key = e.entity_key
+            key = keys[i]
             b = current.get(key)
             if b is None:
                 b = baselines.get(key, EMPTY)
             before.append(b)
-            rows.append(fx.extract(e, b, contexts[i]))
+            rows.append(extract(e, b, contexts[i]))
             nb = update(b, e, cfg, 1.0)
             after.append(nb)
             current[key] = nb
-            by_kind.setdefault(e.kind, []).append(i)
+            (auth_idx if e.kind is _AUTH else network_idx).append(i)
+        by_kind = ((EventKind.AUTH, auth_idx), (EventKind.NETWORK, network_idx))
         scores = [0.0] * n
         risks = [0.0] * n
-        for kind, idxs in by_kind.items():
+        for kind, idxs in by_kind:
+            if not idxs:
+                continue
             sc, rk = self.model.kinds[kind].score([rows[i] for i in idxs])
-            for j, i in enumerate(idxs):
-                scores[i] = float(sc[j])
-                risks[i] = float(rk[j])
+            for i, s_, r_ in zip(idxs, sc.tolist(), rk.tolist(), strict=True):
+                scores[i] = s_
+                risks[i] = r_
 
         # Pass 2, in input order: decide. Where a decision is not "allow" the
         # speculation was wrong for that entity from there on, so its later
@@ -269,8 +277,8 @@ class Detector:
         decisions: list[Decision] = []
         diverged: dict[str, Baseline] = {}
         for i, e in enumerate(events):
-            key = e.entity_key
-            true_b = diverged.get(key)
+            key = keys[i]
+            true_b = diverged.get(key) if diverged else None
             if true_b is None:
                 b = before[i]
                 row = rows[i]
@@ -306,10 +314,15 @@ class Detector:
         weight 1, when one was computed: it is the next baseline if the event
         is allowed.
         """
-        fx = self.features
         cfg = self.cfg
-        cold = fx.is_cold(b)
-        verdict = self.policy.decide(e, row, model_risk, cold, ctx, b, fx.profile_for(e, b))
+        # FeatureExtractor.is_cold() and profile_for(), inlined (once per event).
+        cold = b.n_learned < cfg.min_events
+        prof = b
+        if cold:
+            peer = self._peers.get(e.entity_kind)
+            if peer is not None:
+                prof = peer
+        verdict = self.policy.decide(e, row, model_risk, cold, ctx, b, prof)
         action = verdict.action
         weight = self._learn[action]
         signal_id = None

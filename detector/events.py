@@ -204,6 +204,10 @@ _LOGOFF_WORDS: Final = ("logoff", "logout", "sign-out", "signout")
 
 _IpInfo = tuple[str, str, bool | None]  # (normalized, prefix, internal)
 
+#: Builds an Event from all its values in field order, without the keyword
+#: matching of ``Event(...)`` (39 fields: that alone was ~3 us per event).
+_make_event: Final = Event._make
+
 
 def _bad(path: str, why: str) -> ParseError:
     return ParseError("bad_field:" + path, why)
@@ -503,48 +507,67 @@ def _parse_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> E
     if session_id is None and not is_auth:
         actor = _obj(doc, "actor", "actor")
         session_id = _ident(_obj(actor, "session", "actor.session"), "uid", "actor.session.uid")
-    return Event(
-        kind=kind,
-        ts_ms=ts_ms,
-        entity=entity,
-        entity_kind=entity_kind,
-        entity_class=(_classify(user_type) if entity_kind is _USER else _DEVICE_CLASS),
-        source_format="ocsf",
-        user=user,
-        user_type=user_type,
-        activity=_code(doc, "activity_id", "activity_id"),
-        success=success,
-        status_detail=status_detail,
-        is_mfa=is_mfa,
-        session_id=session_id,
-        service=service,
-        user_agent=_str(
-            _obj(doc, "http_request", "http_request"), "user_agent", "http_request.user_agent"
-        ),
-        src_ip=None if src_ip is None else src_ip[0],
-        src_prefix=None if src_ip is None else src_ip[1],
-        src_country=_country(src_loc, "country", "src_endpoint.location.country"),
-        src_city=_str(src_loc, "city", "src_endpoint.location.city"),
-        src_lat=_coord(src_loc, "lat", "src_endpoint.location.lat", 90.0),
-        src_lon=_coord(src_loc, "long", "src_endpoint.location.long", 180.0),
-        src_asn=_asn(src_as, "number", "src_endpoint.autonomous_system.number"),
-        src_as_name=_str(src_as, "name", "src_endpoint.autonomous_system.name"),
-        device_id=device_id,
-        src_hostname=src_hostname,
-        dst_ip=None if dst_ip is None else dst_ip[0],
-        dst_hostname=_ident(dst, "hostname", "dst_endpoint.hostname"),
-        dst_port=_port(dst, "port", "dst_endpoint.port"),
-        dst_country=dst_country,
-        dst_asn=dst_asn,
-        dst_internal=_dst_internal(direction, dst_ip),
-        protocol=protocol,
-        direction=direction,
-        bytes_in=bytes_in,
-        bytes_out=bytes_out,
-        packets_in=packets_in,
-        packets_out=packets_out,
-        duration_ms=duration_ms,
-        event_id=event_id or _derived_id(doc, raw),  # last: only hash a valid document
+    entity_class = _classify(user_type) if entity_kind is _USER else _DEVICE_CLASS
+    activity = _code(doc, "activity_id", "activity_id")
+    user_agent = _str(
+        _obj(doc, "http_request", "http_request"), "user_agent", "http_request.user_agent"
+    )
+    src_ip_text = None if src_ip is None else src_ip[0]
+    src_prefix = None if src_ip is None else src_ip[1]
+    src_country = _country(src_loc, "country", "src_endpoint.location.country")
+    src_city = _str(src_loc, "city", "src_endpoint.location.city")
+    src_lat = _coord(src_loc, "lat", "src_endpoint.location.lat", 90.0)
+    src_lon = _coord(src_loc, "long", "src_endpoint.location.long", 180.0)
+    src_asn = _asn(src_as, "number", "src_endpoint.autonomous_system.number")
+    src_as_name = _str(src_as, "name", "src_endpoint.autonomous_system.name")
+    dst_ip_text = None if dst_ip is None else dst_ip[0]
+    dst_hostname = _ident(dst, "hostname", "dst_endpoint.hostname")
+    dst_port = _port(dst, "port", "dst_endpoint.port")
+    dst_internal = _dst_internal(direction, dst_ip)
+    event_id = event_id or _derived_id(doc, raw)
+    # Positional, in Event's field order: several times cheaper than keywords.
+    return _make_event(
+        (
+            event_id,
+            kind,
+            ts_ms,
+            entity,
+            entity_kind,
+            entity_class,
+            "ocsf",  # source_format
+            user,
+            user_type,
+            activity,
+            success,
+            status_detail,
+            is_mfa,
+            session_id,
+            service,
+            user_agent,
+            src_ip_text,  # src_ip
+            src_prefix,
+            src_country,
+            src_city,
+            src_lat,
+            src_lon,
+            src_asn,
+            src_as_name,
+            device_id,
+            src_hostname,
+            dst_ip_text,  # dst_ip
+            dst_hostname,
+            dst_port,
+            dst_country,
+            dst_asn,
+            dst_internal,
+            protocol,
+            direction,
+            bytes_in,
+            bytes_out,
+            packets_in,
+            packets_out,
+            duration_ms,
+        )
     )
 
 
@@ -656,46 +679,75 @@ def _parse_ecs(
             entity, entity_kind = device, _DEVICE_KIND
 
     dst_geo = _obj(dest, "geo", "destination.geo")
-    return Event(
-        kind=kind,
-        ts_ms=ts_ms,
-        entity=entity,
-        entity_kind=entity_kind,
-        entity_class=(_classify(user_type) if entity_kind is _USER else _DEVICE_CLASS),
-        source_format="ecs",
-        user=user,
-        user_type=user_type,
-        activity=activity,
-        success=success,
-        status_detail=reason if reason is not None else action,
-        is_mfa=None,
-        session_id=_ident(_obj(doc, "session", "session"), "id", "session.id"),
-        service=service,
-        user_agent=_str(_obj(doc, "user_agent", "user_agent"), "original", "user_agent.original"),
-        src_ip=None if src_ip is None else src_ip[0],
-        src_prefix=None if src_ip is None else src_ip[1],
-        src_country=_country(src_geo, "country_iso_code", "source.geo.country_iso_code"),
-        src_city=_str(src_geo, "city_name", "source.geo.city_name"),
-        src_lat=_coord(src_loc, "lat", "source.geo.location.lat", 90.0),
-        src_lon=_coord(src_loc, "lon", "source.geo.location.lon", 180.0),
-        src_asn=_asn(src_as, "number", "source.as.number"),
-        src_as_name=_str(src_org, "name", "source.as.organization.name"),
-        device_id=device_id,
-        src_hostname=_ident(source, "domain", "source.domain"),
-        dst_ip=None if dst_ip is None else dst_ip[0],
-        dst_hostname=_ident(dest, "domain", "destination.domain"),
-        dst_port=_port(dest, "port", "destination.port"),
-        dst_country=_country(dst_geo, "country_iso_code", "destination.geo.country_iso_code"),
-        dst_asn=_asn(_obj(dest, "as", "destination.as"), "number", "destination.as.number"),
-        dst_internal=_dst_internal(direction, dst_ip),
-        protocol=transport if transport is not None else net_protocol,
-        direction=direction,
-        bytes_in=_count(dest, "bytes", "destination.bytes"),
-        bytes_out=_count(source, "bytes", "source.bytes"),
-        packets_in=_count(dest, "packets", "destination.packets"),
-        packets_out=_count(source, "packets", "source.packets"),
-        duration_ms=None if duration_ns is None else duration_ns // 1_000_000,
-        event_id=event_id or _derived_id(doc, raw),  # last: only hash a valid document
+    entity_class = _classify(user_type) if entity_kind is _USER else _DEVICE_CLASS
+    status_detail = reason if reason is not None else action
+    session_id = _ident(_obj(doc, "session", "session"), "id", "session.id")
+    user_agent = _str(_obj(doc, "user_agent", "user_agent"), "original", "user_agent.original")
+    src_ip_text = None if src_ip is None else src_ip[0]
+    src_prefix = None if src_ip is None else src_ip[1]
+    src_country = _country(src_geo, "country_iso_code", "source.geo.country_iso_code")
+    src_city = _str(src_geo, "city_name", "source.geo.city_name")
+    src_lat = _coord(src_loc, "lat", "source.geo.location.lat", 90.0)
+    src_lon = _coord(src_loc, "lon", "source.geo.location.lon", 180.0)
+    src_asn = _asn(src_as, "number", "source.as.number")
+    src_as_name = _str(src_org, "name", "source.as.organization.name")
+    src_hostname = _ident(source, "domain", "source.domain")
+    dst_ip_text = None if dst_ip is None else dst_ip[0]
+    dst_hostname = _ident(dest, "domain", "destination.domain")
+    dst_port = _port(dest, "port", "destination.port")
+    dst_country = _country(dst_geo, "country_iso_code", "destination.geo.country_iso_code")
+    dst_asn = _asn(_obj(dest, "as", "destination.as"), "number", "destination.as.number")
+    dst_internal = _dst_internal(direction, dst_ip)
+    protocol = transport if transport is not None else net_protocol
+    bytes_in = _count(dest, "bytes", "destination.bytes")
+    bytes_out = _count(source, "bytes", "source.bytes")
+    packets_in = _count(dest, "packets", "destination.packets")
+    packets_out = _count(source, "packets", "source.packets")
+    duration_ms = None if duration_ns is None else duration_ns // 1_000_000
+    event_id = event_id or _derived_id(doc, raw)
+    # Positional, in Event's field order: several times cheaper than keywords.
+    return _make_event(
+        (
+            event_id,
+            kind,
+            ts_ms,
+            entity,
+            entity_kind,
+            entity_class,
+            "ecs",  # source_format
+            user,
+            user_type,
+            activity,
+            success,
+            status_detail,
+            None,  # is_mfa
+            session_id,
+            service,
+            user_agent,
+            src_ip_text,  # src_ip
+            src_prefix,
+            src_country,
+            src_city,
+            src_lat,
+            src_lon,
+            src_asn,
+            src_as_name,
+            device_id,
+            src_hostname,
+            dst_ip_text,  # dst_ip
+            dst_hostname,
+            dst_port,
+            dst_country,
+            dst_asn,
+            dst_internal,
+            protocol,
+            direction,
+            bytes_in,
+            bytes_out,
+            packets_in,
+            packets_out,
+            duration_ms,
+        )
     )
 
 
@@ -738,45 +790,75 @@ def _parse_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) 
             raise _missing_entity("network event without user, device, host or ip")
         entity, entity_kind, entity_class = device, _DEVICE_KIND, _DEVICE_CLASS
 
-    return Event(
-        kind=kind,
-        ts_ms=ts_ms,
-        entity=entity,
-        entity_kind=entity_kind,
-        entity_class=entity_class,
-        source_format="native",
-        user=user,
-        user_type=user_type,
-        activity=activity,
-        success=_bool(doc, "ok", "ok"),
-        is_mfa=_bool(doc, "mfa", "mfa"),
-        session_id=_ident(doc, "session", "session"),
-        service=_str(doc, "service", "service"),
-        user_agent=_str(doc, "ua", "ua"),
-        src_ip=None if src_ip is None else src_ip[0],
-        src_prefix=None if src_ip is None else src_ip[1],
-        src_country=_country(doc, "country", "country"),
-        src_city=_str(doc, "city", "city"),
-        src_lat=_coord(doc, "lat", "lat", 90.0),
-        src_lon=_coord(doc, "lon", "lon", 180.0),
-        src_asn=_asn(doc, "asn", "asn"),
-        src_as_name=_str(doc, "as_name", "as_name"),
-        device_id=device_id,
-        src_hostname=src_hostname,
-        dst_ip=None if dst_ip is None else dst_ip[0],
-        dst_hostname=_ident(doc, "dst_host", "dst_host"),
-        dst_port=_port(doc, "dst_port", "dst_port"),
-        dst_country=_country(doc, "dst_country", "dst_country"),
-        dst_asn=_asn(doc, "dst_asn", "dst_asn"),
-        dst_internal=_dst_internal(direction, dst_ip),
-        protocol=_lower(doc, "proto", "proto"),
-        direction=direction,
-        bytes_in=_count(doc, "bytes_in", "bytes_in"),
-        bytes_out=_count(doc, "bytes_out", "bytes_out"),
-        packets_in=_count(doc, "packets_in", "packets_in"),
-        packets_out=_count(doc, "packets_out", "packets_out"),
-        duration_ms=_count(doc, "duration_ms", "duration_ms"),
-        event_id=event_id or _derived_id(doc, raw),  # last: only hash a valid document
+    success = _bool(doc, "ok", "ok")
+    is_mfa = _bool(doc, "mfa", "mfa")
+    session_id = _ident(doc, "session", "session")
+    service = _str(doc, "service", "service")
+    user_agent = _str(doc, "ua", "ua")
+    src_ip_text = None if src_ip is None else src_ip[0]
+    src_prefix = None if src_ip is None else src_ip[1]
+    src_country = _country(doc, "country", "country")
+    src_city = _str(doc, "city", "city")
+    src_lat = _coord(doc, "lat", "lat", 90.0)
+    src_lon = _coord(doc, "lon", "lon", 180.0)
+    src_asn = _asn(doc, "asn", "asn")
+    src_as_name = _str(doc, "as_name", "as_name")
+    dst_ip_text = None if dst_ip is None else dst_ip[0]
+    dst_hostname = _ident(doc, "dst_host", "dst_host")
+    dst_port = _port(doc, "dst_port", "dst_port")
+    dst_country = _country(doc, "dst_country", "dst_country")
+    dst_asn = _asn(doc, "dst_asn", "dst_asn")
+    dst_internal = _dst_internal(direction, dst_ip)
+    protocol = _lower(doc, "proto", "proto")
+    bytes_in = _count(doc, "bytes_in", "bytes_in")
+    bytes_out = _count(doc, "bytes_out", "bytes_out")
+    packets_in = _count(doc, "packets_in", "packets_in")
+    packets_out = _count(doc, "packets_out", "packets_out")
+    duration_ms = _count(doc, "duration_ms", "duration_ms")
+    event_id = event_id or _derived_id(doc, raw)
+    # Positional, in Event's field order: several times cheaper than keywords.
+    return _make_event(
+        (
+            event_id,
+            kind,
+            ts_ms,
+            entity,
+            entity_kind,
+            entity_class,
+            "native",  # source_format
+            user,
+            user_type,
+            activity,
+            success,
+            None,  # status_detail
+            is_mfa,
+            session_id,
+            service,
+            user_agent,
+            src_ip_text,  # src_ip
+            src_prefix,
+            src_country,
+            src_city,
+            src_lat,
+            src_lon,
+            src_asn,
+            src_as_name,
+            device_id,
+            src_hostname,
+            dst_ip_text,  # dst_ip
+            dst_hostname,
+            dst_port,
+            dst_country,
+            dst_asn,
+            dst_internal,
+            protocol,
+            direction,
+            bytes_in,
+            bytes_out,
+            packets_in,
+            packets_out,
+            duration_ms,
+        )
     )
 
 

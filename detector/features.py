@@ -18,10 +18,12 @@ floored at 1e-4: 0 for the usual value, 4 for a never-seen one.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
-from detector.baseline import Baseline, decayed, hour_of_week
+from detector.baseline import Baseline, decayed
 from detector.config import DetectorConfig
 from detector.context import IpStats
 from detector.events import EntityClass, Event, EventKind
@@ -118,6 +120,15 @@ NETWORK_FEATURES: Final = (
     "bytes_out_log",
 )
 
+_N_FEATURES: Final = len(FEATURE_NAMES)
+_NO_VALUES: Final[Mapping[str, tuple[int, int]]] = MappingProxyType({})
+# Enum members bound to module names: class-attribute access on an Enum is slow
+# in Python 3.11 and these are read on every event.
+_AUTH: Final = EventKind.AUTH
+_ADMIN: Final = EntityClass.ADMIN
+_VENDOR: Final = EntityClass.VENDOR
+_SERVICE: Final = EntityClass.SERVICE
+_DEVICE: Final = EntityClass.DEVICE
 _RARITY_FLOOR: Final = 1e-4
 _MAX_RARITY: Final = 4.0
 _EARTH_KM: Final = 6371.0088
@@ -176,7 +187,12 @@ def travel(event: Event, b: Baseline, cfg: DetectorConfig) -> tuple[float, float
     if event.src_lat is None or event.src_lon is None or b.last_success is None:
         return None
     ts, lat, lon, _ = b.last_success
-    km = haversine_km(lat, lon, event.src_lat, event.src_lon)
+    if lat == event.src_lat and lon == event.src_lon:
+        # Same place as last time (the common case): haversine_km() is exactly
+        # 0.0 there, so skip the trigonometry.
+        km = 0.0
+    else:
+        km = haversine_km(lat, lon, event.src_lat, event.src_lon)
     if km < cfg.travel_min_km:
         return (km, 0.0)
     hours = max((event.ts_ms - ts) / 3_600_000.0, 1.0 / 60.0)
@@ -190,17 +206,13 @@ def hour_share(b: Baseline, ts_ms: int, factor: float) -> float:
     on a little earlier or later), mixed with the hour-of-day share across the
     week (Tuesday 09h makes Wednesday 09h usual too).
     """
-    if not b.hours:
-        return 0.0
-    h = hour_of_week(ts_ms)
     hours = b.hours
-    week = (
-        0.25 * hours.get((h - 1) % 168, 0)
-        + 0.5 * hours.get(h, 0)
-        + 0.25 * hours.get((h + 1) % 168, 0)
-    )
-    hod = h % 24
+    if not hours:
+        return 0.0
+    h = (ts_ms // 3_600_000 + 72) % 168  # hour_of_week(), inlined on this hot path
     get = hours.get
+    week = 0.25 * get((h - 1) % 168, 0) + 0.5 * get(h, 0) + 0.25 * get((h + 1) % 168, 0)
+    hod = h % 24
     day = (
         get(hod, 0)
         + get(hod + 24, 0)
@@ -237,6 +249,10 @@ class FeatureExtractor:
         self.peers = peers
         self._hosting = frozenset(cfg.hosting_asns)
         self._tiers = dict(cfg.service_tiers)
+        # Derived once: read on every event.
+        self._min_events = cfg.min_events
+        self._fail_half_life_s = cfg.failure_burst_half_life_s
+        self._host_half_life_s = cfg.new_host_burst_half_life_s
 
     def is_cold(self, b: Baseline) -> bool:
         """Return True while an entity has too little learned history of its own."""
@@ -271,26 +287,32 @@ class FeatureExtractor:
         list of float
             One value per name in :data:`FEATURE_NAMES`; NaN where missing.
         """
-        cfg = self.cfg
-        cold = self.is_cold(b)
-        prof = self.profile_for(event, b)
+        # Hot path (once per event): is_cold() and profile_for() are inlined.
+        cold = b.n_learned < self._min_events
+        prof = b
+        if cold:
+            peer = self.peers.get(event.entity_kind)  # a StrEnum hashes as its value
+            if peer is not None:
+                prof = peer
         ts = event.ts_ms
         # A peer baseline is frozen at training time: read it as of its own
         # last event, or every value would look rarer the older the model is.
-        f = prof.decay_factor(ts if prof is b else (prof.last_ts or ts), cfg)
-        row = [NAN] * len(FEATURE_NAMES)
+        f = prof.decay_factor(ts if prof is b else (prof.last_ts or ts), self.cfg)
+        row = [NAN] * _N_FEATURES
 
-        row[1] = rarity(hour_share(prof, ts, f)) if prof.hours else NAN
-        if b.last_ts is not None:
-            row[2] = math.log1p(max(ts - b.last_ts, 0) / 86_400_000.0)
+        if prof.hours:
+            row[1] = rarity(hour_share(prof, ts, f))
+        last_ts = b.last_ts
+        if last_ts is not None:
+            row[2] = math.log1p((ts - last_ts if ts > last_ts else 0) / 86_400_000.0)
         row[3] = math.log1p(b.n_learned)
         cls = event.entity_class
-        row[21] = 1.0 if cls is EntityClass.ADMIN else 0.0
-        row[22] = 1.0 if cls is EntityClass.VENDOR else 0.0
-        row[23] = 1.0 if cls is EntityClass.SERVICE else 0.0
-        row[24] = 1.0 if cls is EntityClass.DEVICE else 0.0
+        row[21] = 1.0 if cls is _ADMIN else 0.0
+        row[22] = 1.0 if cls is _VENDOR else 0.0
+        row[23] = 1.0 if cls is _SERVICE else 0.0
+        row[24] = 1.0 if cls is _DEVICE else 0.0
 
-        if event.kind is EventKind.AUTH:
+        if event.kind is _AUTH:
             self._auth(event, b, prof, f, cold, ctx, row)
         else:
             self._network(event, b, prof, f, row)
@@ -306,41 +328,50 @@ class FeatureExtractor:
         ctx: EventContext,
         row: list[float],
     ) -> None:
-        cfg = self.cfg
         ts = event.ts_ms
-        if event.success is not None:
-            row[0] = 0.0 if event.success else 1.0
+        seen = prof.seen
+        totals = prof.seen_totals
+        success = event.success
+        if success is not None:
+            row[0] = 0.0 if success else 1.0
         if event.src_country is not None:
-            row[4] = rarity(prof.share("country", event.src_country, f))
+            row[4] = _rarity_of(seen, totals, "country", event.src_country, f)
         if event.src_city is not None:
-            row[5] = rarity(prof.share("city", event.src_city, f))
-        if event.src_asn is not None:
-            row[6] = rarity(prof.share("asn", str(event.src_asn), f))
-            row[19] = 1.0 if event.src_asn in self._hosting else 0.0
+            row[5] = _rarity_of(seen, totals, "city", event.src_city, f)
+        asn = event.src_asn
+        if asn is not None:
+            row[6] = _rarity_of(seen, totals, "asn", str(asn), f)
+            row[19] = 1.0 if asn in self._hosting else 0.0
         if event.src_prefix is not None:
-            row[7] = rarity(prof.share("prefix", event.src_prefix, f))
-        moved = travel(event, b, cfg)
-        if moved is not None:
-            row[8] = math.log1p(moved[1])
+            row[7] = _rarity_of(seen, totals, "prefix", event.src_prefix, f)
+        if event.src_lat is not None and b.last_success is not None:
+            moved = travel(event, b, self.cfg)
+            if moved is not None:
+                row[8] = math.log1p(moved[1])
         if event.device_id is not None and not cold:
-            row[9] = rarity(prof.share("device", event.device_id, f))
+            row[9] = _rarity_of(seen, totals, "device", event.device_id, f)
         if event.user_agent is not None:
-            row[10] = rarity(prof.share("ua", event.user_agent, f))
-        if event.service is not None:
-            row[11] = rarity(prof.share("service", event.service, f))
-            row[25] = float(self._tiers.get(event.service, 0))
+            row[10] = _rarity_of(seen, totals, "ua", event.user_agent, f)
+        service = event.service
+        if service is not None:
+            row[11] = _rarity_of(seen, totals, "service", service, f)
+            row[25] = float(self._tiers.get(service, 0))
         else:
             row[25] = 0.0
-        burst = decayed(b.fail_burst, ts, cfg.failure_burst_half_life_s)
+        fail_burst = b.fail_burst
+        burst = (
+            decayed(fail_burst, ts, self._fail_half_life_s) if fail_burst[0] != 0.0 else 0.0
+        )
         row[12] = math.log1p(burst)
         if b.n_seen:
             row[13] = b.fail_rate
-        if event.success is not None:
-            row[14] = math.log1p(burst) if event.success else 0.0
-        if ctx.ip is not None:
-            row[15] = math.log1p(ctx.ip.users)
-            row[16] = math.log1p(ctx.ip.failures)
-            row[17] = math.log1p(ctx.ip.fail_users)
+        if success is not None:
+            row[14] = math.log1p(burst) if success else 0.0
+        ip = ctx.ip
+        if ip is not None:
+            row[15] = math.log1p(ip.users)
+            row[16] = math.log1p(ip.failures)
+            row[17] = math.log1p(ip.fail_users)
         if ctx.session_changes is not None:
             row[18] = float(len(ctx.session_changes))
         if event.is_mfa is not None:
@@ -349,36 +380,64 @@ class FeatureExtractor:
     def _network(
         self, event: Event, b: Baseline, prof: Baseline, f: float, row: list[float]
     ) -> None:
-        cfg = self.cfg
         internal = event.dst_internal
-        if internal is not None:
-            row[26] = 1.0 if internal else 0.0
+        seen = prof.seen
+        totals = prof.seen_totals
         if internal:
+            row[26] = 1.0
             host = event.dst_hostname or event.dst_ip
             if host is not None:
-                row[27] = rarity(prof.share("host", host, f))
-                seen_hosts = b.seen.get("host") or {}
+                row[27] = _rarity_of(seen, totals, "host", host, f)
+                seen_hosts = b.seen.get("host") or _NO_VALUES
                 fresh = 0.0 if host in seen_hosts else 1.0
             else:
                 fresh = 0.0
             if event.dst_port is not None:
-                row[28] = rarity(prof.share("port", str(event.dst_port), f))
-            burst = decayed(b.new_hosts, event.ts_ms, cfg.new_host_burst_half_life_s)
+                row[28] = _rarity_of(seen, totals, "port", str(event.dst_port), f)
+            new_hosts = b.new_hosts
+            burst = (
+                decayed(new_hosts, event.ts_ms, self._host_half_life_s)
+                if new_hosts[0] != 0.0
+                else 0.0
+            )
             row[29] = math.log1p(burst + fresh)
         elif internal is False:
+            row[26] = 0.0
             if event.dst_country is not None:
-                row[30] = rarity(prof.share("dst_country", event.dst_country, f))
+                row[30] = _rarity_of(seen, totals, "dst_country", event.dst_country, f)
             if event.dst_asn is not None:
-                row[31] = rarity(prof.share("dst_asn", str(event.dst_asn), f))
+                row[31] = _rarity_of(seen, totals, "dst_asn", str(event.dst_asn), f)
+        bytes_out = event.bytes_out
         if internal is not None:
             stats = b.traffic if b.traffic else prof.traffic
-            prefix = "int" if internal else "ext"
-            if event.bytes_out is not None:
-                row[32] = _zscore(stats.get(prefix + "_out"), math.log1p(event.bytes_out))
+            if internal:
+                out_key, in_key = "int_out", "int_in"
+            else:
+                out_key, in_key = "ext_out", "ext_in"
+            if bytes_out is not None:
+                row[32] = _zscore(stats.get(out_key), math.log1p(bytes_out))
             if event.bytes_in is not None:
-                row[33] = _zscore(stats.get(prefix + "_in"), math.log1p(event.bytes_in))
-        if event.bytes_out is not None:
-            row[34] = math.log1p(event.bytes_out)
+                row[33] = _zscore(stats.get(in_key), math.log1p(event.bytes_in))
+        if bytes_out is not None:
+            row[34] = math.log1p(bytes_out)
+
+
+def _rarity_of(
+    seen: Mapping[str, Mapping[str, tuple[int, int]]],
+    totals: Mapping[str, int],
+    dim: str,
+    value: str,
+    f: float,
+) -> float:
+    """``rarity(prof.share(dim, value, f))`` in one call, with the same arithmetic."""
+    entries = seen.get(dim)
+    if entries:
+        entry = entries.get(value)
+        if entry is not None:
+            share = entry[0] * f / (totals.get(dim, 0) * f + 1.0)
+            if share > _RARITY_FLOOR:
+                return -math.log10(share) + 0.0
+    return _MAX_RARITY
 
 
 def _zscore(stat: tuple[float, float, float] | None, x: float) -> float:

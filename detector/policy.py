@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from detector.baseline import Baseline, decayed
 from detector.config import DetectorConfig
-from detector.events import Event, EventKind
+from detector.events import EntityClass, Event, EventKind
 from detector.features import FEATURE_INDEX, EventContext, travel
 
 
@@ -175,6 +175,20 @@ _EXPLAINABLE: Final = (
     "bytes_in_z",
 )
 
+# Feature positions read by the rules on every event.
+_I_ASN_RARITY: Final = FEATURE_INDEX["asn_rarity"]
+_I_BYTES_OUT_Z: Final = FEATURE_INDEX["bytes_out_z"]
+_I_COUNTRY_RARITY: Final = FEATURE_INDEX["country_rarity"]
+_I_DAYS_IDLE_LOG: Final = FEATURE_INDEX["days_idle_log"]
+_I_DEVICE_RARITY: Final = FEATURE_INDEX["device_rarity"]
+_I_DST_ASN_RARITY: Final = FEATURE_INDEX["dst_asn_rarity"]
+_I_DST_COUNTRY_RARITY: Final = FEATURE_INDEX["dst_country_rarity"]
+_I_HOSTING_ASN: Final = FEATURE_INDEX["hosting_asn"]
+_I_HOUR_RARITY: Final = FEATURE_INDEX["hour_rarity"]
+_I_NEW_HOSTS_BURST_LOG: Final = FEATURE_INDEX["new_hosts_burst_log"]
+_I_SERVICE_RARITY: Final = FEATURE_INDEX["service_rarity"]
+_I_UA_RARITY: Final = FEATURE_INDEX["ua_rarity"]
+
 _NEW: Final = 3.0  # rarity >= 3: share below 0.1 %, effectively never seen
 _WEEKDAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -230,6 +244,7 @@ class Policy:
         self.cfg = cfg
         self.thresholds = thresholds
         self._tiers = dict(cfg.service_tiers)
+        self._thr_cache: dict[tuple[int, EntityClass], tuple[float, float]] = {}
         self._explain: dict[EventKind, list[tuple[str, int, float, float]]] = {}
         for kind, st in stats.items():
             items = []
@@ -241,9 +256,14 @@ class Policy:
     def thresholds_for(self, event: Event) -> tuple[float, float]:
         """Return the effective (step_up, revoke) risk thresholds for ``event``."""
         tier = self._tiers.get(event.service, 0) if event.service is not None else 0
-        cls_f = self.cfg.class_sensitivity.get(event.entity_class.value, 1.0)
-        tier_f = self.cfg.tier_sensitivity.get(tier, 1.0)
-        return self.thresholds.effective(cls_f, tier_f)
+        key = (tier, event.entity_class)
+        # Memoised per (tier, peer group): a handful of pairs, asked on every event.
+        thr = self._thr_cache.get(key)
+        if thr is None:
+            cls_f = self.cfg.class_sensitivity.get(event.entity_class.value, 1.0)
+            tier_f = self.cfg.tier_sensitivity.get(tier, 1.0)
+            thr = self._thr_cache[key] = self.thresholds.effective(cls_f, tier_f)
+        return thr
 
     def decide(
         self,
@@ -380,10 +400,10 @@ class Policy:
                             ),
                         )
                     )
-                country_r = row[FEATURE_INDEX["country_rarity"]]
-                asn_r = row[FEATURE_INDEX["asn_rarity"]]
+                country_r = row[_I_COUNTRY_RARITY]
+                asn_r = row[_I_ASN_RARITY]
                 new_place = country_r >= _NEW or asn_r >= _NEW
-                if row[FEATURE_INDEX["hosting_asn"]] == 1.0 and country_r >= _NEW:
+                if row[_I_HOSTING_ASN] == 1.0 and country_r >= _NEW:
                     out.append(
                         (
                             Action.STEP_UP,
@@ -396,7 +416,7 @@ class Policy:
                         )
                     )
                 out.extend(self._unfamiliar(event, row, b))
-                idle = row[FEATURE_INDEX["days_idle_log"]]
+                idle = row[_I_DAYS_IDLE_LOG]
                 if not math.isnan(idle) and math.expm1(idle) >= DORMANT_DAYS and new_place:
                     out.append(
                         (
@@ -410,7 +430,7 @@ class Policy:
                         )
                     )
         else:
-            burst = row[FEATURE_INDEX["new_hosts_burst_log"]]
+            burst = row[_I_NEW_HOSTS_BURST_LOG]
             if not math.isnan(burst):
                 n_new = math.expm1(burst)
                 if n_new >= LATERAL_STEP_UP:
@@ -425,7 +445,7 @@ class Policy:
                             ),
                         )
                     )
-            z = row[FEATURE_INDEX["bytes_out_z"]]
+            z = row[_I_BYTES_OUT_Z]
             if (
                 event.dst_internal is False
                 and not math.isnan(z)
@@ -434,8 +454,8 @@ class Policy:
                 and event.bytes_out >= EXFIL_MIN_BYTES
             ):
                 new_dst = (
-                    row[FEATURE_INDEX["dst_country_rarity"]] >= _NEW
-                    or row[FEATURE_INDEX["dst_asn_rarity"]] >= _NEW
+                    row[_I_DST_COUNTRY_RARITY] >= _NEW
+                    or row[_I_DST_ASN_RARITY] >= _NEW
                 )
                 typical = self._typical_bytes(b, event)
                 out.append(
@@ -456,10 +476,10 @@ class Policy:
     ) -> list[tuple[Action, Reason]]:
         """Rules for successful logons with unfamiliar properties (see module doc)."""
         out: list[tuple[Action, Reason]] = []
-        country_r = row[FEATURE_INDEX["country_rarity"]]
-        asn_r = row[FEATURE_INDEX["asn_rarity"]]
-        device_r = row[FEATURE_INDEX["device_rarity"]]
-        ua_r = row[FEATURE_INDEX["ua_rarity"]]
+        country_r = row[_I_COUNTRY_RARITY]
+        asn_r = row[_I_ASN_RARITY]
+        device_r = row[_I_DEVICE_RARITY]
+        ua_r = row[_I_UA_RARITY]
         # A new network, in a country that is new or nearly so.
         new_location = asn_r >= _NEW and country_r + asn_r >= 2 * _NEW
         # Travellers bring their own laptop and browser; account takeover
@@ -486,8 +506,8 @@ class Policy:
                 )
             )
         tier = self._tiers.get(event.service, 0) if event.service is not None else 0
-        service_r = row[FEATURE_INDEX["service_rarity"]]
-        hour_r = row[FEATURE_INDEX["hour_rarity"]]
+        service_r = row[_I_SERVICE_RARITY]
+        hour_r = row[_I_HOUR_RARITY]
         odd_context = hour_r >= _RARE_HOUR or country_r >= _NEW
         if tier >= SENSITIVE_TIER and service_r >= _NEW and odd_context:
             out.append(

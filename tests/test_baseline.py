@@ -151,3 +151,96 @@ def test_any_sequence_round_trips(seq: list[tuple[int, str, bool]]) -> None:
     for i, (dt, country, ok) in enumerate(seq):
         b = update(b, make_auth(id=f"h{i}", ts=START_MS + dt, country=country, ok=ok), CFG)
     assert Baseline.from_dict(orjson.loads(orjson.dumps(b.to_dict()))) == b
+
+
+# ------------------------------------------------------------- schema 2 and migration
+def _v1(b: Baseline) -> dict[str, object]:
+    """The schema-1 form of ``b``, as written by deployed workers before schema 2."""
+    out: dict[str, object] = {"v": 1, "n": b.n_seen, "nl": b.n_learned}
+    if b.first_ts is not None:
+        out["ft"] = b.first_ts
+        out["lt"] = b.last_ts
+    out["t0"] = b.t0
+    if b.hours:
+        out["h"] = {str(k): v for k, v in b.hours.items()}
+        out["ht"] = b.hours_total
+    if b.seen:
+        out["s"] = {d: {k: [w, s] for k, (w, s) in e.items()} for d, e in b.seen.items()}
+        out["st"] = dict(b.seen_totals)
+    if b.last_success is not None:
+        out["ls"] = list(b.last_success)
+    if b.fail_rate:
+        out["fr"] = b.fail_rate
+    if b.fail_burst[0]:
+        out["fb"] = list(b.fail_burst)
+    if b.new_hosts[0]:
+        out["nh"] = list(b.new_hosts)
+    if b.traffic:
+        out["tr"] = {k: list(v) for k, v in b.traffic.items()}
+    if b.signals:
+        out["sg"] = [list(s) for s in b.signals]
+    return out
+
+
+def _rich_baseline() -> Baseline:
+    b = EMPTY
+    for i in range(120):
+        ts = START_MS + i * 1_800_000
+        b = update(b, make_auth(id=f"a{i}", ts=ts, ok=i % 9 != 0, country="US" if i % 5 else "CA",
+                                city="Austin" if i % 5 else "Toronto", device=f"dev-{i % 3}",
+                                ua=f"Mozilla/5.0 (X11; Linux) Firefox/{120 + i % 4}",
+                                ip=f"198.51.{i % 6}.7", asn=7018 + i % 3), CFG)
+        b = update(b, make_net(id=f"n{i}", ts=ts + 5, dst_host=f"srv-{i % 7}.corp.example.com",
+                               dst_port=443 + i % 2), CFG)
+    return with_signal(b, "s-1", 2, START_MS + 200 * 1_800_000, 3600)
+
+
+def test_schema_1_state_is_still_read() -> None:
+    b = _rich_baseline()
+    v1 = orjson.loads(orjson.dumps(_v1(b)))
+    assert Baseline.from_dict(v1) == b
+    assert Baseline.from_dict(v1).to_dict()["v"] == 2
+
+
+def test_schema_2_is_lossless_and_smaller() -> None:
+    b = _rich_baseline()
+    d = b.to_dict()
+    assert d["v"] == 2
+    assert Baseline.from_dict(orjson.loads(orjson.dumps(d))) == b
+    # common affixes written once: the host names' domain, the user agents' product
+    assert any(x == ".corp.example.com" for x in d["s"]["h"])  # type: ignore[index]
+    assert len(orjson.dumps(d)) < 0.8 * len(orjson.dumps(_v1(b)))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["ab", "abab"],  # prefix and suffix would overlap in the shortest value
+        ["x.example.com", "example.com"],  # one value is all suffix
+        ["same-prefix-1", "same-prefix-2", "same-prefix-33"],
+        ["", "aaaaaaaaaaaaa"],
+        ["~odd", "~odd~"],
+    ],
+)
+def test_value_sets_round_trip_whatever_they_share(values: list[str]) -> None:
+    seen = {"host": {v: (1000 + i, 5 + i) for i, v in enumerate(values)}}
+    b = Baseline(n_seen=2, n_learned=2.0, first_ts=1, last_ts=9_000, t0=1, seen=seen,
+                 seen_totals={"host": 5000})
+    assert Baseline.from_dict(orjson.loads(orjson.dumps(b.to_dict()))) == b
+
+
+def test_unknown_dimensions_and_totals_round_trip() -> None:
+    b = Baseline(seen={"custom": {"a": (1, 2)}, "c": {"b": (3, 4)}},
+                 seen_totals={"custom": 1, "orphan": 7}, traffic={"odd": (1.0, 2.0, 3.0)})
+    assert Baseline.from_dict(orjson.loads(orjson.dumps(b.to_dict()))) == b
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"v": 2, "n": 1, "nl": 1, "t0": 0, "h": [1]},
+     {"v": 2, "n": 1, "nl": 1, "t0": 0, "s": {"c": [5, "US"]}},
+     {"v": 2, "n": 1, "nl": 1, "t0": 0, "s": {"zz": [5]}}],
+)
+def test_from_dict_refuses_malformed_schema_2(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Baseline.from_dict(bad)
