@@ -36,13 +36,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import signal
 import time
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import faust
 import orjson
@@ -65,6 +66,8 @@ from detector.stream.transport import TRANSPORT_SCHEME
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Exit code of a worker that stopped because a batch failed (EX_SOFTWARE).
+FAIL_STOP_EXIT: Final = 70
 #: A consumed message: raw bytes key and value.
 RawEvent = EventT[bytes]
 _RAW: Final[dict[str, Any]] = {
@@ -420,8 +423,31 @@ async def _complete(work: Awaitable[None]) -> None:
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
-        await task
+        try:
+            await task
+        except Exception as exc:  # noqa: BLE001 (fail-stop, see below)
+            _fail_stop(exc)
         raise
+    except Exception as exc:  # noqa: BLE001 (fail-stop, see below)
+        _fail_stop(exc)
+
+
+def _fail_stop(exc: Exception) -> NoReturn:
+    """Exit the process at once: a batch failed (an output the broker refused).
+
+    Letting the exception end the agent would be worse than useless: the
+    ``take_events`` loop acks the failed batch on its way out, the worker
+    commits past it (its outputs never delivered: lost), and the process
+    stays up, reporting healthy, with a dead agent. Exiting now, before any
+    ack, is a crash like SIGKILL: nothing is committed past the batch, and
+    the next process redelivers it from the last commit.
+    """
+    logger.critical(
+        "batch failed, its outputs were not delivered: stopping the worker without "
+        "committing it (exit %d) error=%s", FAIL_STOP_EXIT, type(exc).__name__, exc_info=exc,
+    )
+    logging.shutdown()
+    os._exit(FAIL_STOP_EXIT)
 
 
 class _Outbox:

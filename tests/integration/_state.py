@@ -31,3 +31,24 @@ def replay_baselines(events: Path) -> dict[str, dict[str, Any]]:
     parsed = [parse_event(line) for line in events.read_bytes().splitlines() if line.strip()]
     detector.process(parsed, state)
     return {k: orjson.loads(orjson.dumps(b.to_dict())) for k, b in state.baselines.items()}
+
+
+def replay_decisions(events: Path) -> list[dict[str, Any]]:
+    """Return the decisions of ``detector replay`` on ``events``, in order, as dicts."""
+    from io import BytesIO
+
+    from detector.replay import replay
+
+    out = BytesIO()
+    replay(Detector(load_model(MODEL)), [events], out, None)
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
+def events_seen(baselines: dict[str, dict[str, Any]]) -> int:
+    """Return how many events the baselines hold: the sum of every entity's ``n`` (n_seen).
+
+    Every decided event increments its entity's ``n`` by one (learned or not),
+    so this equals the number of distinct events decided exactly when none was
+    lost from the state and none was applied twice.
+    """
+    return sum(int(b["n"]) for b in baselines.values())
