@@ -1,107 +1,212 @@
-"""Core replay benchmark: end-to-end events/s on one core, side by side.
+"""Core replay benchmark: end-to-end events/s on one core, with and without the model.
 
-Runs in one process, one thread, on the same events:
+Runs in one process, one thread, on the same events, interleaved so machine
+noise hits every variant alike (for each round, for each batch size, each
+variant runs once in turn; figures are medians over rounds):
 
-* parse only (the parser's floor),
-* the full pipeline (parse -> baseline -> features -> score -> decide) with
-  the model, at several batch sizes,
-* the same pipeline with the forests replaced by a constant ("without
-  model"), so that "with model / without model" is the model's cost,
+* the full pipeline (parse -> context -> baseline -> features -> forest score
+  -> policy -> decision) with each model (``models/default``, 100 trees, and
+  optionally a second model, e.g. 200 trees trained at bench time);
+* the same pipeline with the model replaced by a constant scorer
+  (:class:`ConstantKindModel`: no feature matrix, no forest, no calibration),
+  i.e. parse, baseline, features and decide only -- the pipeline's floor.
 
-and reports serialised baseline bytes per entity (mean, p99, max).
+Each variant starts from the baselines it built itself on a warm-up prefix of
+the events (untimed), so the timed events meet realistic, non-empty state.
 
 Usage::
 
     python bench/bench_replay.py [--model models/default] [--users 200] [--days 7]
+
+(``python bench/run.py --only core`` runs it as part of the suite.)
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import dataclasses
 import sys
-import tempfile
 import time
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
+from common import generated_lines, median, pct, pinned
 
 from detector.engine import Detector, EngineState
 from detector.events import parse_event
-from detector.generate import GeneratorConfig, write_dataset
-from detector.model import load_model
+from detector.model import KindModel, Model, load_model
 
 
-def run(det: Detector, lines: list[bytes], batch: int) -> tuple[float, list[float], EngineState]:
-    """Return (seconds, per-batch latencies in ms, final state) of parse + process."""
-    state = EngineState()
+class ConstantKindModel(KindModel):
+    """A stand-in for one kind's model that scores every row 0 (risk 0).
+
+    It skips the whole model step -- building the feature matrix, imputing,
+    the forest and the calibration -- so that what remains is the pipeline's
+    floor. Risk 0 means the policy decides on its rules alone.
+    """
+
+    def score(self, rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Return (score, risk) = (0, 0) for every row."""
+        zeros = np.zeros(len(rows))
+        return zeros, zeros
+
+
+def constant_model(model: Model) -> Model:
+    """Return ``model`` with every kind's model replaced by a :class:`ConstantKindModel`."""
+    kinds = {
+        k: ConstantKindModel(k, m.features, m.forest, m.impute, m.calib_scores, m.stats)
+        for k, m in model.kinds.items()
+    }
+    return dataclasses.replace(model, version=model.version + "+constant", kinds=kinds)
+
+
+def trees_of(model: Model) -> int:
+    """Return the number of trees per forest (the largest over kinds)."""
+    return max(int(m.forest.n_trees) for m in model.kinds.values() if m.forest is not None)
+
+
+def copy_state(s: EngineState) -> EngineState:
+    """Return an independent copy (values are immutable, so shallow dict copies suffice)."""
+    return EngineState(dict(s.baselines), dict(s.ips), dict(s.sessions))
+
+
+def run(det: Detector, lines: Sequence[bytes], batch: int,
+        state: EngineState | None = None) -> tuple[float, list[float], EngineState]:
+    """Parse and process ``lines`` in batches of ``batch``.
+
+    Returns (seconds, per-batch latency in ms, final state). ``state`` is
+    modified in place (a fresh one when omitted).
+    """
+    state = state if state is not None else EngineState()
     lat: list[float] = []
-    started = time.perf_counter()
+    clock = time.perf_counter
+    started = clock()
     for i in range(0, len(lines), batch):
-        t = time.perf_counter()
+        t = clock()
         events = [parse_event(raw) for raw in lines[i : i + batch]]
         det.process(events, state)
-        lat.append((time.perf_counter() - t) * 1000.0)
-    return time.perf_counter() - started, lat, state
+        lat.append((clock() - t) * 1000.0)
+    return clock() - started, lat, state
+
+
+@dataclass
+class Variant:
+    """One pipeline measured in the interleaved rounds."""
+
+    name: str
+    trees: int
+    with_model: bool
+    det: Detector
+    warm: EngineState
+    seconds: dict[int, list[float]]
+    p50: dict[int, list[float]]
+    p99: dict[int, list[float]]
+
+
+def measure_core(
+    models: Sequence[Model],
+    lines: Sequence[bytes],
+    timed_events: int,
+    batches: Sequence[int] = (1, 10, 100, 1000),
+    rounds: int = 3,
+    cpu: int | None = 0,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Measure the core pipeline, with and without each model, interleaved.
+
+    The last ``timed_events`` of ``lines`` are timed; the ones before warm
+    each variant's state up. Returns a dict with ``rows`` (one per trees x
+    batch: events/s with and without model, the model's share of the time,
+    batch latency p50/p99 in ms) and the parameters.
+    """
+    say = log or (lambda _m: None)
+    timed = list(lines[-timed_events:])
+    warmup = list(lines[:-timed_events]) if len(lines) > timed_events else []
+    variants: list[Variant] = []
+    with pinned(cpu) as on_cpu:
+        for model in models:
+            n_trees = trees_of(model)
+            for with_model in (True, False):
+                det = Detector(model if with_model else constant_model(model))
+                _, _, warm = run(det, warmup, 1000)
+                variants.append(Variant(
+                    f"{n_trees} trees {'with' if with_model else 'without'} model",
+                    n_trees, with_model, det, warm, {}, {}, {}))
+        say(f"core: {len(warmup)} warm-up + {len(timed)} timed events, "
+            f"{len(variants)} variants, {rounds} rounds, cpu {on_cpu}")
+        t = time.perf_counter()
+        for raw in timed:
+            parse_event(raw)
+        parse_s = time.perf_counter() - t
+        for r in range(rounds):
+            for batch in batches:
+                # ABAB...: every variant once per (round, batch), in turn.
+                for v in variants:
+                    secs, lat, _ = run(v.det, timed, batch, copy_state(v.warm))
+                    v.seconds.setdefault(batch, []).append(secs)
+                    v.p50.setdefault(batch, []).append(pct(lat, 50))
+                    v.p99.setdefault(batch, []).append(pct(lat, 99))
+            say(f"core: round {r + 1}/{rounds} done")
+    n = len(timed)
+    rows = []
+    for v in variants:
+        if not v.with_model:
+            continue
+        floor = next(f for f in variants if f.trees == v.trees and not f.with_model)
+        for batch in batches:
+            s_with, s_without = median(v.seconds[batch]), median(floor.seconds[batch])
+            rows.append({
+                "trees": v.trees, "batch": batch,
+                "with_model_eps": n / s_with, "without_model_eps": n / s_without,
+                "with_over_without_time": s_with / s_without,
+                "model_share": 1.0 - s_without / s_with,
+                "p50_ms": median(v.p50[batch]), "p99_ms": median(v.p99[batch]),
+                "floor_p50_ms": median(floor.p50[batch]),
+                "floor_p99_ms": median(floor.p99[batch]),
+            })
+    return {"events": n, "warmup_events": len(warmup), "rounds": rounds, "cpu": on_cpu,
+            "parse_only_eps": n / parse_s, "rows": rows}
+
+
+def baseline_sizes(model: Model, lines: Sequence[bytes]) -> np.ndarray:
+    """Replay ``lines`` and return the serialised (JSON) size of every entity's baseline."""
+    _, _, state = run(Detector(model), lines, 1000)
+    return np.array([len(orjson.dumps(b.to_dict())) for b in state.baselines.values()])
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="models/default")
+    """Run the core benchmark alone and print its table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", action="append", help="model dir (repeatable); "
+                   "default models/default")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--seed", type=int, default=99)
+    p.add_argument("--timed-events", type=int, default=20_000)
     p.add_argument("--batches", default="1,10,100,1000")
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cpu", type=int, default=0, help="CPU to pin to (-1: no pinning)")
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        write_dataset(GeneratorConfig(users=args.users, days=args.days, seed=args.seed), Path(tmp))
-        lines = (Path(tmp) / "events.jsonl").read_bytes().splitlines()
-    model = load_model(args.model)
-    trees = {
-        k.value: int(m.forest.roots.shape[0]) if m.forest else 0 for k, m in model.kinds.items()
-    }
-    print(f"events: {len(lines)} ({args.users} users x {args.days} days), model {model.version}, "
-          f"trees {trees}", file=sys.stderr)
-
-    t = time.perf_counter()
-    for raw in lines:
-        parse_event(raw)
-    parse_s = time.perf_counter() - t
-
-    full = Detector(model)
-    floor = Detector(model.without_forests())
-    rows = []
-    state = None
-    for batch in [int(b) for b in args.batches.split(",")]:
-        best_full = best_floor = float("inf")
-        lat_full: list[float] = []
-        for _ in range(args.repeat):
-            s_full, lat, state = run(full, lines, batch)
-            if s_full < best_full:
-                best_full, lat_full = s_full, lat
-            s_floor, _, _ = run(floor, lines, batch)
-            best_floor = min(best_floor, s_floor)
-        rows.append((batch, len(lines) / best_full, len(lines) / best_floor,
-                     best_full / best_floor, statistics.median(lat_full),
-                     float(np.percentile(lat_full, 99))))
-
-    print(f"\nparse only: {len(lines) / parse_s:,.0f} events/s "
-          f"({parse_s / len(lines) * 1e6:.1f} us/event)")
-    print("\n| batch | with model (events/s) | without model (events/s) | with/without time "
-          "| batch p50 (ms) | batch p99 (ms) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for batch, ev_full, ev_floor, ratio, p50, p99 in rows:
-        print(
-            f"| {batch} | {ev_full:,.0f} | {ev_floor:,.0f} | {ratio:.2f} "
-            f"| {p50:.2f} | {p99:.2f} |"
-        )
-
-    assert state is not None
-    sizes = np.array([len(orjson.dumps(b.to_dict())) for b in state.baselines.values()])
-    print(f"\nbaseline bytes per entity (serialised JSON): mean {sizes.mean():.0f}, "
+    lines = generated_lines(args.users, args.days, args.seed)
+    models = [load_model(m) for m in (args.model or ["models/default"])]
+    res = measure_core(models, lines, args.timed_events,
+                       [int(b) for b in args.batches.split(",")], args.rounds,
+                       None if args.cpu < 0 else args.cpu,
+                       log=lambda m: print(m, file=sys.stderr))
+    print(f"parse only: {res['parse_only_eps']:,.0f} events/s")
+    print("| trees | batch | with model (events/s) | without model (events/s) | "
+          "with/without time | model share | batch p50 (ms) | batch p99 (ms) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in res["rows"]:
+        print(f"| {r['trees']} | {r['batch']} | {r['with_model_eps']:,.0f} | "
+              f"{r['without_model_eps']:,.0f} | {r['with_over_without_time']:.2f} | "
+              f"{r['model_share']:.0%} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    sizes = baseline_sizes(models[0], lines)
+    print(f"baseline bytes per entity (serialised JSON): mean {sizes.mean():.0f}, "
           f"p99 {np.percentile(sizes, 99):.0f}, max {sizes.max()} over {len(sizes)} entities")
     return 0
 
