@@ -108,6 +108,7 @@ def child(blobs: Sequence[bytes], n: int, decoded: bool) -> dict[str, float]:
     gc.collect()
     traced = (tracemalloc.get_traced_memory()[0] - base) / n
     tracemalloc.stop()
+    del held
     return {f"{form}_rss_per_entity": rss, f"{form}_traced_per_entity": traced}
 
 
