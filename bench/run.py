@@ -299,7 +299,7 @@ def render(res: dict[str, Any], command: str) -> str:
             f"| one worker | {_n(w['events_per_s'])} | {w['cpu_s_per_event'] * 1e3:.3f} ms |",
             f"| bare aiokafka consumer | {_n(b['events_per_s'])} | "
             f"{b['cpu_s_per_event'] * 1e3:.3f} ms |",
-            f"| ratio | {k['worker_to_bare']:.2%} | |",
+            f"| ratio | {k['worker_to_bare']:.1%} | |",
             "",
             "Latency: a fresh worker fed at fractions of the sustained rate above, one phase "
             "after the other; output record CreateTime (set by the worker when it sends) "
