@@ -29,6 +29,7 @@ HISTORY = "## History\n\nhand-written figures that must survive\n"
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    """Run the in-process parts once: (raw figures, stdout, the BENCHMARKS.md it wrote)."""
     tmp = tmp_path_factory.mktemp("bench")
     md = tmp / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nintro\n\n" + HISTORY)
@@ -59,6 +60,7 @@ def test_core_rows_cover_trees_and_batches(quick_run: tuple[dict[str, Any], str,
             assert _positive(r[key]), (key, r)
         assert r["p99_ms"] >= r["p50_ms"]
         assert math.isfinite(r["model_share"]) and r["model_share"] < 1.0
+        assert 0.0 < r["model_share_inside"] < 1.0
     assert _positive(res["core"]["parse_only_eps"])
 
 
@@ -126,3 +128,18 @@ def test_benchmarks_md_section_is_replaced_and_history_kept(
     assert again.count("<!-- bench-suite:begin") == 1
     assert "second" in again and "core replay, one core" not in again
     assert again.endswith(HISTORY) and again.startswith("# Benchmarks\n\nintro\n")
+
+
+def test_render_from_saved_figures_reproduces_the_table(
+    quick_run: tuple[dict[str, Any], str, Path], tmp_path: Path,
+) -> None:
+    res, stdout, _ = quick_run
+    saved = tmp_path / "figures.json"
+    saved.write_text(json.dumps(res))
+    proc = subprocess.run(  # noqa: S603
+        [sys.executable, str(BENCH / "run.py"), "--render", str(saved), "--no-write"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == stdout
