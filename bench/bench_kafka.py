@@ -291,6 +291,10 @@ def latency_stats(values: Sequence[float]) -> dict[str, float]:
             "max_ms": float(a.max())}
 
 
+def _reached(w: Worker, n: int) -> Callable[[], bool]:
+    return lambda: w.decided() >= n
+
+
 def _topic_set(run: str, tag: str) -> dict[str, str]:
     return {x: f"bench-{tag}-{x}-{run}" for x in ("in", "resp", "dlq", "dec")}
 
@@ -344,7 +348,7 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                 offset += k
                 achieved = produce(cfg.bootstrap, lt["in"], chunk, rate=rate)
                 total += k
-                wait_for(lambda t=total: w.decided() >= t, [w], 900, f"latency phase {load}")
+                wait_for(_reached(w, total), [w], 900, f"latency phase {load}")
                 phases.append({"load": load, "offered_eps": rate, "achieved_eps": achieved,
                                "events": k, "ids": {parse_event(v).event_id for _, v in chunk}})
                 say(f"kafka: latency phase {load:.0%} ({rate:,.0f} events/s, {k} events) done")
