@@ -1,22 +1,30 @@
-"""Benchmark the streaming worker on a real local broker.
+"""Benchmark the streaming worker on a real local broker, side by side with a bare consumer.
 
-Three figures, measured in one run against the same input topic:
+The worker is a black box run through its CLI (``detector worker``, flags in
+docs/streaming.md); progress is read from its ``/metrics``
+(``detector_decisions_total``) and its CPU time from ``/proc/<pid>/stat``.
 
-1. **worker throughput** -- events/s of one ``detector worker`` process (all
-   four stages in it) draining a pre-filled input topic: decided events divided
-   by the time from "worker ready" to "last event decided";
-2. **bare consumer** -- events/s of an aiokafka consumer that only reads the
-   same topic and JSON-decodes every value (the floor any Python consumer
-   pays), and the worker / bare ratio;
-3. **event-to-signal latency** at a fixed offered rate: a second worker (new
-   app id) is fed at ``--rate`` events/s; latency is the output record's
-   broker timestamp (CreateTime, set by the worker when it sends) minus the
-   input record's (set by the producer), on the same clock. Reported for the
-   decision audit topic (every event) and the response topic (signals only).
+Figures, in one run:
+
+1. **worker throughput** -- one worker drains a pre-filled input topic;
+   sustained events/s is the slope of decided events over time between 10 %
+   and 90 % of the topic (after the worker is ready and a settle period), with
+   CPU seconds per event over the same window;
+2. **bare consumer** -- an aiokafka consumer that reads the same topic and
+   ``orjson.loads`` every value, in the same run; the worker / bare ratio;
+3. **latency** -- a fresh worker (new app id) is fed at 25 %, 50 % and 75 %
+   of the worker throughput measured in (1), one phase after the other; for
+   every event, the output record's broker timestamp (CreateTime, set by the
+   worker's producer when it sends) minus the input record's (set by our
+   producer when it sends): p50/p99/p99.9 on the decisions audit topic (every
+   event) and on the response topic (signals only);
+4. **scaling** (:func:`measure_scaling`) -- one worker, then two workers of
+   one app id, each on a fresh copy of the pre-filled topic; events/s, ratio
+   and CPU seconds per event summed over the workers.
 
 Usage (broker from ``scripts/kafka-local start``)::
 
-    .venv/bin/python bench/bench_kafka.py --bootstrap 127.0.0.1:19092
+    python bench/bench_kafka.py --bootstrap 127.0.0.1:19092 [--batch-within-s 0.2]
 
 Prints one JSON object with every figure and the parameters.
 """
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -34,23 +43,26 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer
+from common import REPO, generated_lines
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from detector.events import parse_event
-from detector.generate import GeneratorConfig, generate
 
-REPO = Path(__file__).resolve().parents[1]
 DETECTOR = str(Path(sys.executable).with_name("detector"))
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _topics(bootstrap: str, topics: dict[str, int]) -> None:
+def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create ``topics`` (name -> partitions, replication 1) and wait until they exist."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
@@ -59,22 +71,30 @@ def _topics(bootstrap: str, topics: dict[str, int]) -> None:
         admin.close()
 
 
-def _events(users: int, days: int, seed: int) -> list[bytes]:
-    return [orjson.dumps(e) for e, _ in generate(GeneratorConfig(users=users, days=days,
-                                                                 seed=seed))]
+def keyed(values: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """Return (entity key, value) pairs, as ``detector produce`` keys events."""
+    return [(parse_event(v).entity_key.encode(), v) for v in values]
 
 
-def _produce(bootstrap: str, topic: str, values: list[bytes], rate: float | None) -> None:
+def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
+            rate: float | None) -> float:
+    """Send ``records`` to ``topic`` at ``rate`` events/s (as fast as possible if None).
+
+    Returns the achieved send rate (events/s), which can fall short of the
+    offered one when the producer cannot keep up on a busy machine.
+    """
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     start = time.monotonic()
-    for i, v in enumerate(values):
+    for i, (k, v) in enumerate(records):
         if rate:
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        producer.send(topic, key=parse_event(v).entity_key.encode(), value=v)
-    producer.flush(60)
+        producer.send(topic, key=k, value=v)
+    sent_s = time.monotonic() - start
+    producer.flush(120)
     producer.close(10)
+    return len(records) / max(sent_s, 1e-9)
 
 
 def _free_port() -> int:
@@ -83,18 +103,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The worker flags the benchmark varies (the rest are the CLI's defaults)."""
+
+    bootstrap: str
+    partitions: int = 4
+    store: str = "rocksdb://"
+    batch_max: int = 500
+    batch_within_s: float = 0.2
+    model: Path = REPO / "models" / "default"
+
+
 class Worker:
-    def __init__(self, bootstrap: str, app_id: str, inp: str, resp: str, dlq: str, dec: str,
-                 partitions: int, store: str, state: Path, batch_max: int) -> None:
+    """One ``detector worker`` subprocess, observed through its web port and /proc."""
+
+    def __init__(self, cfg: WorkerConfig, app_id: str, topics: dict[str, str],
+                 state: Path, name: str | None = None) -> None:
         self.port = _free_port()
-        self.log = (state / f"{app_id}.log").open("wb")
+        self.log = (state / f"{name or app_id}.log").open("wb")
         self.proc = subprocess.Popen(  # noqa: S603
-            [DETECTOR, "worker", "--model", str(REPO / "models" / "default"),
-             "--bootstrap-servers", bootstrap, "--app-id", app_id, "--input-topics", inp,
-             "--response-topic", resp, "--dlq-topic", dlq, "--decisions-topic", dec,
-             "--partitions", str(partitions), "--store", store,
-             "--state-dir", str(state / app_id), "--web-host", "127.0.0.1",
-             "--web-port", str(self.port), "--batch-max", str(batch_max)],
+            [DETECTOR, "worker", "--model", str(cfg.model),
+             "--bootstrap-servers", cfg.bootstrap, "--app-id", app_id,
+             "--input-topics", topics["in"], "--response-topic", topics["resp"],
+             "--dlq-topic", topics["dlq"], "--decisions-topic", topics["dec"],
+             "--partitions", str(cfg.partitions), "--store", cfg.store,
+             "--state-dir", str(state / (name or app_id)), "--web-host", "127.0.0.1",
+             "--web-port", str(self.port), "--batch-max", str(cfg.batch_max),
+             "--batch-within-s", str(cfg.batch_within_s)],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
         )
 
@@ -108,31 +144,99 @@ class Worker:
             return None
 
     def ready(self) -> bool:
+        """Return whether ``/health`` says the worker is ready."""
         body = self._get("/health")
-        return bool(body) and orjson.loads(body or b"{}").get("ready", False)
+        return bool(body) and bool(orjson.loads(body or b"{}").get("ready", False))
 
     def decided(self) -> float:
+        """Return the worker's ``detector_decisions_total`` summed over actions."""
         body = self._get("/metrics") or b""
         return sum(float(line.rsplit(b" ", 1)[1]) for line in body.splitlines()
                    if line.startswith(b"detector_decisions_total"))
 
-    def wait(self, check: Any, timeout_s: float, what: str) -> float:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"worker exited while waiting for {what}")
-            if check():
-                return time.monotonic()
-            time.sleep(0.05)
-        raise SystemExit(f"timed out waiting for {what}")
+    def cpu_seconds(self) -> float:
+        """Return the worker process's user + system CPU seconds so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def check_alive(self, what: str) -> None:
+        """Raise ``SystemExit`` if the worker process has exited."""
+        if self.proc.poll() is not None:
+            raise SystemExit(f"worker exited (code {self.proc.returncode}) while {what}; "
+                             f"log: {self.log.name}")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
+        """SIGTERM the worker and wait for it to exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self.log.close()
 
 
-async def _bare(bootstrap: str, topic: str, n: int) -> float:
+def wait_for(check: Callable[[], bool], workers: Sequence[Worker], timeout_s: float,
+             what: str) -> float:
+    """Poll ``check`` until true; return the monotonic time it became true."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for w in workers:
+            w.check_alive(what)
+        if check():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise SystemExit(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+@dataclass
+class Drain:
+    """Samples (time, decided, CPU seconds) of a group of workers draining a topic."""
+
+    samples: list[tuple[float, float, float]] = field(default_factory=list)
+    ready_at: float = 0.0
+
+    def window(self, n: int, settle_s: float) -> dict[str, float]:
+        """Return sustained events/s and CPU seconds per event between 10 % and 90 % of ``n``.
+
+        The window opens at the first sample after readiness + ``settle_s``
+        with at least 10 % decided (so start-up and the first rebalance are
+        left out) and closes at the last sample with at most 90 % decided.
+        Falls back to the whole drain if that leaves fewer than two samples.
+        """
+        s = self.samples
+        inside = [x for x in s if x[0] >= self.ready_at + settle_s and 0.1 * n <= x[1] <= 0.9 * n]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
+            inside = [s[0], s[-1]]
+        (t0, d0, c0), (t1, d1, c1) = inside[0], inside[-1]
+        done = next((t for t, d, _ in s if d >= n), s[-1][0])
+        return {"events_per_s": (d1 - d0) / (t1 - t0), "cpu_s_per_event": (c1 - c0) / (d1 - d0),
+                "window_s": t1 - t0, "window_events": d1 - d0,
+                "ready_to_done_events_per_s": n / max(done - self.ready_at, 1e-9)}
+
+
+def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
+          poll_s: float = 0.2) -> Drain:
+    """Wait until every worker is ready, then sample them until ``n`` events are decided."""
+    out = Drain()
+    out.ready_at = wait_for(lambda: all(w.ready() for w in workers), workers, 180, "ready")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for w in workers:
+            w.check_alive("draining")
+        t = time.monotonic()
+        decided = sum(w.decided() for w in workers)
+        cpu = sum(w.cpu_seconds() for w in workers)
+        out.samples.append((t, decided, cpu))
+        if decided >= n:
+            return out
+        if t > deadline:
+            raise SystemExit(f"timed out: {decided:.0f} of {n} decided")
+        time.sleep(poll_s)
+
+
+async def _bare(bootstrap: str, topic: str, n: int) -> dict[str, float]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 group_id=f"bare-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
     await consumer.start()
@@ -140,7 +244,7 @@ async def _bare(bootstrap: str, topic: str, n: int) -> float:
     try:
         # Start the clock at the first record, as the worker's clock starts when it is ready.
         first = await consumer.getmany(timeout_ms=10_000, max_records=1)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         for records in first.values():
             for r in records:
                 orjson.loads(r.value)
@@ -151,89 +255,178 @@ async def _bare(bootstrap: str, topic: str, n: int) -> float:
                 for r in records:
                     orjson.loads(r.value)
                     got += 1
-        return got / (time.perf_counter() - start)
+        return {"events_per_s": got / (time.perf_counter() - start),
+                "cpu_s_per_event": (time.process_time() - cpu0) / got}
     finally:
         await consumer.stop()
 
 
-def _timestamps(bootstrap: str, topic: str, n: int, key: str) -> dict[str, int]:
+def bare_consumer(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    """Read ``n`` records of ``topic`` with aiokafka and JSON-decode each; return events/s."""
+    return asyncio.run(_bare(bootstrap, topic, n))
+
+
+def timestamps(bootstrap: str, topic: str, n: int, is_input: bool) -> dict[str, int]:
+    """Return event id -> broker timestamp (ms) of up to ``n`` records of ``topic``."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=5_000)
     out: dict[str, int] = {}
     for r in consumer:
-        if key == "input":
-            out[parse_event(r.value).event_id] = r.timestamp
-        else:
-            out[orjson.loads(r.value)["event_id"]] = r.timestamp
+        eid = parse_event(r.value).event_id if is_input else orjson.loads(r.value)["event_id"]
+        out[eid] = r.timestamp
         if len(out) >= n:
             break
     consumer.close()
     return out
 
 
-def _pct(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values)
-    return {"n": len(values), "p50_ms": round(float(np.percentile(a, 50)), 1),
-            "p99_ms": round(float(np.percentile(a, 99)), 1),
-            "max_ms": round(float(a.max()), 1)}
+def latency_stats(values: Sequence[float]) -> dict[str, float]:
+    """Return n, p50, p99, p99.9 and max of ``values`` (ms); NaN figures when empty."""
+    if not values:
+        nan = float("nan")
+        return {"n": 0, "p50_ms": nan, "p99_ms": nan, "p999_ms": nan, "max_ms": nan}
+    a = np.asarray(values, dtype=np.float64)
+    return {"n": len(a), "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9)),
+            "max_ms": float(a.max())}
+
+
+def _reached(w: Worker, n: int) -> Callable[[], bool]:
+    return lambda: w.decided() >= n
+
+
+def _topic_set(run: str, tag: str) -> dict[str, str]:
+    return {x: f"bench-{tag}-{x}-{run}" for x in ("in", "resp", "dlq", "dec")}
+
+
+def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events: int,
+                  loads: Sequence[float] = (0.25, 0.5, 0.75), phase_s: float = 20.0,
+                  settle_s: float = 3.0, log: Any = None) -> dict[str, Any]:
+    """Measure one worker's throughput, the bare consumer and latency at fractions of it.
+
+    ``values`` is the pool of events: the first ``throughput_events`` fill the
+    throughput topic, the rest feed the latency phases (each phase offers
+    ``load x throughput`` events/s for up to ``phase_s`` seconds, fewer if the
+    pool runs out). Returns a dict of figures and parameters.
+    """
+    say = log or (lambda _m: None)
+    run = uuid.uuid4().hex[:8]
+    tp, lt = _topic_set(run, "tp"), _topic_set(run, "lat")
+    create_topics(cfg.bootstrap, {tp["in"]: cfg.partitions, tp["resp"]: 1, tp["dlq"]: 1,
+                                  tp["dec"]: 1, lt["in"]: cfg.partitions, lt["resp"]: 1,
+                                  lt["dec"]: 1})
+    n = min(throughput_events, len(values))
+    records = keyed(values)
+    produce(cfg.bootstrap, tp["in"], records[:n], rate=None)
+    say(f"kafka: {n} events in {tp['in']}")
+    out: dict[str, Any] = {"events": n, "partitions": cfg.partitions, "store": cfg.store,
+                           "batch_max": cfg.batch_max, "batch_within_s": cfg.batch_within_s}
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        w = Worker(cfg, f"bench-tp-{run}", tp, state)
+        try:
+            d = drain([w], n)
+        finally:
+            w.stop()
+        out["worker"] = d.window(n, settle_s)
+        say(f"kafka: worker {out['worker']['events_per_s']:,.0f} events/s")
+        out["bare"] = bare_consumer(cfg.bootstrap, tp["in"], n)
+        out["worker_to_bare"] = out["worker"]["events_per_s"] / out["bare"]["events_per_s"]
+        say(f"kafka: bare consumer {out['bare']['events_per_s']:,.0f} events/s")
+
+        pool = records[n:]
+        max_eps = out["worker"]["events_per_s"]
+        w = Worker(cfg, f"bench-lat-{run}", lt, state)
+        phases: list[dict[str, Any]] = []
+        try:
+            wait_for(w.ready, [w], 180, "latency worker ready")
+            offset, total = 0, 0
+            for load in loads:
+                rate = load * max_eps
+                k = min(int(rate * phase_s), (len(pool) - offset) // (len(loads) - len(phases)))
+                chunk = pool[offset : offset + k]
+                offset += k
+                achieved = produce(cfg.bootstrap, lt["in"], chunk, rate=rate)
+                total += k
+                wait_for(_reached(w, total), [w], 900, f"latency phase {load}")
+                phases.append({"load": load, "offered_eps": rate, "achieved_eps": achieved,
+                               "events": k, "ids": {parse_event(v).event_id for _, v in chunk}})
+                say(f"kafka: latency phase {load:.0%} ({rate:,.0f} events/s, {k} events) done")
+                time.sleep(1.0)  # let the last batch's outputs settle before the next phase
+        finally:
+            w.stop()
+    sent = timestamps(cfg.bootstrap, lt["in"], total, is_input=True)
+    decided = timestamps(cfg.bootstrap, lt["dec"], total, is_input=False)
+    signals = timestamps(cfg.bootstrap, lt["resp"], total, is_input=False)
+    out["latency"] = []
+    for ph in phases:
+        ids = ph.pop("ids")
+        ph["event_to_decision"] = latency_stats(
+            [decided[i] - sent[i] for i in ids if i in decided and i in sent])
+        ph["event_to_signal"] = latency_stats(
+            [signals[i] - sent[i] for i in ids if i in signals and i in sent])
+        out["latency"].append(ph)
+    return out
+
+
+def measure_scaling(cfg: WorkerConfig, values: Sequence[bytes], settle_s: float = 3.0,
+                    log: Any = None) -> dict[str, Any]:
+    """Drain the same pre-filled topic (two fresh copies) with one worker, then with two.
+
+    The two workers share an app id (one consumer group). Returns events/s,
+    CPU seconds per event (summed over workers) and the two/one ratio.
+    """
+    say = log or (lambda _m: None)
+    run = uuid.uuid4().hex[:8]
+    one, two = _topic_set(run, "s1"), _topic_set(run, "s2")
+    create_topics(cfg.bootstrap, {t[x]: (cfg.partitions if x == "in" else 1)
+                                  for t in (one, two) for x in t})
+    records = keyed(values)
+    for t in (one, two):
+        produce(cfg.bootstrap, t["in"], records, rate=None)
+    n = len(records)
+    out: dict[str, Any] = {"events": n, "partitions": cfg.partitions,
+                           "batch_within_s": cfg.batch_within_s}
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        for label, topics, count in (("one", one, 1), ("two", two, 2)):
+            app = f"bench-{label}-{run}"
+            ws = [Worker(cfg, app, topics, state, name=f"{app}-{i}") for i in range(count)]
+            try:
+                d = drain(ws, n)
+            finally:
+                for w in ws:
+                    w.stop()
+            out[label] = d.window(n, settle_s)
+            say(f"scaling: {count} worker(s) {out[label]['events_per_s']:,.0f} events/s")
+    out["ratio"] = out["two"]["events_per_s"] / out["one"]["events_per_s"]
+    return out
 
 
 def main() -> None:
+    """Run the Kafka benchmark alone and print its figures as JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS",
                                                          "127.0.0.1:19092"))
     p.add_argument("--users", type=int, default=300)
-    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--days", type=int, default=6)
+    p.add_argument("--throughput-events", type=int, default=20_000)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--store", default="rocksdb://", choices=["rocksdb://", "memory://"])
     p.add_argument("--batch-max", type=int, default=500)
-    p.add_argument("--rate", type=float, default=500.0, help="offered rate for latency")
-    p.add_argument("--latency-seconds", type=float, default=30.0)
+    p.add_argument("--batch-within-s", type=float, default=0.2)
+    p.add_argument("--phase-seconds", type=float, default=20.0)
+    p.add_argument("--scaling", action="store_true", help="also one vs two workers")
     args = p.parse_args()
-
-    run = uuid.uuid4().hex[:8]
-    inp, resp, dlq, dec = (f"bench-{x}-{run}" for x in ("in", "resp", "dlq", "dec"))
-    lat_in, lat_resp, lat_dec = (f"bench-{x}-{run}" for x in ("lin", "lresp", "ldec"))
-    _topics(args.bootstrap, {inp: args.partitions, resp: 1, dlq: 1, dec: 1,
-                             lat_in: args.partitions, lat_resp: 1, lat_dec: 1})
-    values = _events(args.users, args.days, seed=11)
-    n = len(values)
-    _produce(args.bootstrap, inp, values, rate=None)
-
-    out: dict[str, Any] = {"events": n, "partitions": args.partitions, "store": args.store,
-                           "batch_max": args.batch_max, "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
-        w = Worker(args.bootstrap, f"bench-{run}", inp, resp, dlq, dec, args.partitions,
-                   args.store, state, args.batch_max)
-        try:
-            t_ready = w.wait(w.ready, 120, "ready")
-            t_done = w.wait(lambda: w.decided() >= n, 1800, "all decided")
-        finally:
-            w.stop()
-        worker_eps = n / (t_done - t_ready)
-        bare_eps = asyncio.run(_bare(args.bootstrap, inp, n))
-        out.update(worker_events_per_s=round(worker_eps), bare_consumer_events_per_s=round(
-            bare_eps), worker_to_bare_ratio=round(worker_eps / bare_eps, 4))
-
-        n_lat = int(args.rate * args.latency_seconds)
-        lat_values = values[:n_lat]
-        w = Worker(args.bootstrap, f"bench-lat-{run}", lat_in, lat_resp, dlq, lat_dec,
-                   args.partitions, args.store, state, args.batch_max)
-        try:
-            w.wait(w.ready, 120, "ready")
-            _produce(args.bootstrap, lat_in, lat_values, rate=args.rate)
-            w.wait(lambda: w.decided() >= len(lat_values), 600, "latency run decided")
-        finally:
-            w.stop()
-    sent = _timestamps(args.bootstrap, lat_in, len(lat_values), "input")
-    decided = _timestamps(args.bootstrap, lat_dec, len(lat_values), "output")
-    signals = _timestamps(args.bootstrap, lat_resp, len(lat_values), "output")
-    out["offered_rate_events_per_s"] = args.rate
-    out["event_to_decision"] = _pct([decided[k] - sent[k] for k in decided if k in sent])
-    if signals:
-        out["event_to_signal"] = _pct([signals[k] - sent[k] for k in signals if k in sent])
-    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    cfg = WorkerConfig(args.bootstrap, args.partitions, args.store, args.batch_max,
+                       args.batch_within_s)
+    values = generated_lines(args.users, args.days, seed=11)
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    res = {"kafka": measure_kafka(cfg, values, args.throughput_events,
+                                  phase_s=args.phase_seconds, log=say)}
+    if args.scaling:
+        res["scaling"] = measure_scaling(cfg, values[: args.throughput_events], log=say)
+    print(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

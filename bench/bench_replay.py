@@ -1,206 +1,282 @@
-"""Core replay benchmark: end-to-end events/s on one core, side by side.
+"""Core replay benchmark: end-to-end events/s on one core, with and without the model.
 
-Runs in one process, one thread, on the same events:
+Runs in one process, one thread, on the same events, interleaved so machine
+noise hits every variant alike (for each round and batch size, the variants
+take turns batch by batch, each on its own state; figures are medians over
+rounds):
 
-* parse only (the parser's floor),
-* the full pipeline (parse -> baseline -> features -> score -> decide) with
-  the model, at several batch sizes,
-* the same pipeline with the forests replaced by a constant ("without
-  model"), so that "with model / without model" is the model's cost,
+* the full pipeline (parse -> context -> baseline -> features -> forest score
+  -> policy -> decision) with each model (``models/default``, 100 trees, and
+  optionally a second model, e.g. 200 trees trained at bench time);
+* the same pipeline with the model replaced by a constant scorer
+  (:class:`ConstantKindModel`: no feature matrix, no forest, no calibration),
+  i.e. parse, baseline, features and decide only -- the pipeline's floor.
 
-and reports serialised baseline bytes per entity (mean, p99, max), resident
-bytes per baseline (deep ``sys.getsizeof``), and CPU microseconds per event
-of each stage at batch 100.
+Each variant starts from the baselines it built itself on a warm-up prefix of
+the events (untimed), so the timed events meet realistic, non-empty state.
 
 Usage::
 
     python bench/bench_replay.py [--model models/default] [--users 200] [--days 7]
+
+(``python bench/run.py --only core`` runs it as part of the suite.)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
+from common import REPO, generated_lines, median, pct, pinned
 
-from detector.baseline import EMPTY, Baseline, update
 from detector.engine import Detector, EngineState
-from detector.events import Event, parse_event
-from detector.features import EMPTY_CONTEXT
-from detector.generate import GeneratorConfig, write_dataset
-from detector.model import load_model
+from detector.events import parse_event
+from detector.model import KindModel, Model, load_model
 
 
-def run(det: Detector, lines: list[bytes], batch: int) -> tuple[float, list[float], EngineState]:
-    """Return (seconds, per-batch latencies in ms, final state) of parse + process."""
-    state = EngineState()
-    lat: list[float] = []
-    started = time.perf_counter()
-    for i in range(0, len(lines), batch):
+class ConstantKindModel(KindModel):
+    """A stand-in for one kind's model that scores every row 0 (risk 0).
+
+    It skips the whole model step -- building the feature matrix, imputing,
+    the forest and the calibration -- so that what remains is the pipeline's
+    floor. Risk 0 means the policy decides on its rules alone.
+    """
+
+    def score(self, rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Return (score, risk) = (0, 0) for every row."""
+        zeros = np.zeros(len(rows))
+        return zeros, zeros
+
+
+class TimedKindModel(KindModel):
+    """The real kind model, with the wall time of every :meth:`score` call added up.
+
+    Gives the model's cost measured from inside the same run, beside the
+    with/without difference (which machine noise can swamp on a shared machine).
+    """
+
+    seconds: float = 0.0  # class-level default; each instance keeps its own total
+
+    def score(self, rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Return the real model's (score, risk) and add the call's time to ``seconds``."""
         t = time.perf_counter()
+        out = super().score(rows)
+        object.__setattr__(self, "seconds", self.seconds + time.perf_counter() - t)
+        return out
+
+
+def timed_model(model: Model) -> Model:
+    """Return ``model`` with every kind's model wrapped in a :class:`TimedKindModel`."""
+    kinds = {
+        k: TimedKindModel(k, m.features, m.forest, m.impute, m.calib_scores, m.stats)
+        for k, m in model.kinds.items()
+    }
+    return dataclasses.replace(model, kinds=kinds)
+
+
+def model_seconds(det: Detector) -> float:
+    """Return the seconds a detector's :class:`TimedKindModel` s have spent scoring so far."""
+    return sum(m.seconds for m in det.model.kinds.values() if isinstance(m, TimedKindModel))
+
+
+def constant_model(model: Model) -> Model:
+    """Return ``model`` with every kind's model replaced by a :class:`ConstantKindModel`."""
+    kinds = {
+        k: ConstantKindModel(k, m.features, m.forest, m.impute, m.calib_scores, m.stats)
+        for k, m in model.kinds.items()
+    }
+    return dataclasses.replace(model, version=model.version + "+constant", kinds=kinds)
+
+
+def trees_of(model: Model) -> int:
+    """Return the number of trees per forest (the largest over kinds)."""
+    return max(int(m.forest.n_trees) for m in model.kinds.values() if m.forest is not None)
+
+
+def copy_state(s: EngineState) -> EngineState:
+    """Return an independent copy (values are immutable, so shallow dict copies suffice)."""
+    return EngineState(dict(s.baselines), dict(s.ips), dict(s.sessions))
+
+
+def run(det: Detector, lines: Sequence[bytes], batch: int,
+        state: EngineState | None = None) -> tuple[float, list[float], EngineState]:
+    """Parse and process ``lines`` in batches of ``batch``.
+
+    Returns (seconds, per-batch latency in ms, final state). ``state`` is
+    modified in place (a fresh one when omitted).
+    """
+    state = state if state is not None else EngineState()
+    lat: list[float] = []
+    clock = time.perf_counter
+    started = clock()
+    for i in range(0, len(lines), batch):
+        t = clock()
         events = [parse_event(raw) for raw in lines[i : i + batch]]
         det.process(events, state)
-        lat.append((time.perf_counter() - t) * 1000.0)
-    return time.perf_counter() - started, lat, state
+        lat.append((clock() - t) * 1000.0)
+    return clock() - started, lat, state
+
+
+@dataclass
+class Variant:
+    """One pipeline measured in the interleaved rounds."""
+
+    name: str
+    trees: int
+    with_model: bool
+    det: Detector
+    warm: EngineState
+    seconds: dict[int, list[float]]
+    model_s: dict[int, list[float]]
+    p50: dict[int, list[float]]
+    p99: dict[int, list[float]]
+
+
+def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -> None:
+    # Every variant processes batch i before any processes batch i+1, in an
+    # order that alternates (ABCD, DCBA, ...): a burst of load from another
+    # process hits all variants alike instead of whichever ran at that moment.
+    states = [copy_state(v.warm) for v in variants]
+    secs = [0.0] * len(variants)
+    lats: list[list[float]] = [[] for _ in variants]
+    model0 = [model_seconds(v.det) for v in variants]
+    clock = time.perf_counter
+    order = list(range(len(variants)))
+    for step, i in enumerate(range(0, len(timed), batch)):
+        chunk = timed[i : i + batch]
+        for j in order if step % 2 == 0 else reversed(order):
+            t = clock()
+            events = [parse_event(raw) for raw in chunk]
+            variants[j].det.process(events, states[j])
+            dt = clock() - t
+            secs[j] += dt
+            lats[j].append(dt * 1000.0)
+    for j, v in enumerate(variants):
+        v.seconds.setdefault(batch, []).append(secs[j])
+        v.model_s.setdefault(batch, []).append(model_seconds(v.det) - model0[j])
+        v.p50.setdefault(batch, []).append(pct(lats[j], 50))
+        v.p99.setdefault(batch, []).append(pct(lats[j], 99))
+
+
+def measure_core(
+    models: Sequence[Model],
+    lines: Sequence[bytes],
+    timed_events: int,
+    batches: Sequence[int] = (1, 10, 100, 1000),
+    rounds: int = 3,
+    cpu: int | None = 0,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Measure the core pipeline, with and without each model, interleaved batch by batch.
+
+    The last ``timed_events`` of ``lines`` are timed; the ones before warm
+    each variant's state up. Returns a dict with ``rows`` (one per trees x
+    batch: events/s with and without model, the model's share of the time
+    both as ``1 - without/with`` and as measured inside the scoring calls,
+    batch latency p50/p99 in ms; medians over rounds) and the parameters.
+    """
+    say = log or (lambda _m: None)
+    timed = list(lines[-timed_events:])
+    warmup = list(lines[:-timed_events]) if len(lines) > timed_events else []
+    variants: list[Variant] = []
+    with pinned(cpu) as on_cpu:
+        for model in models:
+            n_trees = trees_of(model)
+            for with_model in (True, False):
+                det = Detector(timed_model(model) if with_model else constant_model(model))
+                _, _, warm = run(det, warmup, 1000)
+                variants.append(Variant(
+                    f"{n_trees} trees {'with' if with_model else 'without'} model",
+                    n_trees, with_model, det, warm, {}, {}, {}, {}))
+        say(f"core: {len(warmup)} warm-up + {len(timed)} timed events, "
+            f"{len(variants)} variants, {rounds} rounds, cpu {on_cpu}")
+        # The warm states of all variants live in this one process; freezing
+        # them keeps the cyclic GC from rescanning them, which would charge
+        # every variant's heap to whichever variant triggers a collection.
+        gc.collect()
+        gc.freeze()
+        try:
+            t = time.perf_counter()
+            for raw in timed:
+                parse_event(raw)
+            parse_s = time.perf_counter() - t
+            for r in range(rounds):
+                for batch in batches:
+                    _lockstep(variants, timed, batch)
+                say(f"core: round {r + 1}/{rounds} done")
+        finally:
+            gc.unfreeze()
+    n = len(timed)
+    rows = []
+    for v in variants:
+        if not v.with_model:
+            continue
+        floor = next(f for f in variants if f.trees == v.trees and not f.with_model)
+        for batch in batches:
+            s_with, s_without = median(v.seconds[batch]), median(floor.seconds[batch])
+            rows.append({
+                "trees": v.trees, "batch": batch,
+                "with_model_eps": n / s_with, "without_model_eps": n / s_without,
+                "with_over_without_time": s_with / s_without,
+                "model_share": 1.0 - s_without / s_with,
+                "model_share_inside": median(
+                    [m / s for m, s in zip(v.model_s[batch], v.seconds[batch], strict=True)]),
+                "p50_ms": median(v.p50[batch]), "p99_ms": median(v.p99[batch]),
+                "floor_p50_ms": median(floor.p50[batch]),
+                "floor_p99_ms": median(floor.p99[batch]),
+            })
+    return {"events": n, "warmup_events": len(warmup), "rounds": rounds, "cpu": on_cpu,
+            "parse_only_eps": n / parse_s, "rows": rows}
+
+
+def baseline_sizes(model: Model, lines: Sequence[bytes]) -> np.ndarray:
+    """Replay ``lines`` and return the serialised (JSON) size of every entity's baseline."""
+    _, _, state = run(Detector(model), lines, 1000)
+    return np.array([len(orjson.dumps(b.to_dict())) for b in state.baselines.values()])
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="models/default")
+    """Run the core benchmark alone and print its table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", action="append", help="model dir (repeatable); "
+                   "default models/default")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--seed", type=int, default=99)
+    p.add_argument("--timed-events", type=int, default=20_000)
     p.add_argument("--batches", default="1,10,100,1000")
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cpu", type=int, default=0, help="CPU to pin to (-1: no pinning)")
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        write_dataset(GeneratorConfig(users=args.users, days=args.days, seed=args.seed), Path(tmp))
-        lines = (Path(tmp) / "events.jsonl").read_bytes().splitlines()
-    model = load_model(args.model)
-    trees = {
-        k.value: int(m.forest.roots.shape[0]) if m.forest else 0 for k, m in model.kinds.items()
-    }
-    print(f"events: {len(lines)} ({args.users} users x {args.days} days), model {model.version}, "
-          f"trees {trees}", file=sys.stderr)
-
-    t = time.perf_counter()
-    for raw in lines:
-        parse_event(raw)
-    parse_s = time.perf_counter() - t
-
-    full = Detector(model)
-    floor = Detector(model.without_forests())
-    rows = []
-    state = None
-    for batch in [int(b) for b in args.batches.split(",")]:
-        best_full = best_floor = float("inf")
-        lat_full: list[float] = []
-        for _ in range(args.repeat):
-            s_full, lat, state = run(full, lines, batch)
-            if s_full < best_full:
-                best_full, lat_full = s_full, lat
-            s_floor, _, _ = run(floor, lines, batch)
-            best_floor = min(best_floor, s_floor)
-        rows.append((batch, len(lines) / best_full, len(lines) / best_floor,
-                     best_full / best_floor, statistics.median(lat_full),
-                     float(np.percentile(lat_full, 99))))
-
-    print(f"\nparse only: {len(lines) / parse_s:,.0f} events/s "
-          f"({parse_s / len(lines) * 1e6:.1f} us/event)")
-    print("\n| batch | with model (events/s) | without model (events/s) | with/without time "
-          "| batch p50 (ms) | batch p99 (ms) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for batch, ev_full, ev_floor, ratio, p50, p99 in rows:
-        print(
-            f"| {batch} | {ev_full:,.0f} | {ev_floor:,.0f} | {ratio:.2f} "
-            f"| {p50:.2f} | {p99:.2f} |"
-        )
-
-    assert state is not None
-    sizes = np.array([len(orjson.dumps(b.to_dict())) for b in state.baselines.values()])
-    print(f"\nbaseline bytes per entity (serialised JSON): mean {sizes.mean():.0f}, "
+    lines = generated_lines(args.users, args.days, args.seed)
+    models = [load_model(m) for m in (args.model or [REPO / "models" / "default"])]
+    res = measure_core(models, lines, args.timed_events,
+                       [int(b) for b in args.batches.split(",")], args.rounds,
+                       None if args.cpu < 0 else args.cpu,
+                       log=lambda m: print(m, file=sys.stderr))
+    print(f"parse only: {res['parse_only_eps']:,.0f} events/s")
+    print("| trees | batch | with model (events/s) | without model (events/s) | "
+          "with/without time | model share | inside scoring | batch p50 (ms) | "
+          "batch p99 (ms) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in res["rows"]:
+        print(f"| {r['trees']} | {r['batch']} | {r['with_model_eps']:,.0f} | "
+              f"{r['without_model_eps']:,.0f} | {r['with_over_without_time']:.2f} | "
+              f"{r['model_share']:.0%} | {r['model_share_inside']:.0%} | {r['p50_ms']:.2f} | "
+              f"{r['p99_ms']:.2f} |")
+    sizes = baseline_sizes(models[0], lines)
+    print(f"baseline bytes per entity (serialised JSON): mean {sizes.mean():.0f}, "
           f"p99 {np.percentile(sizes, 99):.0f}, max {sizes.max()} over {len(sizes)} entities")
-    resident = np.array([_deep_size(b) for b in state.baselines.values()])
-    print(f"baseline bytes per entity (resident, deep sys.getsizeof): mean {resident.mean():.0f}, "
-          f"p99 {np.percentile(resident, 99):.0f}")
-    # The collector's full passes walk every live container; an entry point
-    # that freezes what it loaded (gc.freeze()) spares them the model and
-    # imports. Measured here, not done by the core (it sets no process state).
-    gc.collect()
-    gc.freeze()
-    frozen = min(run(full, lines, 100)[0] for _ in range(max(args.repeat, 1)))
-    gc.unfreeze()
-    print(f"\nbatch 100 with model, after gc.freeze(): {len(lines) / frozen:,.0f} events/s")
-    print("\nper stage (us/event, batch 100, CPU time, best of "
-          f"{max(args.repeat, 3)}):")
-    for name, us in stages(full, lines, max(args.repeat, 3)).items():
-        print(f"  {name}: {us:.1f}")
     return 0
-
-
-def stages(det: Detector, lines: list[bytes], repeat: int) -> dict[str, float]:
-    """Return CPU us/event of each stage at batch 100, each timed on its own (best of ``repeat``).
-
-    ``baseline update`` and ``features`` replay the speculative pass (every
-    event learned with weight 1) over the baselines as they were before each
-    event; ``score + decide`` is what ``process`` costs beyond context,
-    features and update (forest calls, policy, decisions, bookkeeping).
-    """
-    events = [parse_event(raw) for raw in lines]
-    before: list[Baseline] = []
-    current: dict[str, Baseline] = {}
-    cfg = det.cfg
-    for e in events:
-        b = current.get(e.entity_key, EMPTY)
-        before.append(b)
-        current[e.entity_key] = update(b, e, cfg, 1.0)
-    n = len(events)
-    best: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[], object]) -> None:
-        t = time.process_time()
-        fn()
-        us = (time.process_time() - t) / n * 1e6
-        best[name] = min(best.get(name, us), us)
-
-    def process() -> None:
-        state = EngineState()
-        for i in range(0, n, 100):
-            det.process(events[i : i + 100], state)
-
-    def context() -> None:
-        state = EngineState()
-        for i in range(0, n, 100):
-            det.context(events[i : i + 100], state)
-
-    pairs = list(zip(events, before, strict=True))
-    for _ in range(repeat):
-        timed("parse", lambda: [parse_event(raw) for raw in lines])
-        timed("context (ip, session)", context)
-        timed("baseline update", lambda: _each(lambda e, b: update(b, e, cfg, 1.0), pairs))
-        timed("features", lambda: _each(
-            lambda e, b: det.features.extract(e, b, EMPTY_CONTEXT), pairs
-        ))
-        timed("process (all but parse)", process)
-    best["score + decide (process - context - update - features)"] = (
-        best["process (all but parse)"] - best["context (ip, session)"]
-        - best["baseline update"] - best["features"]
-    )
-    return best
-
-
-def _each(fn: Callable[[Event, Baseline], object], pairs: list[tuple[Event, Baseline]]) -> None:
-    """Call ``fn`` on every pair, keeping no result alive (as the engine does)."""
-    for e, b in pairs:
-        fn(e, b)
-
-
-def _deep_size(obj: object) -> int:
-    """Return the bytes held by ``obj`` and everything it references (shared singletons once)."""
-    seen: set[int] = set()
-    stack = [obj]
-    total = 0
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or o is None or isinstance(o, bool):
-            continue
-        seen.add(id(o))
-        total += sys.getsizeof(o)
-        if isinstance(o, Mapping):
-            stack.extend(o.keys())
-            stack.extend(o.values())
-        elif isinstance(o, tuple | list):
-            stack.extend(o)
-    return total
 
 
 if __name__ == "__main__":
