@@ -66,7 +66,9 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
                            name="second")
     with running(second):
         second.wait_ready()
-        second.wait_decided(n - done_first)
+        # Wait on event ids, not on a count: redelivered events that the
+        # first run already decided are skipped (not counted) here, and
+        # done_first may undercount on a loaded machine.
         wait_all_decided(kafka_bootstrap, dec, {d["event_id"] for d in expected})
         assert second.stop() == 0, second.log_tail()
 
