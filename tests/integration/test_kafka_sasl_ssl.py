@@ -226,7 +226,14 @@ def run(
     finally:
         producer.close(10)
 
-    worker = SecureWorker(_env(secure, "detector-worker"), tmp)
+    # The worker signs (ES256 SETs) and the consumer verifies against the JWKS.
+    key, jwks = tmp / "signing.pem", tmp / "jwks.json"
+    keys = _detector("keys", "generate", "--out", str(key), env=dict(os.environ))
+    assert keys.returncode == 0, keys.stderr
+    keys = _detector("keys", "jwks", "--key", str(key), "--out", str(jwks), env=dict(os.environ))
+    assert keys.returncode == 0, keys.stderr
+    worker = SecureWorker({**_env(secure, "detector-worker"),
+                           "DETECTOR_SIGNING_KEY_FILE": str(key)}, tmp)
     with running(worker):
         worker.wait_ready()
         worker.wait_decided(len(expected))
@@ -237,7 +244,8 @@ def run(
 
     out = tmp / "handled.jsonl"
     responses = _detector("responses", "--handler", "file", "--file", str(out),
-                          "--idle-timeout", "5", env=_env(secure, "detector-responses"))
+                          "--jwks", str(jwks), "--idle-timeout", "5",
+                          env=_env(secure, "detector-responses"))
     handled = [orjson.loads(line) for line in out.read_bytes().splitlines()] if out.exists() else []
     admin = KafkaAdminClient(client_id="acl-admin", **secure.kafka_python(secure.admin))
     try:
@@ -312,7 +320,7 @@ def test_revocation_consumer_handles_every_signal(
     ("command", "user"),
     [
         (["produce", "--generate", "--users", "2"], "detector-producer"),
-        (["responses", "--idle-timeout", "1"], "detector-responses"),
+        (["responses", "--idle-timeout", "1", "--allow-unsigned"], "detector-responses"),
         (["worker", "--store", "memory://", "--web-port", "0"], "detector-worker"),
     ],
 )
