@@ -104,6 +104,13 @@ class StreamMetrics:
             ["table"],
             registry=r,
         )
+        self.input_gaps = Counter(
+            "detector_input_gap_offsets",
+            "Offsets a stage never received within one assignment (messages skipped "
+            "before the stage: a defect, or a transactional producer's markers).",
+            ["stage"],
+            registry=r,
+        )
         self.redelivered = Counter(
             "detector_redelivered_skipped",
             "Redelivered events skipped because their state already held them.",

@@ -375,6 +375,43 @@ def decode_routed(
     return items, index, dead
 
 
+class OffsetTracker:
+    """Notice offsets a stage never received: the next offset expected per partition.
+
+    A consumer reads each partition in order, so within one assignment the
+    offsets a stage sees only go up by one (or back, on a redelivery). A
+    jump forward means messages were skipped before they reached the stage:
+    never silent, the caller counts and logs it. A rebalance may move the
+    position anywhere (another worker may have read on), so the caller
+    calls :meth:`reset` then. (Transactional producers leave one offset per
+    commit marker, which shows up here as a gap of one.)
+
+    Examples
+    --------
+    >>> t = OffsetTracker()
+    >>> [t.observe(Source("in", 0, o)) for o in (5, 6, 6, 9, 10)]
+    [0, 0, 0, 2, 0]
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+
+    def observe(self, source: Source) -> int:
+        """Record a received offset; return how many offsets were skipped before it."""
+        tp = (source.topic, source.partition)
+        expected = self._next.get(tp)
+        self._next[tp] = source.offset + 1
+        if expected is None or source.offset <= expected:
+            return 0
+        return source.offset - expected
+
+    def reset(self) -> None:
+        """Forget every position (after a rebalance)."""
+        self._next.clear()
+
+
 # ------------------------------------------------------------------ idempotence
 
 

@@ -178,6 +178,7 @@ class _Pipeline:
         self.ips = app.Table("ip-context", **table)
         self.sessions = app.Table("session-context", **table)
         self.baselines = app.Table("baselines", **table)
+        self.offsets: dict[str, stages.OffsetTracker] = {}
 
     # ------------------------------------------------------------------ helpers
     def _dead_letter(self, out: _Outbox, dead: Sequence[stages.DeadLetter]) -> Awaitable[None]:
@@ -264,6 +265,23 @@ class _Pipeline:
                 stage, len(dups), first.topic, first.partition, first.offset,
             )
 
+    def _check_offsets(self, stage: str, batch: Sequence[RawEvent]) -> None:
+        tracker = self.offsets.setdefault(stage, stages.OffsetTracker())
+        for e in batch:
+            source = _source(e)
+            skipped = tracker.observe(source)
+            if skipped:
+                self.metrics.input_gaps.labels(stage=stage).inc(skipped)
+                logger.error(
+                    "offset gap stage=%s topic=%s partition=%d skipped=%d before_offset=%d",
+                    stage, source.topic, source.partition, skipped, source.offset,
+                )
+
+    def reset_offsets(self) -> None:
+        """Forget the expected offsets (the partitions may have moved)."""
+        for tracker in self.offsets.values():
+            tracker.reset()
+
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
         self.metrics.batch_ms.labels(stage=stage).observe((time.perf_counter() - started) * 1e3)
@@ -290,6 +308,7 @@ class _Pipeline:
 
     async def _parse_batch(self, batch: Sequence[RawEvent]) -> None:
         started = time.perf_counter()
+        self._check_offsets("parse", batch)
         for topic, count in Counter(e.message.topic for e in batch).items():
             self.metrics.events_in.labels(topic=topic).inc(count)
         skew = self.settings.max_future_skew_s
@@ -319,6 +338,7 @@ class _Pipeline:
     ) -> None:
         async def one(batch: Sequence[RawEvent]) -> None:
             started = time.perf_counter()
+            self._check_offsets(stage, batch)
             out = _Outbox(self.app.producer)
             items, index, dead = stages.decode_routed([(e.value, _source(e)) for e in batch], stage)
             await self._dead_letter(out, dead)
@@ -367,6 +387,7 @@ class _Pipeline:
         m = self.metrics
         s = self.settings
         started = time.perf_counter()
+        self._check_offsets("entity", batch)
         out = _Outbox(self.app.producer)
         items, index, dead = stages.decode_routed(
             [(e.value, _source(e)) for e in batch], "entity"
@@ -532,6 +553,11 @@ def build_app(
     app.agent(pipe.by_ip, name="ip")(pipe.ip)
     app.agent(pipe.by_session, name="session")(pipe.session)
     app.agent(pipe.by_entity, name="entity")(pipe.entity)
+
+    def on_revoked(app_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        pipe.reset_offsets()
+
+    app.on_partitions_revoked.connect(on_revoked)
 
     async def health(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         try:

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from detector.engine import Detector, EngineState
 from detector.events import parse_event
 from detector.model import load_model
-from tests.integration._stream import MODEL, read_topic
+from tests.integration._stream import MODEL, WorkerProcess, read_topic, wait_all_decided
 
 
 def changelog_baselines(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
@@ -52,3 +53,26 @@ def events_seen(baselines: dict[str, dict[str, Any]]) -> int:
     lost from the state and none was applied twice.
     """
     return sum(int(b["n"]) for b in baselines.values())
+
+
+def wait_all_decided_or_known_gap(
+    bootstrap: str, topic: str, event_ids: set[str], workers: list[WorkerProcess],
+    timeout_s: float = 180.0,
+) -> None:
+    """Wait until every event is decided; a loss is an expected failure only if it was seen.
+
+    Known open defect (issue 3, docs/streaming.md): after a rebalance the
+    Faust consumer has been seen to skip a few consecutive input messages.
+    The worker notices offsets it never received and counts them
+    (``detector_input_gap_offsets_total``). Missing events with such a gap
+    reported are the known defect, shown as an expected failure; missing
+    events without one fail the test.
+    """
+    try:
+        wait_all_decided(bootstrap, topic, event_ids, timeout_s=timeout_s)
+    except AssertionError as exc:
+        gaps = sum(w.metric("detector_input_gap_offsets_total") for w in workers if w.alive())
+        if gaps > 0:
+            pytest.xfail(f"known defect, detected: {gaps:.0f} input offsets skipped "
+                         f"before the parse stage: {exc}")
+        raise
