@@ -10,17 +10,21 @@ Four agents, each a thin loop over :mod:`detector.stream.stages`::
 Each agent consumes raw bytes in micro-batches (``stream.take_events``), so a
 bad message can never crash it: rejects are dead-lettered with their reason,
 source topic, partition and offset, and counted. An exception from the engine
-is a bug: the batch's events go to the dead-letter topic with reason
-``engine_error:<ExceptionType>``, are counted, and are logged with the
-traceback; nothing is skipped silently.
+is a bug: the batch is rerun one event at a time (``stages.run_isolated``) and
+only the events that raise go to the dead-letter topic with reason
+``engine_error:<ExceptionType>``, counted and logged with the traceback;
+nothing is skipped silently.
 
 Tables hold the versioned state dicts as JSON bytes and are written back
 explicitly for every key a batch changed. Faust places a table write in the
 changelog partition of the *current event*; a batch spans partitions, so each
 read and write is bound to an event of its own key first (:func:`_bind`).
 
-Delivery is at least once: every output is handed to the producer before the
-batch is acked, and Faust flushes the producer before it commits offsets.
+Delivery is at least once: every output is delivered before the batch's
+state is written back and before the batch is acked, and Faust flushes the
+producer before it commits offsets. Learning is once: a redelivered event
+already in its state is skipped (``stages.Applied``). A batch that cannot
+deliver its outputs stops the process before any ack (:func:`_fail_stop`).
 On SIGTERM Faust stops fetching, waits until every started batch is acked,
 commits, flushes and exits. Signals carry a deterministic id, so a
 redelivered event's signal is deduplicated downstream.
@@ -196,15 +200,13 @@ class _Pipeline:
         out: _Outbox,
         stage: str,
         failures: Sequence[tuple[int, Exception]],
-        batch: Sequence[RawEvent],
         items: Sequence[stages.Routed],
-        index: Sequence[int],
     ) -> None:
         """Dead-letter the events the engine raised on (a bug: counted and logged)."""
         dead: list[stages.DeadLetter] = []
         for i, exc in failures:
             name = type(exc).__name__
-            item, message = items[i], batch[index[i]]
+            item = items[i]
             self.metrics.engine_errors.labels(stage=stage, error=name).inc()
             logger.error(
                 "engine error stage=%s error=%s event_id=%s origin=%s:%d:%d",
@@ -213,9 +215,9 @@ class _Pipeline:
             )
             # The original input coordinates; past the parse stage the raw
             # input is not at hand, so the dead letter carries the routed record.
-            raw = stages.encode_records([item]) if stage != "parse" else message.value or b""
             dead.append(stages.DeadLetter(
-                f"engine_error:{name}", name, stage, item.origin, raw, item.event.event_id,
+                f"engine_error:{name}", name, stage, item.origin,
+                stages.encode_records([item]), item.event.event_id,
             ))
         await self._dead_letter(out, dead)
 
@@ -353,7 +355,7 @@ class _Pipeline:
             result, failures = stages.run_isolated(
                 lambda b, st, ap: run(detector, b, st, ap), items, states, applied, key_of
             )
-            await self._engine_errors(out, stage, failures, batch, items, index)
+            await self._engine_errors(out, stage, failures, items)
             await self._forward(out, forward, result.out)
             await out.delivered()
             self._store(table, keyed, result.changed, applied)
@@ -403,7 +405,7 @@ class _Pipeline:
             lambda b, st, ap: stages.entity_stage(detector, b, st, ap, s.partitions),
             items, baselines, applied, stages.entity_state_key,
         )
-        await self._engine_errors(out, "entity", failures, batch, items, index)
+        await self._engine_errors(out, "entity", failures, items)
         decisions = result.out
         signals = [
             (d.event.entity_key, self.encode_signal(d))
