@@ -193,6 +193,7 @@ _WORKER_FIELDS = (
     "signing_kid",
     "issuer",
     "audience",
+    "producer_request_timeout_ms",
 )
 
 
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest a fetch waits for data (ms); bounds the per-hop latency")
     w.add_argument("--max-future-skew-s", type=float,
                    help="reject events timed this far after their record timestamp (0 = off)")
+    w.add_argument("--producer-request-timeout-ms", type=int,
+                   help="how long the producer retries a send before the worker resends it "
+                        "itself (back-pressure, never dropped); default 30000")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

@@ -117,6 +117,13 @@ class StreamMetrics:
             ["stage"],
             registry=r,
         )
+        self.delivery_retries = Counter(
+            "detector_delivery_retries",
+            "Outputs resent after a retriable delivery failure (the topic was "
+            "unavailable past the producer's own retries): back-pressure, nothing dropped.",
+            ["topic"],
+            registry=r,
+        )
         self.batch_ms = Histogram(
             "detector_batch_latency_ms",
             "Wall time to process one micro-batch, per stage (ms).",

@@ -232,6 +232,14 @@ class WorkerSettings:
     #: wait this long for a partition whose previous data was still buffered
     #: when the fetch was sent (Faust's driver hard-codes 1,500 ms).
     fetch_max_wait_ms: int = 50
+    #: How long the producer retries a send by itself (aiokafka's
+    #: ``request_timeout_ms``: batch expiry, metadata and buffer waits).
+    #: After it the batch resends the failed outputs itself, with backoff,
+    #: for as long as the failure is retriable (back-pressure, counted in
+    #: ``detector_delivery_retries_total``); so this bounds how soon an
+    #: unavailable output topic shows in the metrics and logs, not how long
+    #: it may be down. (Faust's own default is 1,200,000: 20 minutes.)
+    producer_request_timeout_ms: int = 30_000
     #: Events timed more than this many seconds after their Kafka record's
     #: timestamp are rejected (``bad_time``); 0 = no bound. Set the input
     #: topics' ``message.timestamp.type=LogAppendTime`` so the bound is the
@@ -275,6 +283,8 @@ class WorkerSettings:
             raise ValueError("max_future_skew_s must be >= 0 (0 = no bound)")
         if not 1 <= self.fetch_max_wait_ms <= 60_000:
             raise ValueError("fetch_max_wait_ms must be in 1..60000")
+        if not 1_000 <= self.producer_request_timeout_ms <= 3_600_000:
+            raise ValueError("producer_request_timeout_ms must be in 1000..3600000")
         self._check_signing()
 
     def _check_signing(self) -> None:

@@ -38,6 +38,7 @@ the old one keeps running (``detector_model_reloads_total{result="failed"}``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -46,11 +47,15 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event  # see _bind
 from faust.types import EventT
@@ -319,7 +324,7 @@ class _Pipeline:
             [_record_ms(e) for e in batch] if skew > 0 else None,
             int(skew * 1000) if skew > 0 else None,
         )
-        out = _Outbox(self.app.producer)
+        out = _Outbox(self.app.producer, self.metrics)
         await self._forward(out, self.by_ip.get_topic_name(), accepted)
         await self._dead_letter(out, dead)
         await out.delivered()
@@ -341,7 +346,7 @@ class _Pipeline:
         async def one(batch: Sequence[RawEvent]) -> None:
             started = time.perf_counter()
             self._check_offsets(stage, batch)
-            out = _Outbox(self.app.producer)
+            out = _Outbox(self.app.producer, self.metrics)
             items, index, dead = stages.decode_routed([(e.value, _source(e)) for e in batch], stage)
             await self._dead_letter(out, dead)
             keyed: dict[str, RawEvent] = {}
@@ -390,7 +395,7 @@ class _Pipeline:
         s = self.settings
         started = time.perf_counter()
         self._check_offsets("entity", batch)
-        out = _Outbox(self.app.producer)
+        out = _Outbox(self.app.producer, self.metrics)
         items, index, dead = stages.decode_routed(
             [(e.value, _source(e)) for e in batch], "entity"
         )
@@ -440,12 +445,22 @@ async def _complete(work: Awaitable[None]) -> None:
     graceful stop or a rebalance). Cancelled half-way, a batch would be
     acked, and so committed, with its outputs never sent: lost. So the
     batch's work is shielded, awaited to the end on cancellation, and only
-    then is the cancellation passed on.
+    then is the cancellation passed on. A batch that is waiting out an
+    outage of an output topic (:meth:`_Outbox.delivered`) is told about the
+    cancellation and gives up at its next failed attempt: it fail-stops
+    (nothing acked) instead of holding the stop up for as long as the outage
+    lasts.
     """
-    task = asyncio.ensure_future(work)
+    stopping = asyncio.Event()
+    token = _stopping.set(stopping)  # copied into the task's context
+    try:
+        task = asyncio.ensure_future(work)
+    finally:
+        _stopping.reset(token)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
+        stopping.set()
         try:
             await task
         except Exception as exc:  # noqa: BLE001 (fail-stop, see below)
@@ -463,7 +478,9 @@ def _fail_stop(exc: Exception) -> NoReturn:
     commits past it (its outputs never delivered: lost), and the process
     stays up, reporting healthy, with a dead agent. Exiting now, before any
     ack, is a crash like SIGKILL: nothing is committed past the batch, and
-    the next process redelivers it from the last commit.
+    the next process redelivers it from the last commit. Only non-retriable
+    refusals (and bugs) get here; a temporarily unavailable output is waited
+    out by :meth:`_Outbox.delivered` (back-pressure).
     """
     logger.critical(
         "batch failed, its outputs were not delivered: stopping the worker without "
@@ -473,6 +490,65 @@ def _fail_stop(exc: Exception) -> NoReturn:
     os._exit(FAIL_STOP_EXIT)
 
 
+#: Back-pressure on a retriable delivery failure: the first wait before a
+#: resend, doubled per attempt up to the cap (s). Each attempt already spans
+#: the producer's own retries (``producer_request_timeout_ms``), so the cap
+#: only bounds how late a recovered topic is noticed.
+RETRY_BACKOFF_S: Final = 0.5
+RETRY_BACKOFF_MAX_S: Final = 15.0
+
+#: Set by :func:`_complete` when the batch's agent is cancelled (a stop).
+_stopping: ContextVar[asyncio.Event | None] = ContextVar("zt_batch_stopping", default=None)
+
+
+class DeliveryAbandoned(RuntimeError):
+    """A batch stopped retrying a retriable delivery failure because the agent stops."""
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Return True if a failed send may succeed when resent later.
+
+    Retriable: aiokafka errors marked ``retriable`` (leader not available,
+    not leader for partition, connection errors, request timed out, not
+    enough replicas, unknown topic or partition while metadata catches up)
+    and :class:`~aiokafka.errors.KafkaTimeoutError`, which is what the
+    producer raises when its own retries ran out (``request_timeout_ms``:
+    batch expired, metadata or buffer space not available in time); aiokafka
+    flags it not retriable because *it* will not retry, but the cause is an
+    unavailable partition that may come back. Everything else (authorization,
+    record too large, invalid topic, a closed producer, any other exception)
+    is not. Faust wraps errors raised by ``send`` itself in
+    ``ProducerSendError``; the cause decides.
+
+    Examples
+    --------
+    >>> from aiokafka.errors import LeaderNotAvailableError, MessageSizeTooLargeError
+    >>> _retriable(LeaderNotAvailableError()), _retriable(MessageSizeTooLargeError())
+    (True, False)
+    """
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+@dataclass(slots=True)
+class _Record:
+    """One output of a batch and the outcome of its latest send."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+    result: Awaitable[Any] | None = None  # the producer's delivery future
+    error: BaseException | None = None  # raised by the send call itself
+
+    def order_key(self) -> tuple[str, int | bytes | None]:
+        """Return what this record's order is kept within: its partition (or key)."""
+        return (self.topic, self.partition if self.partition is not None else self.key)
+
+
 class _Outbox:
     """One batch's outputs, sent straight to the producer.
 
@@ -480,28 +556,115 @@ class _Outbox:
     message; the producer itself keeps per-partition order. The batch waits
     for every acknowledgement (:meth:`delivered`) before it is acked, so an
     output the broker refused fails the agent (fail-stop, the batch is
-    redelivered) instead of being committed past.
+    redelivered) instead of being committed past, and an output topic that
+    is temporarily unavailable holds the batch (back-pressure) until it is
+    delivered.
     """
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, metrics: StreamMetrics | None = None) -> None:
         self._producer = producer
-        self._pending: list[Awaitable[Any]] = []
+        self._metrics = metrics
+        self._records: list[_Record] = []
 
     async def send(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
-        send = self._producer.send
+        """Send keyed records (the producer's partitioner places them)."""
         for key, value in records:
-            self._pending.append(await send(topic, key.encode(), value, None, None, None))
+            await self._send(_Record(topic, key.encode(), value, None))
 
     async def send_records(self, topic: str, records: Sequence[tuple[int, bytes]]) -> None:
         """Send unkeyed records to explicit partitions (internal topics)."""
-        send = self._producer.send
         for partition, value in records:
-            self._pending.append(await send(topic, None, value, partition, None, None))
+            await self._send(_Record(topic, None, value, partition))
+
+    async def _send(self, record: _Record) -> None:
+        self._records.append(record)
+        record.result, record.error = None, None
+        try:
+            record.result = await self._producer.send(
+                record.topic, record.key, record.value, record.partition, None, None
+            )
+        except Exception as exc:  # noqa: BLE001 (classified in delivered())
+            # No room or no metadata within the producer's timeout, or a
+            # refusal: kept with the record, decided on like a failed delivery.
+            record.error = exc
+
+    async def _failures(self) -> list[tuple[_Record, BaseException]]:
+        pending = [r for r in self._records if r.result is not None]
+        results = await asyncio.gather(*(r.result for r in pending if r.result is not None),
+                                       return_exceptions=True)
+        failed = {id(r): res for r, res in zip(pending, results, strict=True)
+                  if isinstance(res, BaseException)}
+        out: list[tuple[_Record, BaseException]] = []
+        for r in self._records:
+            exc = r.error if r.error is not None else failed.get(id(r))
+            if exc is not None:
+                if not isinstance(exc, Exception):  # a cancelled delivery future
+                    exc = RuntimeError(f"delivery to {r.topic} cancelled ({type(exc).__name__})")
+                out.append((r, exc))
+        return out
 
     async def delivered(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending)
-            self._pending.clear()
+        """Wait until every output is acknowledged; resend what failed retriably.
+
+        A non-retriable failure is raised (the caller fail-stops). Retriable
+        failures are resent after a capped exponential backoff, as often as
+        it takes: the batch is not acked meanwhile, so its agent takes no
+        further batch and its input lag grows (back-pressure), counted in
+        ``detector_delivery_retries_total{topic}`` and logged per attempt.
+        Order: a record is resent with every later record of the batch that
+        shares its partition (internal topics) or key (keyed topics), in the
+        original order, so the last copies keep the batch's order per key;
+        earlier copies of those later records are duplicates (signal ids
+        deduplicate them downstream).
+        """
+        attempt = 0
+        while self._records:
+            failures = await self._failures()
+            if not failures:
+                self._records.clear()
+                return
+            for _, exc in failures:
+                if not _retriable(exc):
+                    raise exc
+            first = failures[0][1]
+            stopping = _stopping.get()
+            if stopping is not None and stopping.is_set():
+                raise DeliveryAbandoned(
+                    f"agent stopping while {len(failures)} outputs were undelivered"
+                ) from first
+            failed_ids = {id(r) for r, _ in failures}
+            resend: list[_Record] = []
+            held: set[tuple[str, int | bytes | None]] = set()  # keys with a resend
+            for r in self._records:
+                k = r.order_key()
+                if id(r) in failed_ids or k in held:
+                    resend.append(r)
+                    held.add(k)
+            attempt += 1
+            backoff = min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            by_topic = Counter(r.topic for r in resend)
+            for topic, count in by_topic.items():
+                if self._metrics is not None:
+                    self._metrics.delivery_retries.labels(topic=topic).inc(count)
+            logger.warning(
+                "delivery failed, retrying (back-pressure) attempt=%d failed=%d resend=%d "
+                "topics=%s backoff_s=%.1f error=%s",
+                attempt, len(failures), len(resend), ",".join(sorted(by_topic)), backoff,
+                type(first).__name__,
+            )
+            await _pause(backoff, stopping)
+            self._records = []
+            for r in resend:
+                await self._send(r)
+
+
+async def _pause(seconds: float, stopping: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less if the agent is told to stop."""
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 def build_app(
@@ -534,6 +697,7 @@ def build_app(
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_commit_interval=settings.commit_interval_s,
+        producer_request_timeout=settings.producer_request_timeout_ms / 1000,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         stream_wait_empty=True,
