@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,4 +220,82 @@ def kafka_sasl_ssl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureB
         stopped = run("stop", STOP_TIMEOUT_S)
         if stopped.returncode != 0:
             pytest.fail(f"SASL_SSL broker stop failed (exit {stopped.returncode}):\n"
+                        f"{_tail(stopped.stderr)}", pytrace=False)
+
+
+# ------------------------------------------------------------------ two nodes
+
+
+@dataclass(frozen=True)
+class TwoNodeKafka:
+    """A cluster of this test's own: node 1 (broker + controller) and a broker-only node 2.
+
+    Node 2 is started on demand (:meth:`start_node2`), so that everything
+    created before it (the worker's topics, ``__consumer_offsets``) lives on
+    node 1 only; a topic meant to go down with node 2 is then created with its
+    replicas assigned to node 2. :meth:`kill_node2` is a crash (SIGKILL by pid,
+    data kept); :meth:`start_node2` brings it back on the same port and data.
+    """
+
+    bootstrap: str
+    env: dict[str, str]
+
+    def _run(self, cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(KAFKA_LOCAL), cmd], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False,
+        )
+
+    def start_node2(self) -> str:
+        """Start (or restart) node 2; return its address."""
+        started = self._run("start-node2")
+        assert started.returncode == 0, f"start-node2 failed:\n{_tail(started.stderr)}"
+        return started.stdout.strip().splitlines()[-1]
+
+    def kill_node2(self) -> None:
+        """SIGKILL node 2 (its data stays)."""
+        killed = self._run("kill-node2")
+        assert killed.returncode == 0, f"kill-node2 failed:\n{_tail(killed.stderr)}"
+
+
+@pytest.fixture
+def kafka_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodeKafka]:
+    """Start node 1 of a two-node cluster in a temp dir; stop both nodes at the end.
+
+    Never the session broker: while node 2 runs, the controller may place any
+    new topic's replicas on it, which other tests must not meet.
+    """
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    port = free_port()
+    cport = free_port()
+    while cport == port:
+        cport = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_LOCAL_HOME": str(tmp_path_factory.mktemp("kafka-two-nodes") / "state"),
+        "KAFKA_LOCAL_PORT": str(port),
+        "KAFKA_LOCAL_CONTROLLER_PORT": str(cport),
+        "KAFKA_LOCAL_SECURITY": "PLAINTEXT",
+        "KAFKA_LOCAL_PYTHON": sys.executable,  # kafka-python for the readiness probes
+    }
+    cluster = TwoNodeKafka("", env)
+    try:
+        started = cluster._run("start")
+        if started.returncode != 0 or not started.stdout.strip():
+            pytest.fail(f"node 1 failed to start (exit {started.returncode}):\n"
+                        f"{_tail(started.stderr)}", pytrace=False)
+        yield TwoNodeKafka(started.stdout.strip().splitlines()[-1], env)
+    finally:
+        stopped = subprocess.run(  # stops node 2 too
+            [str(KAFKA_LOCAL), "stop"], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=STOP_TIMEOUT_S * 2, check=False,
+        )
+        if stopped.returncode != 0:
+            pytest.fail(f"two-node cluster stop failed (exit {stopped.returncode}):\n"
                         f"{_tail(stopped.stderr)}", pytrace=False)
