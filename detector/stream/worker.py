@@ -23,11 +23,19 @@ read and write is bound to an event of its own key first (:func:`_bind`).
 Delivery is at least once: every output is delivered before the batch's
 state is written back and before the batch is acked, and Faust flushes the
 producer before it commits offsets. Learning is once: a redelivered event
-already in its state is skipped (``stages.Applied``). A batch that cannot
-deliver its outputs stops the process before any ack (:func:`_fail_stop`).
-On SIGTERM Faust stops fetching, waits until every started batch is acked,
-commits, flushes and exits. Signals carry a deterministic id, so a
-redelivered event's signal is deduplicated downstream.
+already in its state is skipped (``stages.Applied``). An output topic that
+is temporarily unavailable (a retriable error, or the producer's own timeout)
+holds the batch: it resends the failed outputs with capped exponential
+backoff until they are delivered (:meth:`_Outbox.delivered`, counted in
+``detector_delivery_retries_total{topic}``), so its stage takes no further
+batch and its input lag grows; nothing is dropped, and the backlog drains
+when the topic returns (back-pressure). A batch whose outputs the broker
+refuses for good (authorization, record too large, invalid topic, or any
+other error) stops the process before any ack (:func:`_fail_stop`).
+On SIGTERM Faust stops fetching, waits until every started batch is acked
+(a batch in back-pressure included), commits, flushes and exits. Signals
+carry a deterministic id, so a redelivered or resent signal is deduplicated
+downstream.
 
 The model is hot-reloaded without a restart: on SIGHUP, and when the model
 directory's ``model.json`` changes (polled every ``model_poll_s``). The new
