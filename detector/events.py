@@ -17,8 +17,8 @@ import enum
 import functools
 import hashlib
 import ipaddress
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -921,9 +921,7 @@ _ALPHA2: Final = frozenset(chr(a) + chr(b) for a in range(65, 91) for b in range
 #: ``Event`` from a tuple of all its values in field order: ``tuple.__new__``
 #: bound to the class skips ``Event._make``'s classmethod call and length check
 #: (the tuples below are literal, always 39 values).
-_new_event: Final[Callable[[tuple[Any, ...]], Event]] = functools.partial(
-    tuple.__new__, Event
-)
+_new_event: Final[Callable[[tuple[Any, ...]], Event]] = functools.partial(tuple.__new__, Event)
 
 
 def _any_too_long(*texts: str | None) -> bool:
@@ -936,8 +934,7 @@ def _any_too_long(*texts: str | None) -> bool:
 
 def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Event | None:
     """:func:`_parse_ocsf` for valid documents; None (or ParseError) means "ask it"."""
-    get = doc.get
-    ts_ms = get("time")
+    ts_ms = doc.get("time")
     if type(ts_ms) is not int:
         if type(ts_ms) is not float:
             return None
@@ -945,7 +942,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
     if not 0 <= ts_ms < MAX_TS_MS:
         return None
 
-    meta = get("metadata")
+    meta = doc.get("metadata")
     if type(meta) is dict:
         event_id = meta.get("uid")
         if type(event_id) is str:
@@ -959,7 +956,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
     else:
         return None
 
-    src = get("src_endpoint")
+    src = doc.get("src_endpoint")
     if type(src) is not dict:
         if src is not None:
             return None
@@ -989,7 +986,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
         if src_as is not None:
             return None
         src_as = _EMPTY
-    device = get("device")
+    device = doc.get("device")
     if type(device) is not dict:
         if device is not None:
             return None
@@ -998,7 +995,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
     if type(device_uid) is not str and device_uid is not None:
         return None
     device_uid = device_uid or None
-    dst = get("dst_endpoint")
+    dst = doc.get("dst_endpoint")
     if type(dst) is not dict:
         if dst is not None:
             return None
@@ -1026,11 +1023,12 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
     packets_in = None
     packets_out = None
     duration_ms = None
-    actor = _EMPTY  # read for Network Activity only
+    actor: Any = _EMPTY  # read for Network Activity only
+    entity: str | None
     entity_kind = _USER
     if is_auth:
         kind = _AUTH
-        user_obj = get("user")
+        user_obj = doc.get("user")
         if type(user_obj) is not dict:
             if user_obj is not None:
                 return None
@@ -1054,18 +1052,18 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
         elif type(user_type) is not str:
             return None
         user = uid or name or email or None
-        status_id = get("status_id")
+        status_id = doc.get("status_id")
         if status_id is not None:
             if type(status_id) is not int or not 0 <= status_id <= _MAX_CODE:
                 return None
             success = True if status_id == 1 else False if status_id == 2 else None
-        status_detail = get("status_detail")
+        status_detail = doc.get("status_detail")
         if type(status_detail) is not str and status_detail is not None:
             return None
-        is_mfa = get("is_mfa")
+        is_mfa = doc.get("is_mfa")
         if type(is_mfa) is not bool and is_mfa is not None:
             return None
-        service_obj = get("service")
+        service_obj = doc.get("service")
         if type(service_obj) is not dict:
             if service_obj is not None:
                 return None
@@ -1079,7 +1077,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
         entity = user
     else:
         kind = _NETWORK
-        actor = get("actor")
+        actor = doc.get("actor")
         if type(actor) is not dict:
             if actor is not None:
                 return None
@@ -1105,7 +1103,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
         elif type(user_type) is not str:
             return None
         user = uid or name or None
-        conn = get("connection_info")
+        conn = doc.get("connection_info")
         if type(conn) is not dict:
             if conn is not None:
                 return None
@@ -1121,7 +1119,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
                 return None
             if 1 <= direction_id <= 3:  # 0 unknown, 99 other
                 direction = direction_id
-        traffic = get("traffic")
+        traffic = doc.get("traffic")
         if type(traffic) is not dict:
             if traffic is not None:
                 return None
@@ -1146,7 +1144,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
             type(packets_out) is not int or not 0 <= packets_out <= _MAX_COUNT
         ):
             packets_out = _count(traffic, "packets_out", "traffic.packets_out")
-        duration_ms = get("duration")
+        duration_ms = doc.get("duration")
         if duration_ms is not None and (
             type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_COUNT
         ):
@@ -1176,7 +1174,7 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
                 return None
             entity_kind = _DEVICE_KIND
 
-    session = get("session")
+    session = doc.get("session")
     if type(session) is not dict:
         if session is not None:
             return None
@@ -1202,10 +1200,10 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
         entity_class = _CLASS_BY_TAG.get(user_type.lower(), _EMPLOYEE) if user_type else _EMPLOYEE
     else:
         entity_class = _DEVICE_CLASS
-    activity = get("activity_id")
+    activity = doc.get("activity_id")
     if activity is not None and (type(activity) is not int or not 0 <= activity <= _MAX_CODE):
         return None
-    http = get("http_request")
+    http = doc.get("http_request")
     if type(http) is not dict:
         if http is not None:
             return None
@@ -1253,9 +1251,8 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
         src_city, src_as_name, dst_hostname,
     ):  # fmt: skip
         return None
-    if direction == 3:
-        dst_internal = True
-    else:
+    dst_internal: bool | None = True
+    if direction != 3:
         dst_internal = None if dst_ip is None else dst_ip[2]
     if event_id is None:
         event_id = _derived_id(doc, raw)
@@ -1306,58 +1303,57 @@ def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Ev
 
 def _fast_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) -> Event | None:
     """:func:`_parse_native` for valid documents; None (or ParseError) means "ask it"."""
-    get = doc.get
-    ts_ms = get("ts")
+    ts_ms = doc.get("ts")
     if type(ts_ms) is not int:
         ts_ms = _ms_from_number(ts_ms) if type(ts_ms) is not str else _ms_from_iso(ts_ms)
         if ts_ms is None:
             return None
     elif not 0 <= ts_ms < MAX_TS_MS:
         return None
-    event_id = get("id")
+    event_id = doc.get("id")
     if type(event_id) is str:
         event_id = event_id or None
     elif type(event_id) is int:
         event_id = str(event_id)
     elif event_id is not None:
         return None
-    user = get("user")
+    user = doc.get("user")
     if type(user) is not str and user is not None:
         return None
     user = user or None
-    user_type = get("user_type")
+    user_type = doc.get("user_type")
     if type(user_type) is not str and user_type is not None:
         return None
-    device_id = get("device")
+    device_id = doc.get("device")
     if type(device_id) is not str and device_id is not None:
         return None
     device_id = device_id or None
-    src_hostname = get("host")
+    src_hostname = doc.get("host")
     if type(src_hostname) is not str and src_hostname is not None:
         return None
     src_hostname = src_hostname or None
-    src_ip = get("ip")
+    src_ip = doc.get("ip")
     if src_ip is not None:
         if type(src_ip) is not str:
             return None
         src_ip = _IP_MEMO.get(src_ip) or _ip_info(src_ip)
         if src_ip is None:
             return None
-    dst_ip = get("dst_ip")
+    dst_ip = doc.get("dst_ip")
     if dst_ip is not None:
         if type(dst_ip) is not str:
             return None
         dst_ip = _IP_MEMO.get(dst_ip) or _ip_info(dst_ip)
         if dst_ip is None:
             return None
-    direction = get("direction")
+    direction = doc.get("direction")
     if direction is not None:
         if type(direction) is not str:
             return None
         direction = _NATIVE_DIRECTION.get(direction)
         if direction is None:
             return None
-    activity = get("activity")
+    activity = doc.get("activity")
     if activity is not None:
         if type(activity) is not str:
             return None
@@ -1365,6 +1361,7 @@ def _fast_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) -
         if activity is None:
             return None
 
+    entity: str | None
     if user is not None:
         entity, entity_kind = user, _USER
         entity_class = _CLASS_BY_TAG.get(user_type.lower(), _EMPLOYEE) if user_type else _EMPLOYEE
@@ -1376,77 +1373,77 @@ def _fast_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) -
             return None
         entity_kind, entity_class = _DEVICE_KIND, _DEVICE_CLASS
 
-    success = get("ok")
+    success = doc.get("ok")
     if type(success) is not bool and success is not None:
         return None
-    is_mfa = get("mfa")
+    is_mfa = doc.get("mfa")
     if type(is_mfa) is not bool and is_mfa is not None:
         return None
-    session_id = get("session")
+    session_id = doc.get("session")
     if type(session_id) is not str and session_id is not None:
         return None
     session_id = session_id or None
-    service = get("service")
+    service = doc.get("service")
     if type(service) is not str and service is not None:
         return None
-    user_agent = get("ua")
+    user_agent = doc.get("ua")
     if type(user_agent) is not str and user_agent is not None:
         return None
-    src_country = get("country")
+    src_country = doc.get("country")
     if src_country is not None and (type(src_country) is not str or src_country not in _ALPHA2):
         return None
-    src_city = get("city")
+    src_city = doc.get("city")
     if type(src_city) is not str and src_city is not None:
         return None
-    src_lat = get("lat")
+    src_lat = doc.get("lat")
     if src_lat is not None:
         src_lat = _coord(doc, "lat", "lat", 90.0)
-    src_lon = get("lon")
+    src_lon = doc.get("lon")
     if src_lon is not None:
         src_lon = _coord(doc, "lon", "lon", 180.0)
-    src_asn = get("asn")
+    src_asn = doc.get("asn")
     if src_asn is not None and (type(src_asn) is not int or not 0 <= src_asn <= _MAX_ASN):
         src_asn = _asn(doc, "asn", "asn")
-    src_as_name = get("as_name")
+    src_as_name = doc.get("as_name")
     if type(src_as_name) is not str and src_as_name is not None:
         return None
-    dst_hostname = get("dst_host")
+    dst_hostname = doc.get("dst_host")
     if type(dst_hostname) is not str and dst_hostname is not None:
         return None
     dst_hostname = dst_hostname or None
-    dst_port = get("dst_port")
+    dst_port = doc.get("dst_port")
     if dst_port is not None and (type(dst_port) is not int or not 0 <= dst_port <= 65535):
         return None
-    dst_country = get("dst_country")
+    dst_country = doc.get("dst_country")
     if dst_country is not None and (type(dst_country) is not str or dst_country not in _ALPHA2):
         return None
-    dst_asn = get("dst_asn")
+    dst_asn = doc.get("dst_asn")
     if dst_asn is not None and (type(dst_asn) is not int or not 0 <= dst_asn <= _MAX_ASN):
         dst_asn = _asn(doc, "dst_asn", "dst_asn")
-    protocol_raw = get("proto")
+    protocol_raw = doc.get("proto")
     protocol = None
     if protocol_raw is not None:
         if type(protocol_raw) is not str:
             return None
         protocol = protocol_raw.lower()
     # Counters: an int in range inline; anything else through the careful helper.
-    bytes_in = get("bytes_in")
+    bytes_in = doc.get("bytes_in")
     if bytes_in is not None and (type(bytes_in) is not int or not 0 <= bytes_in <= _MAX_COUNT):
         bytes_in = _count(doc, "bytes_in", "bytes_in")
-    bytes_out = get("bytes_out")
+    bytes_out = doc.get("bytes_out")
     if bytes_out is not None and (type(bytes_out) is not int or not 0 <= bytes_out <= _MAX_COUNT):
         bytes_out = _count(doc, "bytes_out", "bytes_out")
-    packets_in = get("packets_in")
+    packets_in = doc.get("packets_in")
     if packets_in is not None and (
         type(packets_in) is not int or not 0 <= packets_in <= _MAX_COUNT
     ):
         packets_in = _count(doc, "packets_in", "packets_in")
-    packets_out = get("packets_out")
+    packets_out = doc.get("packets_out")
     if packets_out is not None and (
         type(packets_out) is not int or not 0 <= packets_out <= _MAX_COUNT
     ):
         packets_out = _count(doc, "packets_out", "packets_out")
-    duration_ms = get("duration_ms")
+    duration_ms = doc.get("duration_ms")
     if duration_ms is not None and (
         type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_COUNT
     ):
@@ -1457,9 +1454,8 @@ def _fast_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) -
         user_agent, src_city, src_as_name, dst_hostname, protocol_raw,
     ):  # fmt: skip
         return None
-    if direction == 3:
-        dst_internal = True
-    else:
+    dst_internal: bool | None = True
+    if direction != 3:
         dst_internal = None if dst_ip is None else dst_ip[2]
     if event_id is None:
         event_id = _derived_id(doc, raw)
@@ -1512,8 +1508,7 @@ def _fast_ecs(
     doc: dict[str, Any], raw: bytes | bytearray, ev: dict[str, Any], is_auth: bool
 ) -> Event | None:
     """:func:`_parse_ecs` for valid documents; None (or ParseError) means "ask it"."""
-    get = doc.get
-    ts_ms = _ms_from_iso(get("@timestamp"))
+    ts_ms = _ms_from_iso(doc.get("@timestamp"))
     if ts_ms is None:
         return None
     event_id = ev.get("id")
@@ -1544,7 +1539,7 @@ def _fast_ecs(
     ):
         duration_ns = _count(ev, "duration", "event.duration")
 
-    user_obj = get("user")
+    user_obj = doc.get("user")
     if type(user_obj) is not dict:
         if user_obj is not None:
             return None
@@ -1561,7 +1556,7 @@ def _fast_ecs(
     user_type = None if user_obj.get("roles") is None else _ecs_roles(user_obj)
     user = uid or name or email or None
 
-    source = get("source")
+    source = doc.get("source")
     if type(source) is not dict:
         if source is not None:
             return None
@@ -1593,7 +1588,7 @@ def _fast_ecs(
         if src_org is not None:
             return None
         src_org = _EMPTY
-    dest = get("destination")
+    dest = doc.get("destination")
     if type(dest) is not dict:
         if dest is not None:
             return None
@@ -1606,7 +1601,7 @@ def _fast_ecs(
         if dst_ip is None:
             return None
 
-    network = get("network")
+    network = doc.get("network")
     if type(network) is not dict:
         if network is not None:
             return None
@@ -1624,7 +1619,7 @@ def _fast_ecs(
             return None
         direction = _ECS_DIRECTION.get(direction_text.lower())
 
-    host = get("host")
+    host = doc.get("host")
     if type(host) is not dict:
         if host is not None:
             return None
@@ -1637,7 +1632,7 @@ def _fast_ecs(
     if type(host_name) is not str and host_name is not None:
         return None
     host_name = host_name or None
-    device = get("device")
+    device = doc.get("device")
     if type(device) is not dict:
         if device is not None:
             return None
@@ -1646,7 +1641,7 @@ def _fast_ecs(
     if type(device_id) is not str and device_id is not None:
         return None
     device_id = device_id or None
-    service_obj = get("service")
+    service_obj = doc.get("service")
     if type(service_obj) is not dict:
         if service_obj is not None:
             return None
@@ -1655,7 +1650,7 @@ def _fast_ecs(
     if type(service) is not str and service is not None:
         return None
     if service is None:
-        url = get("url")
+        url = doc.get("url")
         if type(url) is not dict:
             if url is not None:
                 return None
@@ -1664,6 +1659,7 @@ def _fast_ecs(
         if type(service) is not str and service is not None:
             return None
 
+    entity: str | None
     entity_kind = _USER
     if is_auth:
         kind = _AUTH
@@ -1693,7 +1689,7 @@ def _fast_ecs(
         entity_class = _CLASS_BY_TAG.get(user_type.lower(), _EMPLOYEE) if user_type else _EMPLOYEE
     else:
         entity_class = _DEVICE_CLASS
-    session = get("session")
+    session = doc.get("session")
     if type(session) is not dict:
         if session is not None:
             return None
@@ -1702,7 +1698,7 @@ def _fast_ecs(
     if type(session_id) is not str and session_id is not None:
         return None
     session_id = session_id or None
-    ua = get("user_agent")
+    ua = doc.get("user_agent")
     if type(ua) is not dict:
         if ua is not None:
             return None
@@ -1774,14 +1770,14 @@ def _fast_ecs(
         src_city, src_as_name, src_hostname, dst_hostname,
     ):  # fmt: skip
         return None
-    if direction == 3:
-        dst_internal = True
-    else:
+    dst_internal: bool | None = True
+    if direction != 3:
         dst_internal = None if dst_ip is None else dst_ip[2]
+    protocol: str | None = None
     if transport is not None:
         protocol = transport.lower()
-    else:
-        protocol = None if net_protocol is None else net_protocol.lower()
+    elif net_protocol is not None:
+        protocol = net_protocol.lower()
     if event_id is None:
         event_id = _derived_id(doc, raw)
     return _new_event(
@@ -1884,7 +1880,9 @@ def parse_event(raw: bytes | str) -> Event:
     not_object
     """
     data: bytes | bytearray
-    if isinstance(raw, str):
+    if type(raw) is bytes:  # the usual case, first: cheaper than the isinstance chain
+        data = raw
+    elif isinstance(raw, str):
         if len(raw) > MAX_EVENT_BYTES:  # each char is at least one UTF-8 byte
             raise ParseError("too_large", "document exceeds MAX_EVENT_BYTES")
         try:
