@@ -245,3 +245,54 @@ def test_ip_memo_is_bounded_and_answers_like_the_parser(monkeypatch: pytest.Monk
     # and a parse through the fast path sees the same answers
     for text in texts:
         assert_same(dump({**DOCS["native_auth"], "ip": text}))
+
+
+# ------------------------------------------------------------- ISO times, ECS words
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("1970-01-01T00:00:00", 0),  # naive means UTC
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T01:00:00+01:00", 0),
+        ("1969-12-31T23:59:59.999", None),
+        ("2099-12-31T23:59:59.999", 4_102_444_799_999),
+        ("2099-12-31T23:59:59.999999+00:00", 4_102_444_799_999),
+        ("2100-01-01T00:00:00", None),
+        ("0001-01-01T00:00:00", None),
+        ("0001-01-01T00:00:00+14:00", None),
+        ("9999-12-31T23:59:59.999999", None),
+        ("9999-12-31T23:59:59-14:00", None),
+        ("2026-03-02T09:00:00.0005", 1_772_442_000_000),  # floored to the millisecond
+    ],
+)
+def test_iso_time_bounds_naive_and_aware(ts: str, expected: int | None) -> None:
+    for name, key in (("ecs_auth", "@timestamp"), ("native_auth", "ts")):
+        got = assert_same(dump(_set(DOCS[name], key, ts)))
+        if expected is None:
+            assert got[:2] == ("reject", "bad_time")
+        else:
+            assert (
+                got[0] == "accept"
+                and parse_event(dump(_set(DOCS[name], key, ts))).ts_ms == expected
+            )
+
+
+@pytest.mark.parametrize(
+    ("action", "activity"),
+    [
+        ("SIGN-IN", 1),
+        ("x-signin-y", 1),
+        ("sign_in", None),  # not one of the words
+        ("log-on", None),
+        ("logoff", 2),
+        ("LogOut", 2),
+        ("signout", 2),
+        ("login-then-logout", 1),  # logon words win
+    ],
+)
+def test_ecs_activity_words(action: str, activity: int | None) -> None:
+    doc = _set(_set(DOCS["ecs_auth"], "event.action", action), "event.type", ["info"])
+    assert assert_same(dump(doc))[0] == "accept"
+    assert parse_event(dump(doc)).activity == activity
