@@ -17,6 +17,8 @@ import enum
 import functools
 import hashlib
 import ipaddress
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -145,6 +147,7 @@ _MAX_COUNT: Final = 2**63 - 1  # bytes/packets/duration must fit an int64 column
 _MAX_ASN: Final = 4_294_967_295
 _MAX_CODE: Final = 2**31 - 1  # activity_id and friends: a non-negative int32
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE: Final = datetime(1970, 1, 1)  # naive input times are UTC
 _ONE_MS: Final = timedelta(milliseconds=1)
 
 _OCSF_AUTH: Final = 3002
@@ -201,6 +204,9 @@ _NATIVE_KIND: Final[dict[str, EventKind]] = {
 }
 _LOGON_WORDS: Final = ("logon", "login", "sign-in", "signin")
 _LOGOFF_WORDS: Final = ("logoff", "logout", "sign-out", "signout")
+#: "contains any of the words", as one C-level search instead of a generator.
+_LOGON_RE: Final = re.compile("|".join(map(re.escape, _LOGON_WORDS)))
+_LOGOFF_RE: Final = re.compile("|".join(map(re.escape, _LOGOFF_WORDS)))
 
 _IpInfo = tuple[str, str, bool | None]  # (normalized, prefix, internal)
 
@@ -326,9 +332,30 @@ def _country(parent: dict[str, Any], key: str, path: str) -> str | None:
     return v
 
 
-@functools.lru_cache(maxsize=65536)
+#: Parsed valid addresses by their text as sent. ``ipaddress`` costs several
+#: microseconds per address and the same few thousand addresses recur all day.
+#: A plain dict (not ``functools.lru_cache``) because the fast paths below read it
+#: inline with one ``dict.get``, without a call. Bounded by a full reset at
+#: :data:`_IP_MEMO_MAX` entries: rare, and cheaper than LRU bookkeeping per hit.
+#: Invalid addresses are not remembered (they are rejects, not the hot path).
+_IP_MEMO: Final[dict[str, _IpInfo]] = {}
+_IP_MEMO_MAX: Final = 65536
+
+
 def _ip_info(text: str) -> _IpInfo | None:
     """Parse one IP address: (normalized text, /24 or /48 prefix, internal?) or None."""
+    info = _IP_MEMO.get(text)
+    if info is None:
+        info = _parse_ip(text)
+        if info is not None:
+            if len(_IP_MEMO) >= _IP_MEMO_MAX:
+                _IP_MEMO.clear()
+            _IP_MEMO[text] = info
+    return info
+
+
+def _parse_ip(text: str) -> _IpInfo | None:
+    """Uncached :func:`_ip_info`."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -377,9 +404,9 @@ def _ms_from_iso(v: Any) -> int | None:
         return None
     try:
         dt = datetime.fromisoformat(v)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ms = (dt - _EPOCH) // _ONE_MS
+        # Naive means UTC: subtracting the naive epoch gives the same difference
+        # as attaching UTC first, without building a second datetime.
+        ms = (dt - (_EPOCH if dt.tzinfo is not None else _EPOCH_NAIVE)) // _ONE_MS
     except (ValueError, OverflowError):
         return None
     return ms if 0 <= ms < MAX_TS_MS else None
@@ -598,12 +625,16 @@ def _ecs_activity(ev: dict[str, Any], action: str | None) -> int | None:
         types = ()
     elif type(types) is str:
         types = (types,)
-    elif type(types) is not list or not all(type(t) is str for t in types):
+    elif type(types) is not list:
         raise _bad("event.type", "expected a list of strings")
+    else:
+        for t in types:  # a loop, not all(<generator>): this runs per ECS auth event
+            if type(t) is not str:
+                raise _bad("event.type", "expected a list of strings")
     act = "" if action is None else action.lower()
-    if "start" in types or any(w in act for w in _LOGON_WORDS):
+    if "start" in types or _LOGON_RE.search(act) is not None:
         return 1
-    if "end" in types or any(w in act for w in _LOGOFF_WORDS):
+    if "end" in types or _LOGOFF_RE.search(act) is not None:
         return 2
     return None
 
@@ -862,6 +893,947 @@ def _parse_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) 
     )
 
 
+# ------------------------------------------------------------------ fast paths
+#
+# The careful parsers above are the specification: they validate the fields one
+# at a time, in a fixed order, so that a document with several faults always
+# gets the same reason code. Their per-field helper calls are also most of the
+# parser's cost (~120 Python calls per OCSF event).
+#
+# The fast parsers below compute the same Event for a *valid* document with
+# the checks inlined, and give up (return None, or let a helper's ParseError
+# escape) at the first doubt; parse_event then runs the careful parser on the
+# same document, which either accepts it after all (an unusual but valid shape,
+# e.g. an AS number sent as a string) or raises the precise reason. So:
+#
+# * a fast parser must check at least everything its careful twin checks, and
+#   return exactly the careful twin's values (the differential property tests
+#   in tests/test_events_fast.py hold the two to this);
+# * the order of its checks does not matter, since it never reports an error.
+#
+# Inline idioms (``x`` is a value fresh from orjson, so exact ``type`` checks
+# are right and exclude bool from int):
+#   object   ``if type(o) is not dict: if o is not None: return None; o = _EMPTY``
+#   string   ``if type(s) is not str and s is not None: return None``
+#   ident    the same, then ``s or None`` (an empty identifier counts as missing)
+# String lengths are checked once at the end, and only for long documents.
+
+#: A JSON string of n characters takes at least n + 2 bytes (its quotes; a
+#: character is one UTF-8 byte or more, an escape more still), so a document of
+#: at most this many bytes cannot hold a string longer than MAX_STR_LEN and the
+#: fast paths skip the per-string length checks for it.
+_NO_LONG_STRINGS: Final = MAX_STR_LEN + 2
+
+#: All valid country codes (what :func:`_country` accepts): one set lookup.
+_ALPHA2: Final = frozenset(chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91))
+
+#: ``Event`` from a tuple of all its values in field order: ``tuple.__new__``
+#: bound to the class skips ``Event._make``'s classmethod call and length check
+#: (the tuples below are literal, always 39 values).
+_new_event: Final[Callable[[tuple[Any, ...]], Event]] = functools.partial(tuple.__new__, Event)
+
+
+def _any_too_long(*texts: str | None) -> bool:
+    """True if a string is longer than MAX_STR_LEN (long documents only)."""
+    for text in texts:
+        if text is not None and len(text) > MAX_STR_LEN:
+            return True
+    return False
+
+
+def _fast_ocsf(doc: dict[str, Any], raw: bytes | bytearray, is_auth: bool) -> Event | None:
+    """:func:`_parse_ocsf` for valid documents; None (or ParseError) means "ask it"."""
+    ts_ms = doc.get("time")
+    if type(ts_ms) is not int:
+        if type(ts_ms) is not float:
+            return None
+        ts_ms = int(ts_ms) if 0.0 <= ts_ms < MAX_TS_MS else -1
+    if not 0 <= ts_ms < MAX_TS_MS:
+        return None
+
+    meta = doc.get("metadata")
+    if type(meta) is dict:
+        event_id = meta.get("uid")
+        if type(event_id) is str:
+            event_id = event_id or None
+        elif type(event_id) is int:
+            event_id = str(event_id)
+        elif event_id is not None:
+            return None
+    elif meta is None:
+        event_id = None
+    else:
+        return None
+
+    src = doc.get("src_endpoint")
+    if type(src) is not dict:
+        if src is not None:
+            return None
+        src = _EMPTY
+    src_ip = src.get("ip")
+    if src_ip is not None:
+        if type(src_ip) is not str:
+            return None
+        src_ip = _IP_MEMO.get(src_ip) or _ip_info(src_ip)
+        if src_ip is None:
+            return None
+    src_uid = src.get("uid")
+    if type(src_uid) is not str and src_uid is not None:
+        return None
+    src_uid = src_uid or None
+    src_hostname = src.get("hostname")
+    if type(src_hostname) is not str and src_hostname is not None:
+        return None
+    src_hostname = src_hostname or None
+    src_loc = src.get("location")
+    if type(src_loc) is not dict:
+        if src_loc is not None:
+            return None
+        src_loc = _EMPTY
+    src_as = src.get("autonomous_system")
+    if type(src_as) is not dict:
+        if src_as is not None:
+            return None
+        src_as = _EMPTY
+    device = doc.get("device")
+    if type(device) is not dict:
+        if device is not None:
+            return None
+        device = _EMPTY
+    device_uid = device.get("uid")
+    if type(device_uid) is not str and device_uid is not None:
+        return None
+    device_uid = device_uid or None
+    dst = doc.get("dst_endpoint")
+    if type(dst) is not dict:
+        if dst is not None:
+            return None
+        dst = _EMPTY
+    dst_ip = dst.get("ip")
+    if dst_ip is not None:
+        if type(dst_ip) is not str:
+            return None
+        dst_ip = _IP_MEMO.get(dst_ip) or _ip_info(dst_ip)
+        if dst_ip is None:
+            return None
+
+    success: bool | None = None
+    is_mfa = None
+    status_detail = None
+    service = None
+    email = None
+    protocol_raw = None
+    protocol = None
+    dst_country = None
+    direction = None
+    dst_asn = None
+    bytes_in = None
+    bytes_out = None
+    packets_in = None
+    packets_out = None
+    duration_ms = None
+    actor: Any = _EMPTY  # read for Network Activity only
+    entity: str | None
+    entity_kind = _USER
+    if is_auth:
+        kind = _AUTH
+        user_obj = doc.get("user")
+        if type(user_obj) is not dict:
+            if user_obj is not None:
+                return None
+            user_obj = _EMPTY
+        uid = user_obj.get("uid")
+        if type(uid) is not str and uid is not None:
+            return None
+        name = user_obj.get("name")
+        if type(name) is not str and name is not None:
+            return None
+        email = user_obj.get("email_addr")
+        if type(email) is not str and email is not None:
+            return None
+        user_type = user_obj.get("type")
+        if user_type is None:
+            type_id = user_obj.get("type_id")
+            if type_id is not None:
+                if type(type_id) is not int or not 0 <= type_id <= _MAX_CODE:
+                    return None
+                user_type = _OCSF_USER_TYPE_BY_ID.get(type_id)
+        elif type(user_type) is not str:
+            return None
+        user = uid or name or email or None
+        status_id = doc.get("status_id")
+        if status_id is not None:
+            if type(status_id) is not int or not 0 <= status_id <= _MAX_CODE:
+                return None
+            success = True if status_id == 1 else False if status_id == 2 else None
+        status_detail = doc.get("status_detail")
+        if type(status_detail) is not str and status_detail is not None:
+            return None
+        is_mfa = doc.get("is_mfa")
+        if type(is_mfa) is not bool and is_mfa is not None:
+            return None
+        service_obj = doc.get("service")
+        if type(service_obj) is not dict:
+            if service_obj is not None:
+                return None
+            service_obj = _EMPTY
+        service = service_obj.get("name")
+        if type(service) is not str and service is not None:
+            return None
+        device_id = device_uid or src_uid
+        if user is None:
+            return None
+        entity = user
+    else:
+        kind = _NETWORK
+        actor = doc.get("actor")
+        if type(actor) is not dict:
+            if actor is not None:
+                return None
+            actor = _EMPTY
+        actor_user = actor.get("user")
+        if type(actor_user) is not dict:
+            if actor_user is not None:
+                return None
+            actor_user = _EMPTY
+        uid = actor_user.get("uid")
+        if type(uid) is not str and uid is not None:
+            return None
+        name = actor_user.get("name")
+        if type(name) is not str and name is not None:
+            return None
+        user_type = actor_user.get("type")
+        if user_type is None:
+            type_id = actor_user.get("type_id")
+            if type_id is not None:
+                if type(type_id) is not int or not 0 <= type_id <= _MAX_CODE:
+                    return None
+                user_type = _OCSF_USER_TYPE_BY_ID.get(type_id)
+        elif type(user_type) is not str:
+            return None
+        user = uid or name or None
+        conn = doc.get("connection_info")
+        if type(conn) is not dict:
+            if conn is not None:
+                return None
+            conn = _EMPTY
+        protocol_raw = conn.get("protocol_name")
+        if protocol_raw is not None:
+            if type(protocol_raw) is not str:
+                return None
+            protocol = protocol_raw.lower()
+        direction_id = conn.get("direction_id")
+        if direction_id is not None:
+            if type(direction_id) is not int or not 0 <= direction_id <= _MAX_CODE:
+                return None
+            if 1 <= direction_id <= 3:  # 0 unknown, 99 other
+                direction = direction_id
+        traffic = doc.get("traffic")
+        if type(traffic) is not dict:
+            if traffic is not None:
+                return None
+            traffic = _EMPTY
+        # Counters: an int in range inline; anything else (a float to
+        # truncate, or a fault) through the careful helper.
+        bytes_in = traffic.get("bytes_in")
+        if bytes_in is not None and (type(bytes_in) is not int or not 0 <= bytes_in <= _MAX_COUNT):
+            bytes_in = _count(traffic, "bytes_in", "traffic.bytes_in")
+        bytes_out = traffic.get("bytes_out")
+        if bytes_out is not None and (
+            type(bytes_out) is not int or not 0 <= bytes_out <= _MAX_COUNT
+        ):
+            bytes_out = _count(traffic, "bytes_out", "traffic.bytes_out")
+        packets_in = traffic.get("packets_in")
+        if packets_in is not None and (
+            type(packets_in) is not int or not 0 <= packets_in <= _MAX_COUNT
+        ):
+            packets_in = _count(traffic, "packets_in", "traffic.packets_in")
+        packets_out = traffic.get("packets_out")
+        if packets_out is not None and (
+            type(packets_out) is not int or not 0 <= packets_out <= _MAX_COUNT
+        ):
+            packets_out = _count(traffic, "packets_out", "traffic.packets_out")
+        duration_ms = doc.get("duration")
+        if duration_ms is not None and (
+            type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_COUNT
+        ):
+            duration_ms = _count(doc, "duration", "duration")
+        dst_loc = dst.get("location")
+        if type(dst_loc) is not dict:
+            if dst_loc is not None:
+                return None
+            dst_loc = _EMPTY
+        dst_country = dst_loc.get("country")
+        if dst_country is not None and (type(dst_country) is not str or dst_country not in _ALPHA2):
+            return None
+        dst_as = dst.get("autonomous_system")
+        if type(dst_as) is not dict:
+            if dst_as is not None:
+                return None
+            dst_as = _EMPTY
+        dst_asn = dst_as.get("number")
+        if dst_asn is not None and (type(dst_asn) is not int or not 0 <= dst_asn <= _MAX_ASN):
+            dst_asn = _asn(dst_as, "number", "dst_endpoint.autonomous_system.number")
+        device_id = src_uid or device_uid
+        if user is not None:
+            entity = user
+        else:
+            entity = src_uid or src_hostname or (None if src_ip is None else src_ip[0])
+            if entity is None:
+                return None
+            entity_kind = _DEVICE_KIND
+
+    session = doc.get("session")
+    if type(session) is not dict:
+        if session is not None:
+            return None
+        session = _EMPTY
+    session_id = session.get("uid")
+    if type(session_id) is not str and session_id is not None:
+        return None
+    actor_session_id = None
+    if not session_id and not is_auth:
+        # OCSF puts the session under the actor for Network Activity.
+        actor_session = actor.get("session")
+        if type(actor_session) is not dict:
+            if actor_session is not None:
+                return None
+            actor_session = _EMPTY
+        actor_session_id = actor_session.get("uid")
+        if type(actor_session_id) is not str and actor_session_id is not None:
+            return None
+        session_id = actor_session_id
+    session_id = session_id or None
+
+    if entity_kind is _USER:
+        entity_class = _CLASS_BY_TAG.get(user_type.lower(), _EMPLOYEE) if user_type else _EMPLOYEE
+    else:
+        entity_class = _DEVICE_CLASS
+    activity = doc.get("activity_id")
+    if activity is not None and (type(activity) is not int or not 0 <= activity <= _MAX_CODE):
+        return None
+    http = doc.get("http_request")
+    if type(http) is not dict:
+        if http is not None:
+            return None
+        http = _EMPTY
+    user_agent = http.get("user_agent")
+    if type(user_agent) is not str and user_agent is not None:
+        return None
+    src_country = src_loc.get("country")
+    if src_country is not None and (type(src_country) is not str or src_country not in _ALPHA2):
+        return None
+    src_city = src_loc.get("city")
+    if type(src_city) is not str and src_city is not None:
+        return None
+    src_lat = src_loc.get("lat")
+    if src_lat is not None:
+        if (type(src_lat) is not float and type(src_lat) is not int) or not (
+            -90.0 <= src_lat <= 90.0
+        ):
+            return None
+        src_lat = float(src_lat)
+    src_lon = src_loc.get("long")
+    if src_lon is not None:
+        if (type(src_lon) is not float and type(src_lon) is not int) or not (
+            -180.0 <= src_lon <= 180.0
+        ):
+            return None
+        src_lon = float(src_lon)
+    src_asn = src_as.get("number")
+    if src_asn is not None and (type(src_asn) is not int or not 0 <= src_asn <= _MAX_ASN):
+        src_asn = _asn(src_as, "number", "src_endpoint.autonomous_system.number")
+    src_as_name = src_as.get("name")
+    if type(src_as_name) is not str and src_as_name is not None:
+        return None
+    dst_hostname = dst.get("hostname")
+    if type(dst_hostname) is not str and dst_hostname is not None:
+        return None
+    dst_hostname = dst_hostname or None
+    dst_port = dst.get("port")
+    if dst_port is not None and (type(dst_port) is not int or not 0 <= dst_port <= 65535):
+        return None
+
+    if len(raw) > _NO_LONG_STRINGS and _any_too_long(
+        event_id, src_uid, src_hostname, device_uid, uid, name, email, user_type,
+        status_detail, service, protocol_raw, session_id, actor_session_id, user_agent,
+        src_city, src_as_name, dst_hostname,
+    ):  # fmt: skip
+        return None
+    dst_internal: bool | None = True
+    if direction != 3:
+        dst_internal = None if dst_ip is None else dst_ip[2]
+    if event_id is None:
+        event_id = _derived_id(doc, raw)
+    return _new_event(
+        (
+            event_id,
+            kind,
+            ts_ms,
+            entity,
+            entity_kind,
+            entity_class,
+            "ocsf",  # source_format
+            user,
+            user_type,
+            activity,
+            success,
+            status_detail,
+            is_mfa,
+            session_id,
+            service,
+            user_agent,
+            None if src_ip is None else src_ip[0],  # src_ip
+            None if src_ip is None else src_ip[1],  # src_prefix
+            src_country,
+            src_city,
+            src_lat,
+            src_lon,
+            src_asn,
+            src_as_name,
+            device_id,
+            src_hostname,
+            None if dst_ip is None else dst_ip[0],  # dst_ip
+            dst_hostname,
+            dst_port,
+            dst_country,
+            dst_asn,
+            dst_internal,
+            protocol,
+            direction,
+            bytes_in,
+            bytes_out,
+            packets_in,
+            packets_out,
+            duration_ms,
+        )
+    )
+
+
+def _fast_native(doc: dict[str, Any], raw: bytes | bytearray, kind: EventKind) -> Event | None:
+    """:func:`_parse_native` for valid documents; None (or ParseError) means "ask it"."""
+    ts_ms = doc.get("ts")
+    if type(ts_ms) is not int:
+        ts_ms = _ms_from_number(ts_ms) if type(ts_ms) is not str else _ms_from_iso(ts_ms)
+        if ts_ms is None:
+            return None
+    elif not 0 <= ts_ms < MAX_TS_MS:
+        return None
+    event_id = doc.get("id")
+    if type(event_id) is str:
+        event_id = event_id or None
+    elif type(event_id) is int:
+        event_id = str(event_id)
+    elif event_id is not None:
+        return None
+    user = doc.get("user")
+    if type(user) is not str and user is not None:
+        return None
+    user = user or None
+    user_type = doc.get("user_type")
+    if type(user_type) is not str and user_type is not None:
+        return None
+    device_id = doc.get("device")
+    if type(device_id) is not str and device_id is not None:
+        return None
+    device_id = device_id or None
+    src_hostname = doc.get("host")
+    if type(src_hostname) is not str and src_hostname is not None:
+        return None
+    src_hostname = src_hostname or None
+    src_ip = doc.get("ip")
+    if src_ip is not None:
+        if type(src_ip) is not str:
+            return None
+        src_ip = _IP_MEMO.get(src_ip) or _ip_info(src_ip)
+        if src_ip is None:
+            return None
+    dst_ip = doc.get("dst_ip")
+    if dst_ip is not None:
+        if type(dst_ip) is not str:
+            return None
+        dst_ip = _IP_MEMO.get(dst_ip) or _ip_info(dst_ip)
+        if dst_ip is None:
+            return None
+    direction = doc.get("direction")
+    if direction is not None:
+        if type(direction) is not str:
+            return None
+        direction = _NATIVE_DIRECTION.get(direction)
+        if direction is None:
+            return None
+    activity = doc.get("activity")
+    if activity is not None:
+        if type(activity) is not str:
+            return None
+        activity = _NATIVE_ACTIVITY.get(activity)
+        if activity is None:
+            return None
+
+    entity: str | None
+    if user is not None:
+        entity, entity_kind = user, _USER
+        entity_class = _CLASS_BY_TAG.get(user_type.lower(), _EMPLOYEE) if user_type else _EMPLOYEE
+    elif kind is _AUTH:
+        return None
+    else:
+        entity = device_id or src_hostname or (None if src_ip is None else src_ip[0])
+        if entity is None:
+            return None
+        entity_kind, entity_class = _DEVICE_KIND, _DEVICE_CLASS
+
+    success = doc.get("ok")
+    if type(success) is not bool and success is not None:
+        return None
+    is_mfa = doc.get("mfa")
+    if type(is_mfa) is not bool and is_mfa is not None:
+        return None
+    session_id = doc.get("session")
+    if type(session_id) is not str and session_id is not None:
+        return None
+    session_id = session_id or None
+    service = doc.get("service")
+    if type(service) is not str and service is not None:
+        return None
+    user_agent = doc.get("ua")
+    if type(user_agent) is not str and user_agent is not None:
+        return None
+    src_country = doc.get("country")
+    if src_country is not None and (type(src_country) is not str or src_country not in _ALPHA2):
+        return None
+    src_city = doc.get("city")
+    if type(src_city) is not str and src_city is not None:
+        return None
+    src_lat = doc.get("lat")
+    if src_lat is not None:
+        src_lat = _coord(doc, "lat", "lat", 90.0)
+    src_lon = doc.get("lon")
+    if src_lon is not None:
+        src_lon = _coord(doc, "lon", "lon", 180.0)
+    src_asn = doc.get("asn")
+    if src_asn is not None and (type(src_asn) is not int or not 0 <= src_asn <= _MAX_ASN):
+        src_asn = _asn(doc, "asn", "asn")
+    src_as_name = doc.get("as_name")
+    if type(src_as_name) is not str and src_as_name is not None:
+        return None
+    dst_hostname = doc.get("dst_host")
+    if type(dst_hostname) is not str and dst_hostname is not None:
+        return None
+    dst_hostname = dst_hostname or None
+    dst_port = doc.get("dst_port")
+    if dst_port is not None and (type(dst_port) is not int or not 0 <= dst_port <= 65535):
+        return None
+    dst_country = doc.get("dst_country")
+    if dst_country is not None and (type(dst_country) is not str or dst_country not in _ALPHA2):
+        return None
+    dst_asn = doc.get("dst_asn")
+    if dst_asn is not None and (type(dst_asn) is not int or not 0 <= dst_asn <= _MAX_ASN):
+        dst_asn = _asn(doc, "dst_asn", "dst_asn")
+    protocol_raw = doc.get("proto")
+    protocol = None
+    if protocol_raw is not None:
+        if type(protocol_raw) is not str:
+            return None
+        protocol = protocol_raw.lower()
+    # Counters: an int in range inline; anything else through the careful helper.
+    bytes_in = doc.get("bytes_in")
+    if bytes_in is not None and (type(bytes_in) is not int or not 0 <= bytes_in <= _MAX_COUNT):
+        bytes_in = _count(doc, "bytes_in", "bytes_in")
+    bytes_out = doc.get("bytes_out")
+    if bytes_out is not None and (type(bytes_out) is not int or not 0 <= bytes_out <= _MAX_COUNT):
+        bytes_out = _count(doc, "bytes_out", "bytes_out")
+    packets_in = doc.get("packets_in")
+    if packets_in is not None and (
+        type(packets_in) is not int or not 0 <= packets_in <= _MAX_COUNT
+    ):
+        packets_in = _count(doc, "packets_in", "packets_in")
+    packets_out = doc.get("packets_out")
+    if packets_out is not None and (
+        type(packets_out) is not int or not 0 <= packets_out <= _MAX_COUNT
+    ):
+        packets_out = _count(doc, "packets_out", "packets_out")
+    duration_ms = doc.get("duration_ms")
+    if duration_ms is not None and (
+        type(duration_ms) is not int or not 0 <= duration_ms <= _MAX_COUNT
+    ):
+        duration_ms = _count(doc, "duration_ms", "duration_ms")
+
+    if len(raw) > _NO_LONG_STRINGS and _any_too_long(
+        event_id, user, user_type, device_id, src_hostname, session_id, service,
+        user_agent, src_city, src_as_name, dst_hostname, protocol_raw,
+    ):  # fmt: skip
+        return None
+    dst_internal: bool | None = True
+    if direction != 3:
+        dst_internal = None if dst_ip is None else dst_ip[2]
+    if event_id is None:
+        event_id = _derived_id(doc, raw)
+    return _new_event(
+        (
+            event_id,
+            kind,
+            ts_ms,
+            entity,
+            entity_kind,
+            entity_class,
+            "native",  # source_format
+            user,
+            user_type,
+            activity,
+            success,
+            None,  # status_detail
+            is_mfa,
+            session_id,
+            service,
+            user_agent,
+            None if src_ip is None else src_ip[0],  # src_ip
+            None if src_ip is None else src_ip[1],  # src_prefix
+            src_country,
+            src_city,
+            src_lat,
+            src_lon,
+            src_asn,
+            src_as_name,
+            device_id,
+            src_hostname,
+            None if dst_ip is None else dst_ip[0],  # dst_ip
+            dst_hostname,
+            dst_port,
+            dst_country,
+            dst_asn,
+            dst_internal,
+            protocol,
+            direction,
+            bytes_in,
+            bytes_out,
+            packets_in,
+            packets_out,
+            duration_ms,
+        )
+    )
+
+
+def _fast_ecs(
+    doc: dict[str, Any], raw: bytes | bytearray, ev: dict[str, Any], is_auth: bool
+) -> Event | None:
+    """:func:`_parse_ecs` for valid documents; None (or ParseError) means "ask it"."""
+    ts_ms = _ms_from_iso(doc.get("@timestamp"))
+    if ts_ms is None:
+        return None
+    event_id = ev.get("id")
+    if type(event_id) is str:
+        event_id = event_id or None
+    elif type(event_id) is int:
+        event_id = str(event_id)
+    elif event_id is not None:
+        return None
+    outcome = ev.get("outcome")
+    if outcome is None or outcome == "unknown":
+        success = None
+    elif outcome == "success":
+        success = True
+    elif outcome == "failure":
+        success = False
+    else:
+        return None
+    reason = ev.get("reason")
+    if type(reason) is not str and reason is not None:
+        return None
+    action = ev.get("action")
+    if type(action) is not str and action is not None:
+        return None
+    duration_ns = ev.get("duration")
+    if duration_ns is not None and (
+        type(duration_ns) is not int or not 0 <= duration_ns <= _MAX_COUNT
+    ):
+        duration_ns = _count(ev, "duration", "event.duration")
+
+    user_obj = doc.get("user")
+    if type(user_obj) is not dict:
+        if user_obj is not None:
+            return None
+        user_obj = _EMPTY
+    uid = user_obj.get("id")
+    if type(uid) is not str and uid is not None:
+        return None
+    name = user_obj.get("name")
+    if type(name) is not str and name is not None:
+        return None
+    email = user_obj.get("email")
+    if type(email) is not str and email is not None:
+        return None
+    user_type = None if user_obj.get("roles") is None else _ecs_roles(user_obj)
+    user = uid or name or email or None
+
+    source = doc.get("source")
+    if type(source) is not dict:
+        if source is not None:
+            return None
+        source = _EMPTY
+    src_ip = source.get("ip")
+    if src_ip is not None:
+        if type(src_ip) is not str:
+            return None
+        src_ip = _IP_MEMO.get(src_ip) or _ip_info(src_ip)
+        if src_ip is None:
+            return None
+    src_geo = source.get("geo")
+    if type(src_geo) is not dict:
+        if src_geo is not None:
+            return None
+        src_geo = _EMPTY
+    src_loc = src_geo.get("location")
+    if type(src_loc) is not dict:
+        if src_loc is not None:
+            return None
+        src_loc = _EMPTY
+    src_as = source.get("as")
+    if type(src_as) is not dict:
+        if src_as is not None:
+            return None
+        src_as = _EMPTY
+    src_org = src_as.get("organization")
+    if type(src_org) is not dict:
+        if src_org is not None:
+            return None
+        src_org = _EMPTY
+    dest = doc.get("destination")
+    if type(dest) is not dict:
+        if dest is not None:
+            return None
+        dest = _EMPTY
+    dst_ip = dest.get("ip")
+    if dst_ip is not None:
+        if type(dst_ip) is not str:
+            return None
+        dst_ip = _IP_MEMO.get(dst_ip) or _ip_info(dst_ip)
+        if dst_ip is None:
+            return None
+
+    network = doc.get("network")
+    if type(network) is not dict:
+        if network is not None:
+            return None
+        network = _EMPTY
+    transport = network.get("transport")
+    if type(transport) is not str and transport is not None:
+        return None
+    net_protocol = network.get("protocol")
+    if type(net_protocol) is not str and net_protocol is not None:
+        return None
+    direction_text = network.get("direction")
+    direction = None
+    if direction_text is not None:
+        if type(direction_text) is not str:
+            return None
+        direction = _ECS_DIRECTION.get(direction_text.lower())
+
+    host = doc.get("host")
+    if type(host) is not dict:
+        if host is not None:
+            return None
+        host = _EMPTY
+    host_id = host.get("id")
+    if type(host_id) is not str and host_id is not None:
+        return None
+    host_id = host_id or None
+    host_name = host.get("name")
+    if type(host_name) is not str and host_name is not None:
+        return None
+    host_name = host_name or None
+    device = doc.get("device")
+    if type(device) is not dict:
+        if device is not None:
+            return None
+        device = _EMPTY
+    device_id = device.get("id")
+    if type(device_id) is not str and device_id is not None:
+        return None
+    device_id = device_id or None
+    service_obj = doc.get("service")
+    if type(service_obj) is not dict:
+        if service_obj is not None:
+            return None
+        service_obj = _EMPTY
+    service = service_obj.get("name")
+    if type(service) is not str and service is not None:
+        return None
+    if service is None:
+        url = doc.get("url")
+        if type(url) is not dict:
+            if url is not None:
+                return None
+            url = _EMPTY
+        service = url.get("domain")
+        if type(service) is not str and service is not None:
+            return None
+
+    entity: str | None
+    entity_kind = _USER
+    if is_auth:
+        kind = _AUTH
+        activity = _ecs_activity(ev, action)
+        if user is None:
+            return None
+        entity = user
+    else:
+        kind = _NETWORK
+        activity = None
+        if device_id is None:
+            device_id = host_id  # on a network event the host is the source device
+        if user is not None:
+            entity = user
+        else:
+            entity = host_id or host_name or (None if src_ip is None else src_ip[0])
+            if entity is None:
+                return None
+            entity_kind = _DEVICE_KIND
+
+    dst_geo = dest.get("geo")
+    if type(dst_geo) is not dict:
+        if dst_geo is not None:
+            return None
+        dst_geo = _EMPTY
+    if entity_kind is _USER:
+        entity_class = _CLASS_BY_TAG.get(user_type.lower(), _EMPLOYEE) if user_type else _EMPLOYEE
+    else:
+        entity_class = _DEVICE_CLASS
+    session = doc.get("session")
+    if type(session) is not dict:
+        if session is not None:
+            return None
+        session = _EMPTY
+    session_id = session.get("id")
+    if type(session_id) is not str and session_id is not None:
+        return None
+    session_id = session_id or None
+    ua = doc.get("user_agent")
+    if type(ua) is not dict:
+        if ua is not None:
+            return None
+        ua = _EMPTY
+    user_agent = ua.get("original")
+    if type(user_agent) is not str and user_agent is not None:
+        return None
+    src_country = src_geo.get("country_iso_code")
+    if src_country is not None and (type(src_country) is not str or src_country not in _ALPHA2):
+        return None
+    src_city = src_geo.get("city_name")
+    if type(src_city) is not str and src_city is not None:
+        return None
+    src_lat = src_loc.get("lat")
+    if src_lat is not None:
+        src_lat = _coord(src_loc, "lat", "source.geo.location.lat", 90.0)
+    src_lon = src_loc.get("lon")
+    if src_lon is not None:
+        src_lon = _coord(src_loc, "lon", "source.geo.location.lon", 180.0)
+    src_asn = src_as.get("number")
+    if src_asn is not None and (type(src_asn) is not int or not 0 <= src_asn <= _MAX_ASN):
+        src_asn = _asn(src_as, "number", "source.as.number")
+    src_as_name = src_org.get("name")
+    if type(src_as_name) is not str and src_as_name is not None:
+        return None
+    src_hostname = source.get("domain")
+    if type(src_hostname) is not str and src_hostname is not None:
+        return None
+    src_hostname = src_hostname or None
+    dst_hostname = dest.get("domain")
+    if type(dst_hostname) is not str and dst_hostname is not None:
+        return None
+    dst_hostname = dst_hostname or None
+    dst_port = dest.get("port")
+    if dst_port is not None and (type(dst_port) is not int or not 0 <= dst_port <= 65535):
+        return None
+    dst_country = dst_geo.get("country_iso_code")
+    if dst_country is not None and (type(dst_country) is not str or dst_country not in _ALPHA2):
+        return None
+    dst_as = dest.get("as")
+    if type(dst_as) is not dict:
+        if dst_as is not None:
+            return None
+        dst_as = _EMPTY
+    dst_asn = dst_as.get("number")
+    if dst_asn is not None and (type(dst_asn) is not int or not 0 <= dst_asn <= _MAX_ASN):
+        dst_asn = _asn(dst_as, "number", "destination.as.number")
+    # Counters: an int in range inline; anything else through the careful helper.
+    bytes_in = dest.get("bytes")
+    if bytes_in is not None and (type(bytes_in) is not int or not 0 <= bytes_in <= _MAX_COUNT):
+        bytes_in = _count(dest, "bytes", "destination.bytes")
+    bytes_out = source.get("bytes")
+    if bytes_out is not None and (type(bytes_out) is not int or not 0 <= bytes_out <= _MAX_COUNT):
+        bytes_out = _count(source, "bytes", "source.bytes")
+    packets_in = dest.get("packets")
+    if packets_in is not None and (
+        type(packets_in) is not int or not 0 <= packets_in <= _MAX_COUNT
+    ):
+        packets_in = _count(dest, "packets", "destination.packets")
+    packets_out = source.get("packets")
+    if packets_out is not None and (
+        type(packets_out) is not int or not 0 <= packets_out <= _MAX_COUNT
+    ):
+        packets_out = _count(source, "packets", "source.packets")
+
+    if len(raw) > _NO_LONG_STRINGS and _any_too_long(
+        event_id, reason, action, uid, name, email, transport, net_protocol,
+        direction_text, host_id, host_name, device_id, service, session_id, user_agent,
+        src_city, src_as_name, src_hostname, dst_hostname,
+    ):  # fmt: skip
+        return None
+    dst_internal: bool | None = True
+    if direction != 3:
+        dst_internal = None if dst_ip is None else dst_ip[2]
+    protocol: str | None = None
+    if transport is not None:
+        protocol = transport.lower()
+    elif net_protocol is not None:
+        protocol = net_protocol.lower()
+    if event_id is None:
+        event_id = _derived_id(doc, raw)
+    return _new_event(
+        (
+            event_id,
+            kind,
+            ts_ms,
+            entity,
+            entity_kind,
+            entity_class,
+            "ecs",  # source_format
+            user,
+            user_type,
+            activity,
+            success,
+            reason if reason is not None else action,  # status_detail
+            None,  # is_mfa
+            session_id,
+            service,
+            user_agent,
+            None if src_ip is None else src_ip[0],  # src_ip
+            None if src_ip is None else src_ip[1],  # src_prefix
+            src_country,
+            src_city,
+            src_lat,
+            src_lon,
+            src_asn,
+            src_as_name,
+            device_id,
+            src_hostname,
+            None if dst_ip is None else dst_ip[0],  # dst_ip
+            dst_hostname,
+            dst_port,
+            dst_country,
+            dst_asn,
+            dst_internal,
+            protocol,
+            direction,
+            bytes_in,
+            bytes_out,
+            packets_in,
+            packets_out,
+            None if duration_ns is None else duration_ns // 1_000_000,  # duration_ms
+        )
+    )
+
+
 def _ecs_kind(category: Any) -> EventKind | None:
     """ECS ``event.category`` (string or list) -> kind; authentication wins over network."""
     if type(category) is str:
@@ -917,7 +1889,9 @@ def parse_event(raw: bytes | str) -> Event:
     not_object
     """
     data: bytes | bytearray
-    if isinstance(raw, str):
+    if type(raw) is bytes:  # the usual case, first: cheaper than the isinstance chain
+        data = raw
+    elif isinstance(raw, str):
         if len(raw) > MAX_EVENT_BYTES:  # each char is at least one UTF-8 byte
             raise ParseError("too_large", "document exceeds MAX_EVENT_BYTES")
         try:
@@ -939,20 +1913,35 @@ def parse_event(raw: bytes | str) -> Event:
     if type(doc) is not dict:
         raise ParseError("not_object", "top-level JSON value is not an object")
 
+    # Each form: the fast parser first; when it has any doubt (None, or a
+    # helper's ParseError), the careful parser decides and names the reason.
+    event: Event | None = None
     if "class_uid" in doc:
         class_uid = doc["class_uid"]
-        if type(class_uid) is int:
-            if class_uid == _OCSF_AUTH:
-                return _parse_ocsf(doc, data, True)
-            if class_uid == _OCSF_NETWORK:
-                return _parse_ocsf(doc, data, False)
+        if type(class_uid) is int and (class_uid == _OCSF_AUTH or class_uid == _OCSF_NETWORK):
+            is_auth = class_uid == _OCSF_AUTH
+            try:
+                event = _fast_ocsf(doc, data, is_auth)
+            except ParseError:
+                pass
+            return event if event is not None else _parse_ocsf(doc, data, is_auth)
         raise ParseError("unknown_class", "OCSF class_uid is not 3002 or 4001")
     ev = doc.get("event")
     if type(ev) is dict:
         ecs_kind = _ecs_kind(ev.get("category"))
         if ecs_kind is not None:
-            return _parse_ecs(doc, data, ev, ecs_kind is _AUTH)
+            is_auth = ecs_kind is _AUTH
+            try:
+                event = _fast_ecs(doc, data, ev, is_auth)
+            except ParseError:
+                pass
+            return event if event is not None else _parse_ecs(doc, data, ev, is_auth)
     native_kind = doc.get("kind")
     if type(native_kind) is str and native_kind in _NATIVE_KIND:
-        return _parse_native(doc, data, _NATIVE_KIND[native_kind])
+        kind = _NATIVE_KIND[native_kind]
+        try:
+            event = _fast_native(doc, data, kind)
+        except ParseError:
+            pass
+        return event if event is not None else _parse_native(doc, data, kind)
     raise ParseError("unknown_class", "not OCSF 3002/4001, ECS auth/network or native")
