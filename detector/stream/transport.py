@@ -1,28 +1,124 @@
-"""Faust's aiokafka transport with a configurable consumer fetch wait.
+"""Faust's aiokafka transport, with a configurable fetch wait and a consumer that loses nothing.
 
 Registered in Faust's transport registry under the URL scheme
 :data:`TRANSPORT_SCHEME`; the worker's broker URLs use it. Kept in its own
 module because mode logs a service's lifecycle with the logger of the module
 that defines its class (this one is kept at WARNING).
+
+Why the consumer is patched (issue 3/6, "input messages skipped by the
+consumer"; faust-streaming 0.15.3, ``faust/transport/consumer.py``).
+Faust fetches a batch of records on the consumer thread and hands them to the
+streams one at a time on the main loop (``Consumer._drain_messages``), and
+meanwhile a rebalance may seek the partitions back to their committed
+offsets (``Recovery.on_recovery_completed`` resumes the input partitions,
+then awaits ``Consumer.perform_seek``, then ``app.flow_control.resume()``,
+which empties every stream's queue). Stock Faust then
+
+1. keeps handing over the records of the batch fetched *before* the seek
+   (nothing marks them stale);
+2. writes the read offset of such a record *after* the seek, over the one the
+   seek set (``set_read_offset`` after ``wait_first``, consumer.py:1220-1223),
+   so the records fetched again from the committed offset are dropped as
+   already read ("DROPPED MESSAGE ROFF", consumer.py:1224-1230), although the
+   ones still queued were thrown away by the queue clear; and
+3. takes the jump from the seek's read offset to the stale record as a hole in
+   the log (``_add_gap``, consumer.py:1210-1214) and counts the offsets in
+   between as acknowledged at commit time (``_new_offset``, consumer.py:1111-1126).
+
+So messages that no stream processed were committed past: observed as a few
+consecutive offsets missing at a stage after a restart
+(``detector_input_gap_offsets_total``). The fix is a position ledger: every
+seek Faust makes is counted per partition in the same synchronous step that
+moves aiokafka's position, each fetched batch carries the counts of its
+fetch, and :meth:`_Consumer._drain_messages` hands over a record only when
+its partition was not sought since (a sought partition is fetched again from
+its new position, so a stale record is never lost by being dropped).
+
+A second, independent leak is closed in :meth:`_Consumer.ack`: a stream drops
+a message it dequeues while flow control is suspended or from an older
+generation (``Stream._py_aiter``, streams.py:1290-1303) and acks it although
+it was never processed; only messages a stream took in (``tracked``) count.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from aiokafka.errors import IllegalStateError
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
+
+#: A partition as a plain (topic, partition) pair (Faust's TP and aiokafka's
+#: TopicPartition are both such tuples).
+Partition = tuple[str, int]
+
+
+class PositionLedger:
+    """How many times the fetch position of each partition was moved by a seek.
+
+    The seeks run on the consumer thread, the hand-over on the main loop:
+    :attr:`lock` makes "move the position, count it, set the read offset" on
+    the one side and "check the count, then use or set the read offset" on the
+    other indivisible.
+
+    Examples
+    --------
+    >>> ledger = PositionLedger()
+    >>> stamp = ledger.snapshot()
+    >>> ledger.moved([("in", 0)])
+    >>> ledger.moved_since(stamp, ("in", 0)), ledger.moved_since(stamp, ("in", 1))
+    (True, False)
+    """
+
+    __slots__ = ("lock", "_moves")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._moves: dict[Partition, int] = {}
+
+    def moved(self, partitions: Iterable[Partition]) -> None:
+        """Record that the position of each of ``partitions`` was just moved."""
+        with self.lock:
+            for tp in partitions:
+                key = (tp[0], tp[1])
+                self._moves[key] = self._moves.get(key, 0) + 1
+
+    def snapshot(self) -> dict[Partition, int]:
+        """Return the current counts (the stamp of a fetch made now)."""
+        with self.lock:
+            return dict(self._moves)
+
+    def moved_since(self, stamp: Mapping[Partition, int], tp: Partition) -> bool:
+        """Return True when ``tp`` was sought after ``stamp`` was taken."""
+        key = (tp[0], tp[1])
+        return self._moves.get(key, 0) != stamp.get(key, 0)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread, with the fetch wait taken from the settings.
+    """Faust's consumer thread: configured fetch wait, seeks recorded in the ledger.
 
     Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``. A fetch
     is not sent for partitions whose records are still buffered, so a
     partition drained just after a long-poll went out waits for that poll to
     expire: up to 1.5 s per hop, on four hops. The consumer is built by
     Faust, then given the configured wait before it starts.
+
+    Every seek that Faust makes through this thread moves aiokafka's
+    position, sets Faust's read offset and counts the move in
+    :attr:`positions` in one step under the ledger's lock, and every fetch
+    stores :attr:`fetch_stamp` in the step its records come back, so no
+    fetch can be stamped on the wrong side of a seek.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.positions = PositionLedger()
+        self.fetch_stamp: dict[Partition, int] = {}
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -31,14 +127,220 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             consumer._fetch_max_wait_ms = int(wait)  # read by AIOKafkaConsumer.start()
         return consumer
 
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        self.fetch_stamp = self.positions.snapshot()  # no await since the records came back
+        return records
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """Seek every assigned partition to its committed offset; return those offsets."""
+        committed: Mapping[Any, int] = await self.call_thread(self._seek_to_committed)
+        return committed
+
+    async def _seek_to_committed(self) -> Mapping[Any, int | None]:
+        # aiokafka's seek_to_committed plus the read offsets Faust's
+        # perform_seek sets, in one step: the committed offsets are read
+        # first, then positions, read offsets and ledger change together. A
+        # partition without a committed offset keeps its position (aiokafka
+        # does not seek it), so its fetched records stay valid.
+        consumer = self._ensure_consumer()
+        committed = {tp: await consumer.committed(tp) for tp in consumer.assignment()}
+        read_offset = self.consumer._read_offset
+        with self.positions.lock:
+            moved = []
+            for tp, offset in committed.items():
+                if offset and offset > 0:
+                    try:
+                        consumer.seek(tp, offset)
+                    except IllegalStateError:  # revoked meanwhile: its next owner seeks it
+                        continue
+                    moved.append(tp)
+                read_offset[tp] = offset if offset is not None and offset >= 0 else None
+            self.positions.moved(moved)
+        return committed
+
+    async def _seek_wait(self, consumer: Any, partitions: Mapping[Any, int]) -> None:
+        # Faust's _seek_wait (table recovery), its seeks made under the lock.
+        read_offset = self.consumer._read_offset
+        with self.positions.lock:
+            for tp, offset in partitions.items():
+                consumer.seek(tp, offset)
+                if offset > 0:
+                    read_offset[tp] = offset
+                else:
+                    read_offset.pop(tp, None)
+            self.positions.moved(partitions)
+        await asyncio.wait_for(
+            asyncio.gather(*[consumer.position(tp) for tp in partitions]),
+            timeout=self.app.conf.broker_request_timeout,
+        )
+
+    def seek(self, partition: Any, offset: int) -> None:
+        """Seek ``partition`` to ``offset``."""
+        with self.positions.lock:
+            super().seek(partition, offset)
+            self.positions.moved([partition])
+
+    async def seek_to_beginning(self, *partitions: Any) -> None:
+        """Seek ``partitions`` to the first available offset."""
+        await self.call_thread(self._seek_to_beginning, *partitions)
+
+    async def _seek_to_beginning(self, *partitions: Any) -> None:
+        # aiokafka requests the reset before its first await: records fetched
+        # before are stale, and none are returned while it is pending.
+        self.positions.moved(partitions)
+        await self._ensure_consumer().seek_to_beginning(*partitions)
+
 
 class _Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer that never hands over a record fetched before a seek.
+
+    See the module docstring for the defect. :meth:`_drain_messages` is
+    Faust's (faust-streaming 0.15.3) with the changes marked ``zt:``.
+    """
+
+    _thread: _ConsumerThread
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch_stamp: dict[Partition, int] = {}
+
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _wait_next_records(self, timeout: float) -> Any:
+        result = await super()._wait_next_records(timeout)
+        # The stamp the thread stored when these records came back.
+        self._batch_stamp = self._thread.fetch_stamp
+        return result
+
+    async def perform_seek(self) -> None:
+        """Seek every assigned partition to its committed offset.
+
+        Faust sets the read offsets here, on the main loop, after the seek
+        came back: a record fetched and handed over in between would have
+        its read offset overwritten. The thread sets them with the seek.
+        """
+        committed = await self.seek_to_committed()
+        self._committed_offset.update(
+            {ensure_TP(tp): offset if offset else None for tp, offset in committed.items()
+             if offset is not None}
+        )
+
+    def ack(self, message: Any) -> bool:
+        """Mark ``message`` processed; return True when its offset may be committed.
+
+        A message that no stream took in (a stream sets ``tracked`` when it
+        accepts one) was dropped by the stream during a rebalance, and Faust
+        acks it regardless: it is marked acked but never made committable.
+        """
+        if not message.tracked:
+            with ack_lock:
+                message.acked = True
+            return False
+        result: bool = super().ack(message)
+        return result
+
+    def _record_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        # Faust's _add_gap without its await, so it runs under the ledger lock.
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed + 1)
+        if offset_from <= offset_to:
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to + 1)
+            gaps.merge_overlaps()
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        positions = self._thread.positions
+        lock = positions.lock
+
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        stamp = self._batch_stamp
+                        offset = message.offset
+                        with lock:
+                            if positions.moved_since(stamp, tp):
+                                # zt: fetched before a seek of its partition,
+                                # whose new position is fetched again: drop it.
+                                continue
+                            r_offset = get_read_offset(tp)
+                            if r_offset is not None and offset < r_offset:
+                                self.log.dev("DROPPED MESSAGE ROFF %r", offset)
+                                continue
+                            if r_offset and offset - r_offset > 1:
+                                # zt: a hole in the log (this record and the
+                                # one read before come from one position).
+                                if acks_enabled_for(message.topic):
+                                    self._record_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        hand_over = callback(message)
+                        done = await self.wait_first(hand_over, self.suspend_flow.wait())
+                        with lock:
+                            if positions.moved_since(stamp, tp):
+                                # zt: sought during the hand-over: the read
+                                # offset the seek set stands.
+                                continue
+                            if hand_over not in done.done:
+                                # zt: flow suspended before the message reached
+                                # its stream: not read (a seek follows).
+                                break
+                            set_read_offset(tp, offset)
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
 
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with :class:`_ConsumerThread`."""
+    """Faust's aiokafka transport with :class:`_Consumer` (and :class:`_ConsumerThread`)."""
 
     Consumer = _Consumer
 
