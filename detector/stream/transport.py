@@ -43,6 +43,7 @@ it was never processed; only messages a stream took in (``tracked``) count.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -52,6 +53,9 @@ from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
+
+#: Not this module's logger: that one is kept at WARNING (see the module docstring).
+logger = logging.getLogger("detector.stream.positions")
 
 #: A partition as a plain (topic, partition) pair (Faust's TP and aiokafka's
 #: TopicPartition are both such tuples).
@@ -284,6 +288,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
                 if not self.should_stop:
+                    dropped: set[Any] = set()  # partitions with stale records in this batch
                     async for tp, message in ait:
                         num_since_yield += 1
                         if num_since_yield > yield_every:
@@ -295,6 +300,13 @@ class _Consumer(faust_aiokafka.Consumer):
                             if positions.moved_since(stamp, tp):
                                 # zt: fetched before a seek of its partition,
                                 # whose new position is fetched again: drop it.
+                                if tp not in dropped:
+                                    dropped.add(tp)
+                                    logger.info(
+                                        "records fetched before a seek dropped, fetched "
+                                        "again topic=%s partition=%d first_offset=%d",
+                                        tp[0], tp[1], offset,
+                                    )
                                 continue
                             r_offset = get_read_offset(tp)
                             if r_offset is not None and offset < r_offset:

@@ -56,7 +56,7 @@ from tests.integration._state import (
     events_seen,
     replay_baselines,
     replay_decisions,
-    wait_all_decided_or_known_gap,
+    wait_all_decided_without_gaps,
 )
 from tests.integration._stream import (
     DETECTOR,
@@ -209,7 +209,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_learns_nothing_twice(
                            name="second")
     with running(second):
         second.wait_ready()
-        wait_all_decided_or_known_gap(bs, dec, {d["event_id"] for d in expected}, [second],
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected}, [second],
                                       timeout_s=150)
         skipped = second.metric("detector_redelivered_skipped_total")
         assert second.metric("detector_engine_errors_total") == 0
@@ -308,7 +308,7 @@ def test_broker_restart_under_load_worker_reconnects_and_loses_nothing(
             assert restart.stdout.strip() == bs, "same address after the restart"
             assert w.alive(), f"worker died with the broker:\n{w.log_tail()}"
             _produce(bs, second_half, inp)
-            wait_all_decided_or_known_gap(bs, dec, {d["event_id"] for d in expected}, [w],
+            wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected}, [w],
                                           timeout_s=150)
             assert w.alive(), "the same worker process continued"
             assert w.metric("detector_engine_errors_total") == 0
@@ -401,7 +401,7 @@ def test_refused_response_topic_fails_stop_without_committing_then_nothing_lost(
     second = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="second")
     with running(second):
         second.wait_ready()
-        wait_all_decided_or_known_gap(bs, dec, {d["event_id"] for d in expected}, [second],
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected}, [second],
                                       timeout_s=120)
         _wait_signals(bs, resp, want)
         assert second.stop() == 0, second.log_tail()
