@@ -6,38 +6,42 @@ module because mode logs a service's lifecycle with the logger of the module
 that defines its class (this one is kept at WARNING).
 
 Why the consumer is patched (issue 3/6, "input messages skipped by the
-consumer"; faust-streaming 0.15.3, ``faust/transport/consumer.py``).
-Faust fetches a batch of records on the consumer thread and hands them to the
-streams one at a time on the main loop (``Consumer._drain_messages``), and
-meanwhile a rebalance may seek the partitions back to their committed
-offsets (``Recovery.on_recovery_completed`` resumes the input partitions,
-then awaits ``Consumer.perform_seek``, then ``app.flow_control.resume()``,
-which empties every stream's queue). Stock Faust then
+consumer"; faust-streaming 0.15.3, paths under ``site-packages``). Faust
+fetches a batch of records on the consumer thread and hands them to the
+streams one at a time on the main loop (``Consumer._drain_messages``). When a
+rebalance's table recovery ends (``faust/tables/recovery.py:649-660``), it
+resumes the input partitions, awaits ``Consumer.perform_seek`` (back to the
+committed offsets) while the fetch loop keeps handing records over, then
+calls ``app.flow_control.resume()``, which empties every stream's queue
+(``mode/utils/queues.py:97-101``). Stock Faust then
 
-1. keeps handing over the records of the batch fetched *before* the seek
-   (nothing marks them stale);
-2. writes the read offset of such a record *after* the seek, over the one the
-   seek set (``set_read_offset`` after ``wait_first``, consumer.py:1220-1223),
-   so the records fetched again from the committed offset are dropped as
-   already read ("DROPPED MESSAGE ROFF", consumer.py:1224-1230), although the
-   ones still queued were thrown away by the queue clear; and
-3. takes the jump from the seek's read offset to the stale record as a hole in
-   the log (``_add_gap``, consumer.py:1210-1214) and counts the offsets in
-   between as acknowledged at commit time (``_new_offset``, consumer.py:1111-1126).
+1. keeps handing over the rest of the batch fetched *before* the seek:
+   nothing marks it stale;
+2. takes the jump from the read offset the seek reset to such a stale record
+   for a hole in the log (``_add_gap``, ``faust/transport/consumer.py:1209-1215``),
+   and counts the offsets in between as acknowledged when it commits
+   (``_new_offset``, consumer.py:1113-1128); and
+3. writes the read offset of a record handed over across the seek over the
+   one the seek set (consumer.py:1219-1223), so the records fetched again
+   from the committed offset are dropped as already read (consumer.py:1224-1230).
 
-So messages that no stream processed were committed past: observed as a few
-consecutive offsets missing at a stage after a restart
-(``detector_input_gap_offsets_total``). The fix is a position ledger: every
-seek Faust makes is counted per partition in the same synchronous step that
-moves aiokafka's position, each fetched batch carries the counts of its
-fetch, and :meth:`_Consumer._drain_messages` hands over a record only when
-its partition was not sought since (a sought partition is fetched again from
-its new position, so a stale record is never lost by being dropped).
+The records that were still queued when the queues were emptied were thus
+never processed, yet committed past: a few consecutive offsets per
+partition missing at a stage after a restart (seen on the real broker with
+``detector_input_gap_offsets_total`` and the "offset gap" log). The fix is a
+position ledger: every seek Faust makes through the consumer thread moves
+aiokafka's position, sets Faust's read offset and is counted per partition
+in one step under a lock; each fetched batch carries the counts of its
+fetch; and :meth:`_Consumer._drain_messages` hands a record over only while
+its partition was not sought since (a sought partition is fetched again
+from its new position, so dropping a stale record loses nothing), and keeps
+the read offset a seek set.
 
-A second, independent leak is closed in :meth:`_Consumer.ack`: a stream drops
-a message it dequeues while flow control is suspended or from an older
-generation (``Stream._py_aiter``, streams.py:1290-1303) and acks it although
-it was never processed; only messages a stream took in (``tracked``) count.
+A second, independent leak is closed in :meth:`_Consumer.ack`: a stream
+drops a message it dequeues while flow control is suspended or that comes
+from an older generation, and acks it although it processed nothing
+(``Stream._py_aiter``, ``faust/streams.py:1286-1303`` and 1342-1344). Only a
+message a stream took in (``tracked``) counts as processed.
 """
 
 from __future__ import annotations
@@ -216,6 +220,12 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_stamp: dict[Partition, int] = {}
+        # perform_seek and the hand-over of a record exclude each other.
+        self._seeks_running = 0
+        self._no_seek = asyncio.Event()
+        self._no_seek.set()
+        self._idle = asyncio.Event()  # no record being handed over
+        self._idle.set()
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -229,15 +239,28 @@ class _Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset.
 
-        Faust sets the read offsets here, on the main loop, after the seek
-        came back: a record fetched and handed over in between would have
-        its read offset overwritten. The thread sets them with the seek.
+        No record is handed over meanwhile: the one being handed over is
+        let finish first, the next waits. A hand-over spanning the seek could
+        put its (stale) record into a stream's queue after the caller empties
+        the queues (``flow_control.resume()``), ahead of the records fetched
+        again from the committed offset: processed out of order, which the
+        stages' redelivery check would take for redeliveries of the earlier
+        ones. Faust also set the read offsets here, after the seek came back;
+        the thread sets them with the seek.
         """
-        committed = await self.seek_to_committed()
-        self._committed_offset.update(
-            {ensure_TP(tp): offset if offset else None for tp, offset in committed.items()
-             if offset is not None}
-        )
+        self._seeks_running += 1
+        self._no_seek.clear()
+        try:
+            await self._idle.wait()
+            committed = await self.seek_to_committed()
+            self._committed_offset.update(
+                {ensure_TP(tp): offset if offset else None for tp, offset in committed.items()
+                 if offset is not None}
+            )
+        finally:
+            self._seeks_running -= 1
+            if not self._seeks_running:
+                self._no_seek.set()
 
     def ack(self, message: Any) -> bool:
         """Mark ``message`` processed; return True when its offset may be committed.
@@ -294,6 +317,13 @@ class _Consumer(faust_aiokafka.Consumer):
                         if num_since_yield > yield_every:
                             await sleep(0)
                             num_since_yield = 0
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        if self._seeks_running:
+                            # zt: no hand-over while perform_seek runs.
+                            await self._no_seek.wait()
                         stamp = self._batch_stamp
                         offset = message.offset
                         with lock:
@@ -317,12 +347,12 @@ class _Consumer(faust_aiokafka.Consumer):
                                 # one read before come from one position).
                                 if acks_enabled_for(message.topic):
                                     self._record_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None:
-                            if self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
                         hand_over = callback(message)
-                        done = await self.wait_first(hand_over, self.suspend_flow.wait())
+                        self._idle.clear()
+                        try:
+                            done = await self.wait_first(hand_over, self.suspend_flow.wait())
+                        finally:
+                            self._idle.set()
                         with lock:
                             if positions.moved_since(stamp, tp):
                                 # zt: sought during the hand-over: the read
