@@ -103,6 +103,9 @@ class Run:
 #: Where the recovery's seek lands: while a record is being handed over, or
 #: while a fetched batch crosses from the consumer thread to the main loop.
 SCENARIOS = ("during a hand-over", "while a batch is in transit")
+#: A hand-over waiting for flow control, which the recovery resumes after its
+#: seek (Faust's on_message awaits app.flow_control.acquire() first).
+BLOCKED = "during a hand-over blocked on flow control"
 
 
 async def _run(broker_url: str, scenario: str) -> Run:
@@ -125,6 +128,7 @@ async def _run(broker_url: str, scenario: str) -> Run:
         await consumer.perform_seek()
         queued.clear()
         busy = False
+        app.flow_control.resume()
 
     async def call_thread(fun: Any, *args: Any, **kwargs: Any) -> Any:
         # The consumer thread's loop is this loop. In the second scenario
@@ -152,6 +156,15 @@ async def _run(broker_url: str, scenario: str) -> Run:
         # on_message waits for a full producer buffer to ebb) and the record
         # reaches the stream after that wait.
         nonlocal busy
+        if scenario == BLOCKED and message.offset == SEEK_DURING and fetches == 1 and not busy:
+            busy = True
+            app.flow_control.suspend()
+            recovery = asyncio.ensure_future(recover())
+            del recovery  # runs on by itself
+        await app.flow_control.acquire()
+        if scenario == BLOCKED:
+            process(message)
+            return
         if message.offset == SEEK_DURING and not queued and busy is False and fetches == 1:
             busy = True
             queued.append(message)
@@ -167,6 +180,7 @@ async def _run(broker_url: str, scenario: str) -> Run:
             process(message)
 
     consumer.callback = deliver
+    app.flow_control.resume()
     fetch_loop = faust.Service()
     fetch_loop._stopped = broker.done  # type: ignore[assignment]
     await asyncio.wait_for(consumer._drain_messages(fetch_loop), timeout=10)
@@ -202,7 +216,7 @@ def test_stock_faust_commits_past_messages_it_never_processed(scenario: str) -> 
     assert SEEK_DURING in _unprocessed_below_commit(run)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [*SCENARIOS, BLOCKED])
 def test_our_consumer_processes_every_message_before_committing_it(scenario: str) -> None:
     run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", scenario))
     assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"

@@ -226,6 +226,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self._no_seek.set()
         self._idle = asyncio.Event()  # no record being handed over
         self._idle.set()
+        self._handing_over: asyncio.Future[bool] | None = None
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -251,6 +252,12 @@ class _Consumer(faust_aiokafka.Consumer):
         self._seeks_running += 1
         self._no_seek.clear()
         try:
+            hand_over = self._handing_over
+            if hand_over is not None and not self.app.flow_control.is_active():
+                # It waits for flow control, which the caller resumes only
+                # after this seek: cancel it (it has put nothing yet); its
+                # record is fetched again from the committed offset.
+                hand_over.cancel()
             await self._idle.wait()
             committed = await self.seek_to_committed()
             self._committed_offset.update(
@@ -347,20 +354,24 @@ class _Consumer(faust_aiokafka.Consumer):
                                 # one read before come from one position).
                                 if acks_enabled_for(message.topic):
                                     self._record_gap(tp, r_offset + 1, offset)
-                        hand_over = callback(message)
+                        hand_over = asyncio.ensure_future(_hand_over(callback, message))
+                        self._handing_over = hand_over
                         self._idle.clear()
                         try:
-                            done = await self.wait_first(hand_over, self.suspend_flow.wait())
+                            await self.wait_first(hand_over, self.suspend_flow.wait())
                         finally:
+                            self._handing_over = None
                             self._idle.set()
                         with lock:
                             if positions.moved_since(stamp, tp):
                                 # zt: sought during the hand-over: the read
                                 # offset the seek set stands.
                                 continue
-                            if hand_over not in done.done:
-                                # zt: flow suspended before the message reached
-                                # its stream: not read (a seek follows).
+                            if not (hand_over.done() and not hand_over.cancelled()
+                                    and hand_over.result()):
+                                # zt: cancelled (flow suspended, or a seek)
+                                # before the message reached its stream: not
+                                # read (a seek follows or came).
                                 break
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)
@@ -379,6 +390,19 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+
+async def _hand_over(callback: Any, message: Any) -> bool:
+    """Hand ``message`` to its streams; return False when cancelled before it got there.
+
+    Its own task, so that a seek can cancel it without the cancellation
+    reaching (and ending) the fetch loop that waits for it.
+    """
+    try:
+        await callback(message)
+    except asyncio.CancelledError:
+        return False
+    return True
 
 
 class Transport(faust_aiokafka.Transport):
