@@ -56,7 +56,8 @@ class _Fetcher:
 class _Broker:
     """A one-partition log and an aiokafka consumer's position in it."""
 
-    position: int = COMMITTED
+    committed_offset: int | None = COMMITTED  # None: a new consumer group
+    position: int = COMMITTED  # where the group starts (committed, or the reset position)
     seeks: list[int] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _max_poll_records = BATCH
@@ -74,8 +75,8 @@ class _Broker:
         return {TP: [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 1, 1, ())
                      for o in offsets]}
 
-    async def committed(self, tp: TopicPartition) -> int:
-        return COMMITTED
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.committed_offset
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
@@ -87,9 +88,10 @@ class _Broker:
         self.position = offset
         self.seeks.append(offset)
 
-    async def seek_to_committed(self) -> dict[TopicPartition, int]:  # aiokafka's, for stock Faust
-        self.seek(TP, COMMITTED)
-        return {TP: COMMITTED}
+    async def seek_to_committed(self) -> dict[TopicPartition, int | None]:  # aiokafka's
+        if self.committed_offset:
+            self.seek(TP, self.committed_offset)
+        return {TP: self.committed_offset}
 
 
 @dataclass
@@ -108,11 +110,11 @@ SCENARIOS = ("during a hand-over", "while a batch is in transit")
 BLOCKED = "during a hand-over blocked on flow control"
 
 
-async def _run(broker_url: str, scenario: str) -> Run:
+async def _run(broker_url: str, scenario: str, committed: int | None = COMMITTED) -> Run:
     app = faust.App(f"t-{broker_url.split(':')[0]}", broker=broker_url, autodiscover=False)
     consumer = app.consumer
     app.topics._acking_topics.add(TOPIC)
-    broker = _Broker()
+    broker = _Broker(committed_offset=committed)
     thread = consumer._thread
     thread._consumer = broker
     consumer._set_active_tps({TP})  # assigned and resumed
@@ -243,6 +245,15 @@ def _out_of_order(run: Run) -> list[int]:
             early.append(o)
         seen.add(o)
     return early
+
+
+@pytest.mark.parametrize("scenario", [*SCENARIOS, BLOCKED])
+def test_a_new_consumer_group_goes_back_to_its_first_record(scenario: str) -> None:
+    """Without a committed offset aiokafka does not move the position: ours goes back anyway."""
+    run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", scenario, committed=None))
+    assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"
+    assert run.committable == END
+    assert _out_of_order(run) == []
 
 
 def test_a_message_a_stream_dropped_is_never_committable() -> None:

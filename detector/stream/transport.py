@@ -123,6 +123,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetch can be stamped on the wrong side of a seek.
     """
 
+    consumer: _Consumer
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.positions = PositionLedger()
@@ -156,18 +158,22 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _seek_to_committed(self) -> Mapping[Any, int | None]:
         # aiokafka's seek_to_committed plus the read offsets Faust's
         # perform_seek sets, in one step: the committed offsets are read
-        # first, then positions, read offsets and ledger change together. A
-        # partition without a committed offset keeps its position (aiokafka
-        # does not seek it), so its fetched records stay valid.
+        # first, then positions, read offsets and ledger change together.
+        # aiokafka leaves a partition without a committed offset where it
+        # is, past the records handed over since it was assigned (which the
+        # caller is about to empty from the queues): it goes back to the
+        # first of them instead.
         consumer = self._ensure_consumer()
         committed = {tp: await consumer.committed(tp) for tp in consumer.assignment()}
         read_offset = self.consumer._read_offset
+        first_read = self.consumer._first_read
         with self.positions.lock:
             moved = []
             for tp, offset in committed.items():
-                if offset and offset > 0:
+                target = offset if offset and offset > 0 else first_read.get((tp[0], tp[1]))
+                if target is not None:
                     try:
-                        consumer.seek(tp, offset)
+                        consumer.seek(tp, target)
                     except IllegalStateError:  # revoked meanwhile: its next owner seeks it
                         continue
                     moved.append(tp)
@@ -227,6 +233,8 @@ class _Consumer(faust_aiokafka.Consumer):
         self._idle = asyncio.Event()  # no record being handed over
         self._idle.set()
         self._handing_over: asyncio.Future[bool] | None = None
+        # The first offset handed over per partition since it was assigned.
+        self._first_read: dict[Partition, int] = {}
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -269,6 +277,13 @@ class _Consumer(faust_aiokafka.Consumer):
             if not self._seeks_running:
                 self._no_seek.set()
 
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Forget the revoked partitions' first read offsets, then let Faust revoke them."""
+        with self._thread.positions.lock:
+            for tp in revoked:
+                self._first_read.pop((tp[0], tp[1]), None)
+        await super().on_partitions_revoked(revoked)
+
     def ack(self, message: Any) -> bool:
         """Mark ``message`` processed; return True when its offset may be committed.
 
@@ -300,6 +315,7 @@ class _Consumer(faust_aiokafka.Consumer):
         fetcher_should_stop = fetcher._stopped.is_set
         positions = self._thread.positions
         lock = positions.lock
+        first_read = self._first_read
 
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
@@ -374,6 +390,7 @@ class _Consumer(faust_aiokafka.Consumer):
                                 # read (a seek follows or came).
                                 break
                             set_read_offset(tp, offset)
+                            first_read.setdefault((tp[0], tp[1]), offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
