@@ -28,14 +28,23 @@ calls ``app.flow_control.resume()``, which empties every stream's queue
 The records that were still queued when the queues were emptied were thus
 never processed, yet committed past: a few consecutive offsets per
 partition missing at a stage after a restart (seen on the real broker with
-``detector_input_gap_offsets_total`` and the "offset gap" log). The fix is a
-position ledger: every seek Faust makes through the consumer thread moves
-aiokafka's position, sets Faust's read offset and is counted per partition
-in one step under a lock; each fetched batch carries the counts of its
-fetch; and :meth:`_Consumer._drain_messages` hands a record over only while
-its partition was not sought since (a sought partition is fetched again
-from its new position, so dropping a stale record loses nothing), and keeps
-the read offset a seek set.
+``detector_input_gap_offsets_total`` and the "offset gap" log). The fix:
+
+* a position ledger: every seek Faust makes through the consumer thread
+  moves aiokafka's position, sets Faust's read offset and is counted per
+  partition in one step under a lock; each fetched batch carries the counts
+  of its fetch; :meth:`_Consumer._drain_messages` hands a record over only
+  while its partition was not sought since (a sought partition is fetched
+  again from its new position, so dropping a stale record loses nothing) and
+  keeps the read offset a seek set;
+* :meth:`_Consumer.perform_seek` and a hand-over exclude each other (a
+  hand-over waiting for flow control, which resumes only after the seek, is
+  cancelled instead): a record handed over across the seek could reach a
+  queue after it was emptied, ahead of the records fetched again, and a
+  stage would take those for redeliveries (``stages.Applied``);
+* a partition without a committed offset (a new consumer group) is sought
+  back to the first record handed over since its assignment: aiokafka
+  leaves it where it is, past the records about to be emptied.
 
 A second, independent leak is closed in :meth:`_Consumer.ack`: a stream
 drops a message it dequeues while flow control is suspended or that comes
@@ -278,10 +287,14 @@ class _Consumer(faust_aiokafka.Consumer):
                 self._no_seek.set()
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        """Forget the revoked partitions' first read offsets, then let Faust revoke them."""
+        """Count the revoked partitions as moved and forget their first read offsets; revoke."""
+        # A new assignment starts from the committed (or reset) position:
+        # what was fetched before is stale, and a hand-over finishing after
+        # this must not record its offset for the next assignment.
         with self._thread.positions.lock:
             for tp in revoked:
                 self._first_read.pop((tp[0], tp[1]), None)
+            self._thread.positions.moved(revoked)
         await super().on_partitions_revoked(revoked)
 
     def ack(self, message: Any) -> bool:
