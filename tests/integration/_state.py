@@ -15,7 +15,10 @@ from tests.integration._stream import MODEL, WorkerProcess, read_topic, wait_all
 
 def changelog_baselines(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
     """Return the last baseline written per entity key, as stored (applied log removed)."""
-    records = read_topic(bootstrap, f"{app_id}-baselines-changelog", timeout_s=30)
+    # read_topic stops once records stop coming, so the long deadline only
+    # costs time when nothing arrives: on a loaded machine the first records
+    # once took more than 30 s (a flaky "0 events held" failure).
+    records = read_topic(bootstrap, f"{app_id}-baselines-changelog", timeout_s=90)
     out: dict[str, dict[str, Any]] = {}
     for r in records:  # in offset order per partition; a key lives in one partition
         value = orjson.loads(r.value)
