@@ -110,7 +110,12 @@ SCENARIOS = ("during a hand-over", "while a batch is in transit")
 BLOCKED = "during a hand-over blocked on flow control"
 
 
-async def _run(broker_url: str, scenario: str, committed: int | None = COMMITTED) -> Run:
+async def _run(
+    broker_url: str,
+    scenario: str,
+    committed: int | None = COMMITTED,
+    seek_during: int = SEEK_DURING,
+) -> Run:
     app = faust.App(f"t-{broker_url.split(':')[0]}", broker=broker_url, autodiscover=False)
     consumer = app.consumer
     app.topics._acking_topics.add(TOPIC)
@@ -158,7 +163,7 @@ async def _run(broker_url: str, scenario: str, committed: int | None = COMMITTED
         # on_message waits for a full producer buffer to ebb) and the record
         # reaches the stream after that wait.
         nonlocal busy
-        if scenario == BLOCKED and message.offset == SEEK_DURING and fetches == 1 and not busy:
+        if scenario == BLOCKED and message.offset == seek_during and fetches == 1 and not busy:
             busy = True
             app.flow_control.suspend()
             recovery = asyncio.ensure_future(recover())
@@ -167,7 +172,7 @@ async def _run(broker_url: str, scenario: str, committed: int | None = COMMITTED
         if scenario == BLOCKED:
             process(message)
             return
-        if message.offset == SEEK_DURING and not queued and busy is False and fetches == 1:
+        if message.offset == seek_during and not queued and busy is False and fetches == 1:
             busy = True
             queued.append(message)
             return
@@ -254,6 +259,12 @@ def test_a_new_consumer_group_goes_back_to_its_first_record(scenario: str) -> No
     assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"
     assert run.committable == END
     assert _out_of_order(run) == []
+
+
+def test_a_new_consumer_group_refetches_a_first_record_whose_hand_over_was_cancelled() -> None:
+    run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", BLOCKED, committed=None,
+                           seek_during=COMMITTED))
+    assert run.processed == list(range(COMMITTED, END))
 
 
 def test_a_message_a_stream_dropped_is_never_committable() -> None:

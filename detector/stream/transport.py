@@ -242,7 +242,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self._idle = asyncio.Event()  # no record being handed over
         self._idle.set()
         self._handing_over: asyncio.Future[bool] | None = None
-        # The first offset handed over per partition since it was assigned.
+        # The first offset handed over (or tried) per partition since it was assigned.
         self._first_read: dict[Partition, int] = {}
 
     def _new_consumer_thread(self) -> _ConsumerThread:
@@ -383,6 +383,8 @@ class _Consumer(faust_aiokafka.Consumer):
                                 # one read before come from one position).
                                 if acks_enabled_for(message.topic):
                                     self._record_gap(tp, r_offset + 1, offset)
+                            # zt: where a seek without a committed offset goes back to.
+                            first_read.setdefault((tp[0], tp[1]), offset)
                         hand_over = asyncio.ensure_future(_hand_over(callback, message))
                         self._handing_over = hand_over
                         self._idle.clear()
@@ -403,7 +405,6 @@ class _Consumer(faust_aiokafka.Consumer):
                                 # read (a seek follows or came).
                                 break
                             set_read_offset(tp, offset)
-                            first_read.setdefault((tp[0], tp[1]), offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
