@@ -271,9 +271,11 @@ class _Consumer(faust_aiokafka.Consumer):
         try:
             hand_over = self._handing_over
             if hand_over is not None and not self.app.flow_control.is_active():
-                # It waits for flow control, which the caller resumes only
-                # after this seek: cancel it (it has put nothing yet); its
-                # record is fetched again from the committed offset.
+                # It waits for flow control (Faust's on_message starts with
+                # that wait), which the caller resumes only after this seek:
+                # waiting for it would deadlock. Cancelled, its record is
+                # fetched again from the committed offset. (Our worker has
+                # tables: their recovery resumes flow control first.)
                 hand_over.cancel()
             await self._idle.wait()
             committed = await self.seek_to_committed()
