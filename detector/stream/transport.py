@@ -22,7 +22,7 @@ calls ``app.flow_control.resume()``, which empties every stream's queue
    and counts the offsets in between as acknowledged when it commits
    (``_new_offset``, consumer.py:1113-1128); and
 3. writes the read offset of a record handed over across the seek over the
-   one the seek set (consumer.py:1219-1223), so the records fetched again
+   one the seek set (consumer.py:1220-1223), so the records fetched again
    from the committed offset are dropped as already read (consumer.py:1224-1230).
 
 The records that were still queued when the queues were emptied were thus
