@@ -26,7 +26,7 @@ import orjson
 from tests.integration._state import (
     changelog_baselines,
     replay_baselines,
-    wait_all_decided_or_known_gap,
+    wait_all_decided_without_gaps,
 )
 from tests.integration._stream import (
     WorkerProcess,
@@ -72,7 +72,7 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
         # Wait on event ids, not on a count: redelivered events that the
         # first run already decided are skipped (not counted) here, and
         # done_first may undercount on a loaded machine.
-        wait_all_decided_or_known_gap(kafka_bootstrap, dec, {d["event_id"] for d in expected},
+        wait_all_decided_without_gaps(kafka_bootstrap, dec, {d["event_id"] for d in expected},
                                       [second])
         assert second.stop() == 0, second.log_tail()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration._state import wait_all_decided_or_known_gap
+from tests.integration._state import wait_all_decided_without_gaps
 from tests.integration._stream import (
     WorkerProcess,
     create_topics,
@@ -80,7 +80,7 @@ def test_two_workers_share_partitions_and_hand_over_state(
 
         assert a.stop() == 0, a.log_tail()
         produce(second_half)
-        wait_all_decided_or_known_gap(kafka_bootstrap, dec, {d["event_id"] for d in expected},
+        wait_all_decided_without_gaps(kafka_bootstrap, dec, {d["event_id"] for d in expected},
                                       [b])
 
     records = read_topic(kafka_bootstrap, dec, want=len(lines) + 1, timeout_s=15)

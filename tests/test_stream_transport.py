@@ -1,0 +1,301 @@
+"""The worker's Kafka consumer never commits past a message no stream processed.
+
+No broker: Faust's real consumer classes (stock, and ours from
+``detector.stream.transport``) run their real fetch loop
+(``_drain_messages``), seek (``perform_seek``) and commit bookkeeping
+(``ack``, ``_new_offset``) against a scripted aiokafka consumer. The script
+is the race seen on the real broker after a restart (docs/streaming.md,
+"Input messages skipped by the consumer"): table recovery resumes the input
+partitions and awaits a seek to the committed offsets while records fetched
+before the seek are still being handed over, then resumes flow control,
+which empties the streams' queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from detector.stream.transport import TRANSPORT_SCHEME, PositionLedger, _Consumer
+
+TOPIC = "in"
+TP = TopicPartition(TOPIC, 0)
+COMMITTED = 10
+END = 40
+BATCH = 10
+SEEK_DURING = 12  # the record whose hand-over the recovery's seek interrupts
+
+
+class _Fetcher:
+    """aiokafka's fetcher, as far as Faust's consumer thread uses it."""
+
+    _closed = False
+
+    def __init__(self, broker: _Broker) -> None:
+        self.broker = broker
+        self._subscriptions = self
+
+    @contextlib.contextmanager
+    def fetch_context(self) -> Iterator[None]:
+        yield
+
+    async def fetched_records(self, active: Any, timeout: float = 0, max_records: Any = None
+                              ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        return self.broker.fetch()
+
+
+@dataclass
+class _Broker:
+    """A one-partition log and an aiokafka consumer's position in it."""
+
+    committed_offset: int | None = COMMITTED  # None: a new consumer group
+    position: int = COMMITTED  # where the group starts (committed, or the reset position)
+    seeks: list[int] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    _max_poll_records = BATCH
+    _closed = False
+
+    def __post_init__(self) -> None:
+        self._fetcher = _Fetcher(self)
+
+    def fetch(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.position >= END:
+            self.done.set()  # stops the fetch loop
+            return {}
+        offsets = range(self.position, min(self.position + BATCH, END))
+        self.position = offsets[-1] + 1
+        return {TP: [ConsumerRecord(TOPIC, 0, o, 0, 0, None, b"v", None, 1, 1, ())
+                     for o in offsets]}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.committed_offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return END
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position = offset
+        self.seeks.append(offset)
+
+    async def seek_to_committed(self) -> dict[TopicPartition, int | None]:  # aiokafka's
+        if self.committed_offset:
+            self.seek(TP, self.committed_offset)
+        return {TP: self.committed_offset}
+
+
+@dataclass
+class Run:
+    """What the streams processed, and what the consumer would commit."""
+
+    processed: list[int]
+    committable: int | None
+
+
+#: Where the recovery's seek lands: while a record is being handed over, or
+#: while a fetched batch crosses from the consumer thread to the main loop.
+SCENARIOS = ("during a hand-over", "while a batch is in transit")
+#: A hand-over waiting for flow control, which the recovery resumes after its
+#: seek (Faust's on_message awaits app.flow_control.acquire() first).
+BLOCKED = "during a hand-over blocked on flow control"
+
+
+async def _run(
+    broker_url: str,
+    scenario: str,
+    committed: int | None = COMMITTED,
+    seek_during: int = SEEK_DURING,
+) -> Run:
+    app = faust.App(f"t-{broker_url.split(':')[0]}", broker=broker_url, autodiscover=False)
+    consumer = app.consumer
+    app.topics._acking_topics.add(TOPIC)
+    broker = _Broker(committed_offset=committed)
+    thread = consumer._thread
+    thread._consumer = broker
+    consumer._set_active_tps({TP})  # assigned and resumed
+    processed: list[int] = []
+    queued: list[Any] = []  # the stream's queue while the stream is busy
+    busy = False  # from the first SEEK_DURING until the recovery empties the queue
+    fetches = 0
+
+    async def recover() -> None:
+        # Recovery.on_recovery_completed: seek to the committed offsets, then
+        # flow_control.resume(), which empties the streams' queues.
+        nonlocal busy
+        await consumer.perform_seek()
+        queued.clear()
+        busy = False
+        app.flow_control.resume()
+
+    async def call_thread(fun: Any, *args: Any, **kwargs: Any) -> Any:
+        # The consumer thread's loop is this loop. In the second scenario
+        # the seek runs on the thread after the second fetch came back there
+        # and before the main loop got its records.
+        nonlocal fetches
+        result = await fun(*args, **kwargs)
+        if getattr(fun, "__name__", "") == "_fetch_records":
+            fetches += 1
+            if fetches == 2 and scenario == SCENARIOS[1]:
+                await recover()
+        return result
+
+    thread.call_thread = call_thread
+
+    def process(message: Any) -> None:
+        message.tracked = True  # what a stream does when it takes a message in
+        processed.append(message.offset)
+        message.ack(consumer)
+
+    async def deliver(message: Any) -> None:
+        # The stream keeps up until it is busy from SEEK_DURING on (records
+        # queue up); the recovery empties the queue. In the first scenario the
+        # recovery starts while the next record's hand-over waits (as Faust's
+        # on_message waits for a full producer buffer to ebb) and the record
+        # reaches the stream after that wait.
+        nonlocal busy
+        if scenario == BLOCKED and message.offset == seek_during and fetches == 1 and not busy:
+            busy = True
+            app.flow_control.suspend()
+            recovery = asyncio.ensure_future(recover())
+            del recovery  # runs on by itself
+        await app.flow_control.acquire()
+        if scenario == BLOCKED:
+            process(message)
+            return
+        if message.offset == seek_during and not queued and busy is False and fetches == 1:
+            busy = True
+            queued.append(message)
+            return
+        if busy and scenario == SCENARIOS[0] and len(queued) == 1:
+            recovery = asyncio.ensure_future(recover())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            del recovery  # runs on by itself
+        if busy:
+            queued.append(message)
+        else:
+            process(message)
+
+    consumer.callback = deliver
+    app.flow_control.resume()
+    fetch_loop = faust.Service()
+    fetch_loop._stopped = broker.done  # type: ignore[assignment]
+    await asyncio.wait_for(consumer._drain_messages(fetch_loop), timeout=10)
+    return Run(processed, _commit(consumer))
+
+
+def _commit(consumer: Any) -> int | None:
+    """Commit as the consumer's commit timer would, until nothing more; return the offset."""
+    committed = None
+    while offsets := consumer._filter_committable_offsets([TP]):
+        committed = offsets[TP]
+        consumer._committed_offset.update(offsets)  # what a successful commit records
+    return committed
+
+
+def _unprocessed_below_commit(run: Run) -> list[int]:
+    assert run.committable is not None
+    return sorted(set(range(COMMITTED, run.committable)) - set(run.processed))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_stock_faust_commits_past_messages_it_never_processed(scenario: str) -> None:
+    """The defect, pinned: if a Faust upgrade fixes it, this fails and the patch can go.
+
+    The messages emptied from the queue are not handed over again (their
+    offsets count as read), later ones are processed, and the commit goes
+    past them: through the jump it takes for a hole in the log, or through
+    the one-offset hole its commit check allows.
+    """
+    run = asyncio.run(_run("kafka://127.0.0.1:9", scenario))
+    assert SEEK_DURING not in run.processed
+    assert run.committable == END
+    assert SEEK_DURING in _unprocessed_below_commit(run)
+
+
+@pytest.mark.parametrize("scenario", [*SCENARIOS, BLOCKED])
+def test_our_consumer_processes_every_message_before_committing_it(scenario: str) -> None:
+    run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", scenario))
+    assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"
+    assert run.committable == END
+    assert _unprocessed_below_commit(run) == []
+    # After the seek, records come from the committed offset again, in order;
+    # no record of the batch fetched before the seek is handed over.
+    restart = len(run.processed) - run.processed[::-1].index(COMMITTED) - 1
+    assert run.processed[restart:] == list(range(COMMITTED, END)), "the seek's position, in order"
+    assert _out_of_order(run) == [], "no message processed before an earlier one"
+
+
+def _out_of_order(run: Run) -> list[int]:
+    """Return the offsets processed before every earlier offset was.
+
+    The stages take an event at or below the highest applied offset of its
+    origin for a redelivery (``stages.Applied``), so a message processed
+    ahead of an earlier one turns the earlier one into a loss.
+    """
+    seen: set[int] = set()
+    early = []
+    for o in run.processed:
+        if not set(range(COMMITTED, o)) <= seen:
+            early.append(o)
+        seen.add(o)
+    return early
+
+
+@pytest.mark.parametrize("scenario", [*SCENARIOS, BLOCKED])
+def test_a_new_consumer_group_goes_back_to_its_first_record(scenario: str) -> None:
+    """Without a committed offset aiokafka does not move the position: ours goes back anyway."""
+    run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", scenario, committed=None))
+    assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"
+    assert run.committable == END
+    assert _out_of_order(run) == []
+
+
+def test_a_new_consumer_group_refetches_a_first_record_whose_hand_over_was_cancelled() -> None:
+    run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", BLOCKED, committed=None,
+                           seek_during=COMMITTED))
+    assert run.processed == list(range(COMMITTED, END))
+
+
+def test_a_message_a_stream_dropped_is_never_committable() -> None:
+    """Faust's stream acks a message it skips during a rebalance; ours does not count it."""
+
+    async def acks() -> tuple[bool, bool]:
+        results = []
+        for url in ("kafka://127.0.0.1:9", f"{TRANSPORT_SCHEME}://127.0.0.1:9"):
+            app = faust.App(f"t-ack-{len(results)}", broker=url, autodiscover=False)
+            app.topics._acking_topics.add(TOPIC)
+            consumer = app.consumer
+            record = ConsumerRecord(TOPIC, 0, COMMITTED, 0, 0, None, b"v", None, 1, 1, ())
+            message = consumer._to_message(TP, record)  # never tracked by a stream
+            message.ack(consumer)
+            results.append(COMMITTED in consumer._acked[TP])
+        return results[0], results[1]
+
+    stock, ours = asyncio.run(acks())
+    assert stock, "stock Faust makes the dropped message committable"
+    assert not ours
+
+
+def test_position_ledger_counts_moves_per_partition() -> None:
+    ledger = PositionLedger()
+    before = ledger.snapshot()
+    ledger.moved([TP])
+    assert ledger.moved_since(before, ("in", 0))
+    assert not ledger.moved_since(before, ("in", 1))
+    assert not ledger.moved_since(ledger.snapshot(), ("in", 0))
+
+
+@pytest.mark.parametrize("cls", [_Consumer])
+def test_our_consumer_is_the_transport_consumer(cls: type[Any]) -> None:
+    assert issubclass(cls, faust_aiokafka.Consumer)
