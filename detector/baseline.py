@@ -118,6 +118,7 @@ _MILLI: Final = 1000.0
 _NO_MAP: Final[Mapping[Any, Any]] = MappingProxyType({})
 # Bound to a module name: Enum class-attribute access is slow in Python 3.11.
 _AUTH: Final = EventKind.AUTH
+_USER: Final = EntityKind.USER
 
 
 class Baseline(NamedTuple):
@@ -447,7 +448,7 @@ def dimension_values(event: Event) -> list[tuple[str, str]]:
     [('country', 'US'), ('service', 'mail')]
     """
     out: list[tuple[str, str]] = []
-    if event.kind is EventKind.AUTH:
+    if event.kind is _AUTH:
         if event.src_country is not None:
             out.append(("country", event.src_country))
         if event.src_city is not None:
@@ -474,7 +475,7 @@ def dimension_values(event: Event) -> list[tuple[str, str]]:
                 out.append(("dst_country", event.dst_country))
             if event.dst_asn is not None:
                 out.append(("dst_asn", str(event.dst_asn)))
-        if event.device_id is not None and event.entity_kind is EntityKind.USER:
+        if event.device_id is not None and event.entity_kind is _USER:
             out.append(("device", event.device_id))
     return out
 
