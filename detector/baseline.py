@@ -21,6 +21,7 @@ decides exactly like an in-process replay.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -403,6 +404,11 @@ class Baseline(NamedTuple):
 
 EMPTY: Final = Baseline()
 
+# Builds a Baseline from a complete tuple of its 15 fields, skipping the
+# generated keyword-argument __new__ (a Python-level call): update() builds
+# one per event.
+_new_baseline: Final = functools.partial(tuple.__new__, Baseline)
+
 
 def _pair(value: Any) -> tuple[float, int]:
     if value is None:
@@ -624,22 +630,24 @@ def update(
                 traffic = new_traffic
 
     # Positional construction: the field order above is Baseline's.
-    return Baseline(
-        n_seen + 1,
-        n_learned,
-        ts if first_ts is None or ts < first_ts else first_ts,
-        ts if last_ts is None or ts > last_ts else last_ts,
-        t0,
-        hours,
-        hours_total,
-        seen,
-        seen_totals,
-        last_success,
-        fail_rate,
-        fail_burst,
-        new_hosts,
-        traffic,
-        signals,
+    return _new_baseline(
+        (
+            n_seen + 1,
+            n_learned,
+            ts if first_ts is None or ts < first_ts else first_ts,
+            ts if last_ts is None or ts > last_ts else last_ts,
+            t0,
+            hours,
+            hours_total,
+            seen,
+            seen_totals,
+            last_success,
+            fail_rate,
+            fail_burst,
+            new_hosts,
+            traffic,
+            signals,
+        )
     )
 
 

@@ -308,7 +308,8 @@ class FeatureExtractor:
         row = [NAN] * _N_FEATURES
 
         if prof.hours:
-            row[1] = rarity(hour_share(prof, ts, f))
+            share = hour_share(prof, ts, f)  # rarity(), inlined
+            row[1] = _MAX_RARITY if share <= _RARITY_FLOOR else -math.log10(share) + 0.0
         last_ts = b.last_ts
         if last_ts is not None:
             row[2] = math.log1p((ts - last_ts if ts > last_ts else 0) / 86_400_000.0)

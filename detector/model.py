@@ -18,7 +18,8 @@ from scikit-learn's convention lives in :mod:`detector.forest`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -64,15 +65,29 @@ class KindModel:
     stats: FeatureStats
 
     columns: np.ndarray = field(init=False, repr=False)
+    _pick: Callable[[Sequence[float]], tuple[float, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        cols = np.array([FEATURE_INDEX[n] for n in self.features], dtype=np.intp)
-        object.__setattr__(self, "columns", cols)
+        idx = [FEATURE_INDEX[n] for n in self.features]
+        object.__setattr__(self, "columns", np.array(idx, dtype=np.intp))
+        # Picks this forest's columns out of a full row at C speed, so that
+        # only they are converted to an array (16 or 25 of the 35 features).
+        pick: Callable[[Sequence[float]], tuple[float, ...]]
+        if len(idx) == 1:
+            only = idx[0]
+            pick = lambda row: (row[only],)  # noqa: E731  (itemgetter(i) returns no tuple)
+        else:
+            pick = operator.itemgetter(*idx)
+        object.__setattr__(self, "_pick", pick)
 
     def matrix(self, rows: list[list[float]]) -> np.ndarray:
         """Return the forest's input: its feature columns with NaN imputed."""
-        full = np.asarray(rows, dtype=np.float64)
-        x: np.ndarray = full[:, self.columns]
+        pick = self._pick
+        x: np.ndarray = np.array([pick(r) for r in rows], dtype=np.float64).reshape(
+            len(rows), len(self.features)
+        )
         missing = np.isnan(x)
         if missing.any():
             x = np.where(missing, self.impute, x)
