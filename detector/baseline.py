@@ -406,7 +406,7 @@ EMPTY: Final = Baseline()
 
 # Builds a Baseline from a complete tuple of its 15 fields, skipping the
 # generated keyword-argument __new__ (a Python-level call): update() builds
-# one per event.
+# one per event. Give it every field, in order (a test checks).
 _new_baseline: Final = functools.partial(tuple.__new__, Baseline)
 
 

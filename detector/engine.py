@@ -108,7 +108,7 @@ class Decision(NamedTuple):
 
 # Builds a Decision from a complete tuple of its fields, skipping the generated
 # keyword-argument __new__ (a Python-level call with 11 arguments): the pass-2
-# loop builds one per event.
+# loop builds one per event. Give it every field, in order (a test checks).
 _new_decision: Final = functools.partial(tuple.__new__, Decision)
 
 
