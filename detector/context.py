@@ -49,11 +49,17 @@ class IpContext:
         IpStats(users=2, failures=2, fail_users=2)
         """
         horizon = ts_ms - window_s * 1000
-        # Comprehensions rather than one loop of set.add() calls: read on every
-        # authentication event, over up to ``ip_max_events`` entries.
-        window = [r for r in self.recent if horizon <= r[0] <= ts_ms]
-        failed = [r[1] for r in window if r[2]]
-        return IpStats(len({r[1] for r in window}), len(failed), len(set(failed)))
+        users: set[str] = set()
+        fail_users: set[str] = set()
+        failures = 0
+        for t, user, failed in self.recent:
+            if t < horizon or t > ts_ms:
+                continue
+            users.add(user)
+            if failed:
+                failures += 1
+                fail_users.add(user)
+        return IpStats(len(users), failures, len(fail_users))
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise to a JSON-ready dict with schema version ``v``."""
