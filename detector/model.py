@@ -18,8 +18,7 @@ from scikit-learn's convention lives in :mod:`detector.forest`.
 from __future__ import annotations
 
 import hashlib
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -65,29 +64,15 @@ class KindModel:
     stats: FeatureStats
 
     columns: np.ndarray = field(init=False, repr=False)
-    _pick: Callable[[Sequence[float]], tuple[float, ...]] = field(
-        init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
-        idx = [FEATURE_INDEX[n] for n in self.features]
-        object.__setattr__(self, "columns", np.array(idx, dtype=np.intp))
-        # Picks this forest's columns out of a full row at C speed, so that
-        # only they are converted to an array (16 or 25 of the 35 features).
-        pick: Callable[[Sequence[float]], tuple[float, ...]]
-        if len(idx) == 1:
-            only = idx[0]
-            pick = lambda row: (row[only],)  # noqa: E731  (itemgetter(i) returns no tuple)
-        else:
-            pick = operator.itemgetter(*idx)
-        object.__setattr__(self, "_pick", pick)
+        cols = np.array([FEATURE_INDEX[n] for n in self.features], dtype=np.intp)
+        object.__setattr__(self, "columns", cols)
 
     def matrix(self, rows: list[list[float]]) -> np.ndarray:
         """Return the forest's input: its feature columns with NaN imputed."""
-        pick = self._pick
-        x: np.ndarray = np.array([pick(r) for r in rows], dtype=np.float64).reshape(
-            len(rows), len(self.features)
-        )
+        full = np.asarray(rows, dtype=np.float64)
+        x: np.ndarray = full[:, self.columns]
         missing = np.isnan(x)
         if missing.any():
             x = np.where(missing, self.impute, x)
