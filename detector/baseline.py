@@ -21,6 +21,7 @@ decides exactly like an in-process replay.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -118,6 +119,7 @@ _MILLI: Final = 1000.0
 _NO_MAP: Final[Mapping[Any, Any]] = MappingProxyType({})
 # Bound to a module name: Enum class-attribute access is slow in Python 3.11.
 _AUTH: Final = EventKind.AUTH
+_USER: Final = EntityKind.USER
 
 
 class Baseline(NamedTuple):
@@ -402,6 +404,11 @@ class Baseline(NamedTuple):
 
 EMPTY: Final = Baseline()
 
+# Builds a Baseline from a complete tuple of its 15 fields, skipping the
+# generated keyword-argument __new__ (a Python-level call): update() builds
+# one per event. Give it every field, in order (a test checks).
+_new_baseline: Final = functools.partial(tuple.__new__, Baseline)
+
 
 def _pair(value: Any) -> tuple[float, int]:
     if value is None:
@@ -447,7 +454,7 @@ def dimension_values(event: Event) -> list[tuple[str, str]]:
     [('country', 'US'), ('service', 'mail')]
     """
     out: list[tuple[str, str]] = []
-    if event.kind is EventKind.AUTH:
+    if event.kind is _AUTH:
         if event.src_country is not None:
             out.append(("country", event.src_country))
         if event.src_city is not None:
@@ -474,7 +481,7 @@ def dimension_values(event: Event) -> list[tuple[str, str]]:
                 out.append(("dst_country", event.dst_country))
             if event.dst_asn is not None:
                 out.append(("dst_asn", str(event.dst_asn)))
-        if event.device_id is not None and event.entity_kind is EntityKind.USER:
+        if event.device_id is not None and event.entity_kind is _USER:
             out.append(("device", event.device_id))
     return out
 
@@ -623,22 +630,24 @@ def update(
                 traffic = new_traffic
 
     # Positional construction: the field order above is Baseline's.
-    return Baseline(
-        n_seen + 1,
-        n_learned,
-        ts if first_ts is None or ts < first_ts else first_ts,
-        ts if last_ts is None or ts > last_ts else last_ts,
-        t0,
-        hours,
-        hours_total,
-        seen,
-        seen_totals,
-        last_success,
-        fail_rate,
-        fail_burst,
-        new_hosts,
-        traffic,
-        signals,
+    return _new_baseline(
+        (
+            n_seen + 1,
+            n_learned,
+            ts if first_ts is None or ts < first_ts else first_ts,
+            ts if last_ts is None or ts > last_ts else last_ts,
+            t0,
+            hours,
+            hours_total,
+            seen,
+            seen_totals,
+            last_success,
+            fail_rate,
+            fail_burst,
+            new_hosts,
+            traffic,
+            signals,
+        )
     )
 
 

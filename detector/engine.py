@@ -18,6 +18,7 @@ same decisions as one event at a time (a property test checks it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,13 @@ from detector.context import (
 from detector.events import Event, EventKind
 from detector.features import EventContext, FeatureExtractor
 from detector.model import Model
-from detector.policy import Action, Policy, Reason
+from detector.policy import Action, Policy, Reason, Verdict
 
 _EMPTY_IP: Final = IpContext()
+# Enum members bound to module names: class-attribute access on an Enum is slow
+# in Python 3.11 and these are read on every event.
 _AUTH: Final = EventKind.AUTH
+_ALLOW: Final = Action.ALLOW
 
 
 @dataclass
@@ -100,6 +104,12 @@ class Decision(NamedTuple):
             "signal_id": self.signal_id,
             "model_version": self.model_version,
         }
+
+
+# Builds a Decision from a complete tuple of its fields, skipping the generated
+# keyword-argument __new__ (a Python-level call with 11 arguments): the pass-2
+# loop builds one per event. Give it every field, in order (a test checks).
+_new_decision: Final = functools.partial(tuple.__new__, Decision)
 
 
 def signal_id_for(event: Event, action: Action) -> str:
@@ -166,7 +176,7 @@ class Detector:
         cfg = self.cfg
         out: list[IpStats | None] = []
         for e in events:
-            if e.kind is EventKind.AUTH and e.src_ip is not None:
+            if e.kind is _AUTH and e.src_ip is not None:
                 ctx = update_ip(ips.get(e.src_ip, _EMPTY_IP), e, cfg)
                 ips[e.src_ip] = ctx
                 out.append(ctx.stats(e.ts_ms, cfg.ip_window_s))
@@ -186,7 +196,7 @@ class Detector:
         out: list[tuple[tuple[str, str, str], ...] | None] = []
         for e in events:
             sid = e.session_id
-            if sid is None or e.kind is not EventKind.AUTH:
+            if sid is None or e.kind is not _AUTH:
                 out.append(None)
                 continue
             opener = sessions.get(sid)
@@ -275,9 +285,15 @@ class Detector:
         # events in the batch are recomputed against the true baseline. The
         # result is exactly that of one event at a time.
         decisions: list[Decision] = []
+        append = decisions.append
         diverged: dict[str, Baseline] = {}
+        decide = self.policy.decide
+        min_events = cfg.min_events
+        peers = self._peers
+        version = self.model.version
         for i, e in enumerate(events):
             key = keys[i]
+            ctx = contexts[i]
             true_b = diverged.get(key) if diverged else None
             if true_b is None:
                 b = before[i]
@@ -285,16 +301,33 @@ class Detector:
                 score, model_risk = scores[i], risks[i]
             else:
                 b = true_b
-                row = fx.extract(e, b, contexts[i])
+                row = fx.extract(e, b, ctx)
                 sc, rk = self.model.kinds[e.kind].score([row])
                 score, model_risk = float(sc[0]), float(rk[0])
-            decision, new_b = self._decide(
-                e, b, row, score, model_risk, contexts[i], after[i] if true_b is None else None
-            )
-            if true_b is not None or decision.action is not Action.ALLOW:
+            # FeatureExtractor.is_cold() and profile_for(), inlined (once per event).
+            cold = b.n_learned < min_events
+            prof = b
+            if cold:
+                peer = peers.get(e.entity_kind)
+                if peer is not None:
+                    prof = peer
+            verdict = decide(e, row, model_risk, cold, ctx, b, prof)
+            if verdict.action is _ALLOW and true_b is None:
+                # The common case, inlined: the speculative update is the next
+                # baseline, the risk is the model's, no signal (see _decide).
+                current[key] = after[i]
+                append(
+                    _new_decision(
+                        (e, _ALLOW, model_risk, model_risk, score, verdict.reasons, cold,
+                         1.0, None, version, row if keep_features else None)
+                    )
+                )
+                continue
+            decision, new_b = self._decide(e, b, score, model_risk, verdict, cold)
+            if true_b is not None or decision.action is not _ALLOW:
                 diverged[key] = new_b
             current[key] = new_b
-            decisions.append(decision if not keep_features else decision._replace(features=row))
+            append(decision if not keep_features else decision._replace(features=row))
         baselines.update(current)
         return decisions
 
@@ -302,35 +335,23 @@ class Detector:
         self,
         e: Event,
         b: Baseline,
-        row: list[float],
         score: float,
         model_risk: float,
-        ctx: EventContext,
-        if_allowed: Baseline | None,
+        verdict: Verdict,
+        cold: bool,
     ) -> tuple[Decision, Baseline]:
         """Return the decision for one scored event and the entity's next baseline.
 
-        ``if_allowed`` is the speculative update of ``b`` with this event at
-        weight 1, when one was computed: it is the next baseline if the event
-        is allowed.
+        ``b`` is the entity's true baseline before the event; the event is
+        learned into it with its action's weight.
         """
         cfg = self.cfg
-        # FeatureExtractor.is_cold() and profile_for(), inlined (once per event).
-        cold = b.n_learned < cfg.min_events
-        prof = b
-        if cold:
-            peer = self._peers.get(e.entity_kind)
-            if peer is not None:
-                prof = peer
-        verdict = self.policy.decide(e, row, model_risk, cold, ctx, b, prof)
         action = verdict.action
         weight = self._learn[action]
         signal_id = None
         risk = model_risk
-        if action is Action.ALLOW:
-            new_b = if_allowed if if_allowed is not None else update(b, e, cfg, weight)
-        else:
-            new_b = update(b, e, cfg, weight)
+        new_b = update(b, e, cfg, weight)
+        if action is not _ALLOW:
             step_thr, revoke_thr = self.policy.thresholds_for(e)
             floor = revoke_thr if action is Action.REVOKE else step_thr
             risk = max(model_risk, floor)

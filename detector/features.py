@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from detector.baseline import Baseline, decayed
+from detector.baseline import _LN2, _MAX_BACKWARD_HALF_LIVES, _MILLI, Baseline, decayed
 from detector.config import DetectorConfig
 from detector.context import IpStats
 from detector.events import EntityClass, Event, EventKind
@@ -253,6 +253,9 @@ class FeatureExtractor:
         self._min_events = cfg.min_events
         self._fail_half_life_s = cfg.failure_burst_half_life_s
         self._host_half_life_s = cfg.new_host_burst_half_life_s
+        # Baseline.decay_factor()'s constants, computed by the same expressions.
+        self._half_life_ms = cfg.profile_half_life_days * 86_400_000.0
+        self._min_delta = -_MAX_BACKWARD_HALF_LIVES * self._half_life_ms
 
     def is_cold(self, b: Baseline) -> bool:
         """Return True while an entity has too little learned history of its own."""
@@ -297,11 +300,16 @@ class FeatureExtractor:
         ts = event.ts_ms
         # A peer baseline is frozen at training time: read it as of its own
         # last event, or every value would look rarer the older the model is.
-        f = prof.decay_factor(ts if prof is b else (prof.last_ts or ts), self.cfg)
+        # prof.decay_factor(), inlined with the same arithmetic.
+        delta: float = (ts if prof is b else (prof.last_ts or ts)) - prof.t0
+        if delta < self._min_delta:
+            delta = self._min_delta
+        f = math.exp(-_LN2 * delta / self._half_life_ms) / _MILLI
         row = [NAN] * _N_FEATURES
 
         if prof.hours:
-            row[1] = rarity(hour_share(prof, ts, f))
+            share = hour_share(prof, ts, f)  # rarity(), inlined
+            row[1] = _MAX_RARITY if share <= _RARITY_FLOOR else -math.log10(share) + 0.0
         last_ts = b.last_ts
         if last_ts is not None:
             row[2] = math.log1p((ts - last_ts if ts > last_ts else 0) / 86_400_000.0)

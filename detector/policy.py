@@ -42,6 +42,9 @@ class Action(enum.StrEnum):
 
 
 _LEVEL: Final = {Action.ALLOW: 0, Action.STEP_UP: 1, Action.REVOKE: 2}
+# Bound to a module name: Enum class-attribute access is slow in Python 3.11
+# and this one is read on every event.
+_AUTH: Final = EventKind.AUTH
 
 #: Reason codes. Stable identifiers: APPEND ONLY.
 REASON_CODES: Final = (
@@ -245,6 +248,9 @@ class Policy:
         self.thresholds = thresholds
         self._tiers = dict(cfg.service_tiers)
         self._thr_cache: dict[tuple[int, EntityClass], tuple[float, float]] = {}
+        # The same thresholds keyed by what the event carries, so the hot path
+        # skips the tier lookup: a handful of (service, peer group) pairs.
+        self._thr_by_service: dict[tuple[str | None, EntityClass], tuple[float, float]] = {}
         self._explain: dict[EventKind, list[tuple[str, int, float, float]]] = {}
         for kind, st in stats.items():
             items = []
@@ -255,6 +261,9 @@ class Policy:
 
     def thresholds_for(self, event: Event) -> tuple[float, float]:
         """Return the effective (step_up, revoke) risk thresholds for ``event``."""
+        thr = self._thr_by_service.get((event.service, event.entity_class))
+        if thr is not None:
+            return thr
         tier = self._tiers.get(event.service, 0) if event.service is not None else 0
         key = (tier, event.entity_class)
         # Memoised per (tier, peer group): a handful of pairs, asked on every event.
@@ -263,6 +272,7 @@ class Policy:
             cls_f = self.cfg.class_sensitivity.get(event.entity_class.value, 1.0)
             tier_f = self.cfg.tier_sensitivity.get(tier, 1.0)
             thr = self._thr_cache[key] = self.thresholds.effective(cls_f, tier_f)
+        self._thr_by_service[(event.service, event.entity_class)] = thr
         return thr
 
     def decide(
@@ -293,6 +303,8 @@ class Policy:
         """
         rules = self._rules(event, row, ctx, b)
         step_thr, revoke_thr = self.thresholds_for(event)
+        if not rules and risk < step_thr and risk < revoke_thr:
+            return _ALLOW  # the common case: no rule fired, risk under both thresholds
         model_action = Action.ALLOW
         if risk >= revoke_thr:
             model_action = Action.REVOKE
@@ -336,7 +348,7 @@ class Policy:
         self, event: Event, row: Sequence[float], ctx: EventContext, b: Baseline
     ) -> list[tuple[Action, Reason]]:
         out: list[tuple[Action, Reason]] = []
-        if event.kind is EventKind.AUTH:
+        if event.kind is _AUTH:
             ip = ctx.ip
             if ip is not None and ip.fail_users >= SPRAY_FAIL_USERS:
                 act = Action.REVOKE if event.success else Action.STEP_UP
@@ -361,7 +373,13 @@ class Policy:
                 out.append(
                     (act, Reason("session_context_change", detail, "expected=same as at open"))
                 )
-            burst = decayed(b.fail_burst, event.ts_ms, self.cfg.failure_burst_half_life_s)
+            fail_burst = b.fail_burst
+            # decayed() of a zero count is 0.0: skip the call (most entities never fail).
+            burst = (
+                decayed(fail_burst, event.ts_ms, self.cfg.failure_burst_half_life_s)
+                if fail_burst[0] != 0.0
+                else 0.0
+            )
             if event.success is False and burst + 1.0 >= FAIL_BURST_STEP_UP:
                 out.append(
                     (
@@ -415,9 +433,13 @@ class Policy:
                             ),
                         )
                     )
-                out.extend(self._unfamiliar(event, row, b))
+                # Both of _unfamiliar's rules need a new network or a new
+                # service (a NaN compares False, as it does there): skip the call
+                # for the usual logon.
+                if asn_r >= _NEW or row[_I_SERVICE_RARITY] >= _NEW:
+                    out.extend(self._unfamiliar(event, row, b))
                 idle = row[_I_DAYS_IDLE_LOG]
-                if not math.isnan(idle) and math.expm1(idle) >= DORMANT_DAYS and new_place:
+                if new_place and not math.isnan(idle) and math.expm1(idle) >= DORMANT_DAYS:
                     out.append(
                         (
                             Action.STEP_UP,

@@ -244,3 +244,12 @@ def test_unknown_dimensions_and_totals_round_trip() -> None:
 def test_from_dict_refuses_malformed_schema_2(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Baseline.from_dict(bad)
+
+
+def test_update_builds_every_field() -> None:
+    """update() builds Baselines from plain tuples: each must have all the fields."""
+    b = EMPTY
+    for e in (make_auth(), make_net(), make_auth(id="e3", ok=False)):
+        b = update(b, e, CFG)
+        assert len(b) == len(Baseline._fields)
+        assert isinstance(b, Baseline)

@@ -123,3 +123,12 @@ def test_signals_are_deduplicated_per_session(detector: Detector) -> None:
 
 def test_empty_batch(detector: Detector) -> None:
     assert detector.process([], EngineState()) == []
+
+
+def test_decisions_carry_every_field(detector: Detector, sequential: list[Decision]) -> None:
+    """The hot path builds Decisions from plain tuples: each must have all the fields."""
+    kept = detector.process([sequential[0].event], EngineState(), keep_features=True)
+    for d in [*sequential, *kept]:
+        assert len(d) == len(Decision._fields)
+        assert d.model_version == detector.model.version
+    assert kept[0].features is not None
