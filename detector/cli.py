@@ -189,6 +189,7 @@ _WORKER_FIELDS = (
     "log_level",
     "fetch_max_wait_ms",
     "max_future_skew_s",
+    "batch_idle_s",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest a fetch waits for data (ms); bounds the per-hop latency")
     w.add_argument("--max-future-skew-s", type=float,
                    help="reject events timed this far after their record timestamp (0 = off)")
+    w.add_argument("--batch-idle-s", type=float,
+                   help="hand a batch on once no event arrived for this long "
+                        "(0 = fixed --batch-within-s window)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

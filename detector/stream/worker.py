@@ -61,6 +61,7 @@ from detector.engine import Detector
 from detector.events import Event
 from detector.model import load_model
 from detector.stream import stages
+from detector.stream.batching import take_drained
 from detector.stream.metrics import OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.signing import signal_encoder
@@ -293,10 +294,18 @@ class _Pipeline:
         # An internal record holds up to a whole upstream batch, so internal
         # stages take fewer records per batch (bounding a batch's events).
         most = max(1, s.batch_max // 50) if internal else s.batch_max
-        batches: AsyncIterator[Sequence[RawEvent]] = stream.take_events(
-            most, within=s.batch_within_s
-        )
-        return batches
+        if s.batch_idle_s <= 0:  # Faust's fixed window (the behaviour before 0.x)
+            batches: AsyncIterator[Sequence[RawEvent]] = stream.take_events(
+                most, within=s.batch_within_s
+            )
+            return batches
+        drained = take_drained(stream, most, s.batch_within_s, s.batch_idle_s)
+        # As Faust does for its own take generators: Stream.on_stop closes
+        # leftovers explicitly (deterministic cleanup off CPython).
+        agens = getattr(stream, "_active_agens", None)
+        if agens is not None:
+            agens.add(drained)
+        return drained
 
     def _forward(self, out: _Outbox, topic: str, routed: Sequence[tuple[str, stages.Routed]]
                  ) -> Awaitable[None]:
