@@ -100,7 +100,6 @@ async def take_drained(
                 left = first_at + within - loop.time()
                 if left <= 0:
                     break
-                arrived.clear()
                 seen = len(events)
                 await stream.wait_for_stopped(full, timeout=min(idle, left))
                 if len(events) == seen or stream.should_stop:
