@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -167,5 +168,33 @@ def test_bounds_are_checked(args: tuple[int, float, float]) -> None:
         with pytest.raises(ValueError):
             async for _ in take_drained(stream, *args):
                 pass
+
+    run(body)
+
+
+def test_a_busy_loop_is_not_taken_for_a_drained_stream() -> None:
+    async def body(stream: FakeStream) -> None:
+        stream.queue.put_nowait("e0")
+
+        async def hog_then_feed() -> None:  # noqa: ASYNC251 (the blocking is the point)
+            # Another stage's synchronous work holds the loop far beyond
+            # `idle`; the next event is only delivered after it.
+            await asyncio.sleep(0.01)
+            time.sleep(0.2)
+            # Delivery takes a few loop iterations (fetch hand-over, conductor,
+            # stream queue), which run only after the late timer has fired.
+            for _ in range(5):
+                await asyncio.sleep(0)
+            stream.queue.put_nowait("e1")
+
+        hog = asyncio.ensure_future(hog_then_feed())
+        try:
+            async for batch in take_drained(stream, 2, within=3600, idle=0.02):
+                # Closed by "full" (2 events), not by the idle gap that the
+                # blocked loop only appeared to show.
+                assert list(batch) == ["e0", "e1"]
+                break
+        finally:
+            await hog
 
     run(body)

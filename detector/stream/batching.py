@@ -13,9 +13,11 @@ right after that), so an event commonly waits most of a window at every hop
 :func:`take_drained` keeps Faust's buffering, acking and back-pressure, and
 changes only when a batch closes: when it holds ``max_`` events, when
 ``within`` seconds have passed since its *first* event arrived, or when no
-event arrived for ``idle`` seconds (the stream is drained). Under a backlog,
-events arrive back to back, so batches still fill to ``max_``; on a live
-feed, an event waits about ``idle`` at a hop instead of up to ``within``.
+event arrived for ``idle`` seconds while the event loop was free to deliver
+one (the stream is drained). Under a backlog, or while the loop is busy with
+other stages' batches, batches still fill to ``max_`` or ``within``; on a
+live feed with CPU to spare, an event waits about ``idle`` at a hop instead
+of up to ``within``.
 
 No ``faust`` import: the stream is used through the methods and attributes
 ``Stream.take_events`` itself uses (``add_processor``, ``_enable_passive``,
@@ -97,12 +99,22 @@ async def take_drained(
                 continue
             # Fill until full, drained (no arrival for `idle`) or `within` after the first.
             while not full.is_set():
-                left = first_at + within - loop.time()
+                started = loop.time()
+                left = first_at + within - started
                 if left <= 0:
                     break
                 seen = len(events)
-                await stream.wait_for_stopped(full, timeout=min(idle, left))
-                if len(events) == seen or stream.should_stop:
+                wait = min(idle, left)
+                await stream.wait_for_stopped(full, timeout=wait)
+                if stream.should_stop:
+                    break
+                # Drained only if nothing arrived while the loop was free to
+                # deliver it: a wake-up late by more than `idle` means other
+                # work held the loop (another stage's batch), and events
+                # fetched meanwhile are not in the buffer yet. Closing then
+                # would make ever smaller batches under load (more CPU per
+                # event, a growing backlog); wait again instead.
+                if len(events) == seen and loop.time() - started <= wait + idle:
                     break
             consuming = loop.create_future()
             try:
