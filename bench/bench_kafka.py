@@ -16,15 +16,26 @@ Figures, in one run:
    of the worker throughput measured in (1), one phase after the other; for
    every event, the output record's broker timestamp (CreateTime, set by the
    worker's producer when it sends) minus the input record's (set by our
-   producer when it sends): p50/p99/p99.9 on the decisions audit topic (every
-   event) and on the response topic (signals only);
+   producer when it sends; paced sends have no linger, so the timestamp is
+   when the record leaves): p50/p99/p99.9 on the decisions audit topic
+   (every event) and on the response topic (signals only);
 4. **scaling** (:func:`measure_scaling`) -- one worker, then two workers of
    one app id, each on a fresh copy of the pre-filled topic; events/s, ratio
-   and CPU seconds per event summed over the workers.
+   and CPU seconds per event summed over the workers;
+5. **trace** (``--trace``, :func:`measure_trace`) -- where an event's latency
+   goes at a low load: the timestamps of its input record, of the internal
+   records that carry it (by-ip, by-session, by-entity) and of its decision,
+   hop by hop, with the worker's CPU share while it is fed.
+
+The latency figures are only as good as the CPU the worker gets: on a
+shared machine a worker that gets less CPU than the offered load needs
+queues, and its latency is the queue's. The trace reports the CPU share.
 
 Usage (broker from ``scripts/kafka-local start``)::
 
     python bench/bench_kafka.py --bootstrap 127.0.0.1:19092 [--batch-within-s 0.2]
+    python bench/bench_kafka.py --trace [--trace-rate 20] [--worker-arg=--batch-idle-s
+                                --worker-arg=0]
 
 Prints one JSON object with every figure and the parameters.
 """
@@ -56,6 +67,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from detector.events import parse_event
+from detector.stream.stages import decode_records
 
 DETECTOR = str(Path(sys.executable).with_name("detector"))
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -82,8 +94,13 @@ def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
 
     Returns the achieved send rate (events/s), which can fall short of the
     offered one when the producer cannot keep up on a busy machine.
+
+    Paced sends go out at once (``linger_ms=0``): a record's timestamp is
+    taken when ``send`` is called, so a producer linger would count as
+    worker latency. Unpaced fills batch (5 ms linger) for speed.
     """
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                             linger_ms=0 if rate else 5)
     start = time.monotonic()
     for i, (k, v) in enumerate(records):
         if rate:
@@ -113,6 +130,8 @@ class WorkerConfig:
     batch_max: int = 500
     batch_within_s: float = 0.2
     model: Path = REPO / "models" / "default"
+    #: More worker flags, appended as given (e.g. ``("--fetch-max-wait-ms", "20")``).
+    extra: tuple[str, ...] = ()
 
 
 class Worker:
@@ -130,7 +149,7 @@ class Worker:
              "--partitions", str(cfg.partitions), "--store", cfg.store,
              "--state-dir", str(state / (name or app_id)), "--web-host", "127.0.0.1",
              "--web-port", str(self.port), "--batch-max", str(cfg.batch_max),
-             "--batch-within-s", str(cfg.batch_within_s)],
+             "--batch-within-s", str(cfg.batch_within_s), *cfg.extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
         )
 
@@ -217,8 +236,12 @@ class Drain:
 
 
 def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
-          poll_s: float = 0.2) -> Drain:
-    """Wait until every worker is ready, then sample them until ``n`` events are decided."""
+          poll_s: float = 0.5) -> Drain:
+    """Wait until every worker is ready, then sample them until ``n`` events are decided.
+
+    Each sample scrapes ``/metrics``, which costs the worker CPU (a full
+    Prometheus exposition): every 0.5 s, not faster.
+    """
     out = Drain()
     out.ready_at = wait_for(lambda: all(w.ready() for w in workers), workers, 180, "ready")
     deadline = time.monotonic() + timeout_s
@@ -280,6 +303,24 @@ def timestamps(bootstrap: str, topic: str, n: int, is_input: bool) -> dict[str, 
     return out
 
 
+def routed_timestamps(bootstrap: str, topic: str, n: int) -> dict[str, int]:
+    """Return event id -> broker timestamp (ms) of the packed internal records of ``topic``.
+
+    An internal record carries several routed events (one batch, one
+    partition); each of them gets the record's timestamp.
+    """
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=5_000)
+    out: dict[str, int] = {}
+    for r in consumer:
+        for routed in decode_records(r.value):
+            out.setdefault(routed.event.event_id, r.timestamp)
+        if len(out) >= n:
+            break
+    consumer.close()
+    return out
+
+
 def latency_stats(values: Sequence[float]) -> dict[str, float]:
     """Return n, p50, p99, p99.9 and max of ``values`` (ms); NaN figures when empty."""
     if not values:
@@ -307,7 +348,8 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
     ``values`` is the pool of events: the first ``throughput_events`` fill the
     throughput topic, the rest feed the latency phases (each phase offers
     ``load x throughput`` events/s for up to ``phase_s`` seconds, fewer if the
-    pool runs out). Returns a dict of figures and parameters.
+    pool runs out), after :data:`WARM_UP_S` seconds of unmeasured events at
+    the first load. Returns a dict of figures and parameters.
     """
     say = log or (lambda _m: None)
     run = uuid.uuid4().hex[:8]
@@ -340,7 +382,9 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         phases: list[dict[str, Any]] = []
         try:
             wait_for(w.ready, [w], 180, "latency worker ready")
-            offset, total = 0, 0
+            warm = min(int(loads[0] * max_eps * WARM_UP_S), len(pool) // 10)
+            _warm_up(cfg.bootstrap, lt["in"], pool[:warm], loads[0] * max_eps, w)
+            offset, total = warm, warm
             for load in loads:
                 rate = load * max_eps
                 k = min(int(rate * phase_s), (len(pool) - offset) // (len(loads) - len(phases)))
@@ -366,6 +410,82 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         ph["event_to_signal"] = latency_stats(
             [signals[i] - sent[i] for i in ids if i in signals and i in sent])
         out["latency"].append(ph)
+    return out
+
+
+HOPS = ("in", "by-ip", "by-session", "by-entity", "dec")
+#: Seconds of events a fresh worker is fed, and not measured, before a
+#: latency measurement: its first events pay one-off costs (first fetches of
+#: each topic, producer metadata, state stores opening), up to seconds.
+WARM_UP_S = 2.0
+
+
+def _warm_up(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], rate: float,
+             w: Worker) -> None:
+    """Feed ``records`` at ``rate`` and wait until the worker decided them."""
+    before = w.decided()
+    produce(bootstrap, topic, records, rate=rate)
+    wait_for(_reached(w, before + len(records)), [w], 300, "warm-up events decided")
+
+
+def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0,
+                  seconds: float = 15.0, log: Any = None) -> dict[str, Any]:
+    """Trace where an event's latency goes, hop by hop, at a low offered load.
+
+    A fresh worker is fed ``rate`` events/s for ``seconds`` (after
+    :data:`WARM_UP_S` seconds of unmeasured warm-up events). Every record
+    timestamp is the sender's clock when it called ``send`` (CreateTime): the
+    input's is our producer's, the internal topics' and the decision's are the
+    worker's producer's, all on this machine. For every event, the delta
+    between consecutive topics is the time one stage took: broker round trip,
+    fetch, Faust's delivery, the batch window, the stage's own work up to its
+    send. Returns p50/p99/max per hop and end to end, and the worker's CPU
+    share (CPU seconds per second) while it is fed.
+    """
+    say = log or (lambda _m: None)
+    run = uuid.uuid4().hex[:8]
+    t = _topic_set(run, "tr")
+    app_id = f"bench-tr-{run}"
+    create_topics(cfg.bootstrap, {t["in"]: cfg.partitions, t["resp"]: 1, t["dlq"]: 1,
+                                  t["dec"]: 1})
+    pool = keyed(values)
+    warm = int(rate * WARM_UP_S)
+    warm_up, records = pool[:warm], pool[warm : warm + int(rate * seconds)]
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Worker(cfg, app_id, t, Path(tmp))
+        try:
+            wait_for(w.ready, [w], 180, "trace worker ready")
+            _warm_up(cfg.bootstrap, t["in"], warm_up, rate, w)
+            cpu0, t0 = w.cpu_seconds(), time.monotonic()
+            achieved = produce(cfg.bootstrap, t["in"], records, rate=rate)
+            wait_for(_reached(w, warm + len(records)), [w], 300, "trace events decided")
+            cpu = (w.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        finally:
+            w.stop()
+    n = len(records)
+    total = warm + n
+    ts = {"in": timestamps(cfg.bootstrap, t["in"], total, is_input=True),
+          "dec": timestamps(cfg.bootstrap, t["dec"], total, is_input=False)}
+    for hop in HOPS[1:-1]:
+        ts[hop] = routed_timestamps(cfg.bootstrap, f"{app_id}-{hop}", total)
+    traced = {parse_event(v).event_id for _, v in records}
+    ids = [i for i in ts["in"] if i in traced and all(i in ts[h] for h in HOPS)]
+    out: dict[str, Any] = {"rate": rate, "achieved_eps": achieved, "events": n,
+                           "traced": len(ids), "worker_cpu_share": cpu,
+                           "cpu_s_per_event": cpu / rate, "hops": {}}
+    for a, b in zip(HOPS, HOPS[1:], strict=False):
+        out["hops"][f"{a} -> {b}"] = latency_stats([ts[b][i] - ts[a][i] for i in ids])
+    out["hops"]["in -> dec (end to end)"] = latency_stats([ts["dec"][i] - ts["in"][i]
+                                                           for i in ids])
+    # The worst end-to-end latency per second of feed: shows whether the tail
+    # is a warm-up (first fetches of a fresh worker) or spread over the run.
+    t0 = min(ts["in"][i] for i in ids) if ids else 0
+    worst: dict[int, int] = {}
+    for i in ids:
+        sec = (ts["in"][i] - t0) // 1000
+        worst[sec] = max(worst.get(sec, 0), ts["dec"][i] - ts["in"][i])
+    out["worst_ms_by_second"] = [worst[k] for k in sorted(worst)]
+    say(f"trace: {len(ids)} of {n} events traced")
     return out
 
 
@@ -417,11 +537,22 @@ def main() -> None:
     p.add_argument("--batch-within-s", type=float, default=0.2)
     p.add_argument("--phase-seconds", type=float, default=20.0)
     p.add_argument("--scaling", action="store_true", help="also one vs two workers")
+    p.add_argument("--trace", action="store_true",
+                   help="only the per-hop latency trace at a low load (--trace-rate)")
+    p.add_argument("--trace-rate", type=float, default=20.0, help="events/s of the trace")
+    p.add_argument("--trace-seconds", type=float, default=15.0)
+    p.add_argument("--worker-arg", action="append", default=[],
+                   help="one more worker flag or value, e.g. --worker-arg=--fetch-max-wait-ms "
+                        "--worker-arg=20 (repeatable)")
     args = p.parse_args()
     cfg = WorkerConfig(args.bootstrap, args.partitions, args.store, args.batch_max,
-                       args.batch_within_s)
+                       args.batch_within_s, extra=tuple(args.worker_arg))
     values = generated_lines(args.users, args.days, seed=11)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.trace:
+        trace = measure_trace(cfg, values, args.trace_rate, args.trace_seconds, log=say)
+        print(json.dumps({"trace": trace}, indent=2))
+        return
     res = {"kafka": measure_kafka(cfg, values, args.throughput_events,
                                   phase_s=args.phase_seconds, log=say)}
     if args.scaling:

@@ -189,6 +189,7 @@ _WORKER_FIELDS = (
     "log_level",
     "fetch_max_wait_ms",
     "max_future_skew_s",
+    "batch_idle_s",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -480,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--producer-request-timeout-ms", type=int,
                    help="how long the producer retries a send before the worker resends it "
                         "itself (back-pressure, never dropped); default 30000")
+    w.add_argument("--batch-idle-s", type=float,
+                   help="hand a batch on once no event arrived for this long "
+                        "(0 = fixed --batch-within-s window)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

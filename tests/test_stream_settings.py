@@ -23,6 +23,12 @@ def test_flags_override_environment() -> None:
     assert s.model_dir == Path("m")
 
 
+def test_batch_idle_from_environment_and_off() -> None:
+    assert WorkerSettings(model_dir="m").batch_idle_s > 0  # drained batches by default
+    s = WorkerSettings.from_env({"DETECTOR_BATCH_IDLE_S": "0"}, model_dir="m")
+    assert s.batch_idle_s == 0.0  # Faust's fixed window
+
+
 def test_empty_decisions_topic_means_off() -> None:
     s = WorkerSettings.from_env({"DETECTOR_DECISIONS_TOPIC": ""}, model_dir="m")
     assert s.decisions_topic is None
@@ -39,6 +45,7 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_INPUT_TOPICS": "zt.responses"}, "input topics must differ"),
         ({"DETECTOR_SSL_CAFILE": "/nonexistent/ca.pem"}, "CA file"),
         ({"DETECTOR_BOOTSTRAP_SERVERS": " , "}, "bootstrap"),
+        ({"DETECTOR_BATCH_IDLE_S": "-0.001"}, "batch_idle_s"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

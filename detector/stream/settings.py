@@ -217,7 +217,7 @@ class WorkerSettings:
     #: ``rocksdb://`` (production default) or ``memory://`` (tests).
     store: str = "rocksdb://"
     #: Micro-batch bounds: at most ``batch_max`` events, waiting at most
-    #: ``batch_within_s`` for a batch to fill.
+    #: ``batch_within_s`` after a batch's first event for it to fill.
     batch_max: int = 500
     batch_within_s: float = 0.2
     web_host: str = "0.0.0.0"  # noqa: S104  (the metrics port must be scrapeable)
@@ -245,6 +245,12 @@ class WorkerSettings:
     #: topics' ``message.timestamp.type=LogAppendTime`` so the bound is the
     #: broker's clock, not the producer's.
     max_future_skew_s: float = 300.0
+    #: A micro-batch is handed on as soon as no event arrived for this many
+    #: seconds (the stream is drained), so an idle worker holds an event
+    #: about this long per stage instead of up to ``batch_within_s``.
+    #: 0 = Faust's fixed window (a batch waits ``batch_within_s`` since the
+    #: previous one unless it fills).
+    batch_idle_s: float = 0.005
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -273,6 +279,8 @@ class WorkerSettings:
             raise ValueError("partitions and replication factor must be >= 1")
         if self.batch_max < 1 or self.batch_within_s <= 0:
             raise ValueError("batch_max must be >= 1 and batch_within_s > 0")
+        if self.batch_idle_s < 0:
+            raise ValueError("batch_idle_s must be >= 0 (0 = Faust's fixed window)")
         if self.store not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         if not 0 <= self.web_port < 65536:
