@@ -32,7 +32,7 @@ from tests.integration._state import (
     changelog_baselines,
     replay_baselines,
     replay_decisions,
-    wait_all_decided_or_known_gap,
+    wait_all_decided_without_gaps,
 )
 from tests.integration._stream import (
     WorkerProcess,
@@ -168,7 +168,7 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
 
         # Healthy: the first slice is decided, its signals delivered, all committed.
         _produce(bs, before, inp)
-        wait_all_decided_or_known_gap(bs, dec, {d["event_id"] for d in expected[:cut[1]]},
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected[:cut[1]]},
                                       [w], timeout_s=120)
         wait_for(lambda: want_before <= set(_signal_ids(bs, resp)), 60, "first signals")
         wait_for(lambda: sum(lag().values()) == 0, 60, "lag 0 before the outage")
@@ -198,7 +198,7 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
 
         # Recovery: node 2 comes back with its data; the backlog drains.
         kafka_two_nodes.start_node2()
-        wait_all_decided_or_known_gap(bs, dec, {d["event_id"] for d in expected}, [w],
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected}, [w],
                                       timeout_s=120)
         wait_for(lambda: want <= set(_signal_ids(bs, resp)), 90, "every replay signal",
                  w.log_tail)
