@@ -22,6 +22,7 @@ from detector.forest import (
     load_forest,
     save_forest,
 )
+from tests.unpickle_probe import UNPICKLED, Payload
 
 N_FEATURES = 6
 TOL = 1e-9
@@ -325,27 +326,12 @@ def _write(path: Path, writer: Callable[[Path], None]) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-UNPICKLED: list[str] = []
-
-
-def _record_unpickle(tag: str) -> str:
-    UNPICKLED.append(tag)
-    return tag
-
-
-class _Payload:
-    """Unpickling this object calls _record_unpickle: a stand-in for arbitrary code."""
-
-    def __reduce__(self) -> tuple[Callable[[str], str], tuple[str]]:
-        return (_record_unpickle, ("payload ran",))
-
-
 def test_object_array_refused_without_unpickling(
     fitted: tuple[IsolationForest, CompiledForest], tmp_path: Path
 ) -> None:
     _, forest = fitted
     arrays: dict[str, Any] = forest.to_arrays()
-    arrays["value"] = np.array([_Payload()], dtype=object)
+    arrays["value"] = np.array([Payload()], dtype=object)
     path = tmp_path / "evil.npz"
     digest = _write(path, lambda p: np.savez(p, allow_pickle=True, **arrays))
     UNPICKLED.clear()

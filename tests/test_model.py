@@ -16,6 +16,7 @@ from detector.features import FEATURE_NAMES
 from detector.forest import ForestFormatError
 from detector.model import ModelError, load_model, sha256_file
 from tests.conftest import DEFAULT_MODEL
+from tests.unpickle_probe import UNPICKLED, Payload
 
 
 def test_default_model_loads_and_matches_feature_names() -> None:
@@ -122,21 +123,6 @@ def test_model_files_hash_as_recorded() -> None:
 
 # ------------------------------------------- tampering with the arrays, and code on the load path
 
-UNPICKLED: list[str] = []
-
-
-def _record_unpickle(tag: str) -> str:
-    UNPICKLED.append(tag)
-    return tag
-
-
-class _Payload:
-    """Unpickling this object calls _record_unpickle: a stand-in for arbitrary code."""
-
-    def __reduce__(self) -> tuple[Callable[[str], str], tuple[str]]:
-        return (_record_unpickle, ("payload ran",))
-
-
 def _rehash(d: Path, name: str) -> None:
     """Record the file's current sha256 in model.json: an attacker who controls the directory."""
     meta = _meta(d)
@@ -179,7 +165,7 @@ def _forest_feature_count(d: Path) -> None:
 def _pickled_object_array(d: Path) -> None:
     with np.load(d / "forest_auth.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays["value"] = np.array([_Payload()], dtype=object)
+    arrays["value"] = np.array([Payload()], dtype=object)
     np.savez(d / "forest_auth.npz", allow_pickle=True, **arrays)
     _rehash(d, "forest_auth.npz")
 
@@ -187,14 +173,14 @@ def _pickled_object_array(d: Path) -> None:
 def _raw_pickle_as_forest(d: Path) -> None:
     import pickle
 
-    (d / "forest_auth.npz").write_bytes(pickle.dumps(_Payload()))
+    (d / "forest_auth.npz").write_bytes(pickle.dumps(Payload()))
     _rehash(d, "forest_auth.npz")
 
 
 def _raw_pickle_as_peers(d: Path) -> None:
     import pickle
 
-    (d / "peers.json").write_bytes(pickle.dumps(_Payload()))
+    (d / "peers.json").write_bytes(pickle.dumps(Payload()))
     _rehash(d, "peers.json")
 
 
@@ -230,7 +216,7 @@ def test_a_planted_pickle_really_would_run(tmp_path: Path) -> None:
     import pickle
 
     UNPICKLED.clear()
-    pickle.loads(pickle.dumps(_Payload()))  # noqa: S301
+    pickle.loads(pickle.dumps(Payload()))  # noqa: S301
     assert UNPICKLED == ["payload ran"]
     UNPICKLED.clear()
 
@@ -240,8 +226,8 @@ def test_unlisted_files_in_the_model_dir_are_never_opened(tmp_path: Path) -> Non
 
     d = tmp_path / "m"
     shutil.copytree(DEFAULT_MODEL, d)
-    (d / "model.pkl").write_bytes(pickle.dumps(_Payload()))
-    (d / "forest_auth.joblib").write_bytes(pickle.dumps(_Payload()))
+    (d / "model.pkl").write_bytes(pickle.dumps(Payload()))
+    (d / "forest_auth.joblib").write_bytes(pickle.dumps(Payload()))
     UNPICKLED.clear()
     assert load_model(d).version == _meta(DEFAULT_MODEL)["version"]
     assert UNPICKLED == []

@@ -22,18 +22,7 @@ from detector.model import sha256_file
 from detector.stream.metrics import StreamMetrics
 from detector.stream.worker import ModelHolder
 from tests.conftest import DEFAULT_MODEL
-
-RAN: list[str] = []
-
-
-def _ran(tag: str) -> str:
-    RAN.append(tag)
-    return tag
-
-
-class _Payload:
-    def __reduce__(self) -> tuple[Callable[[str], str], tuple[str]]:
-        return (_ran, ("payload ran",))
+from tests.unpickle_probe import UNPICKLED, Payload
 
 
 def _meta(d: Path) -> dict[str, Any]:
@@ -74,7 +63,7 @@ def _feature_names(d: Path) -> None:
 def _object_array(d: Path) -> None:
     with np.load(d / "forest_network.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays["threshold"] = np.array([_Payload()], dtype=object)
+    arrays["threshold"] = np.array([Payload()], dtype=object)
     np.savez(d / "forest_network.npz", allow_pickle=True, **arrays)
     meta = _meta(d)
     meta["files"]["forest_network.npz"] = sha256_file(d / "forest_network.npz")
@@ -83,7 +72,7 @@ def _object_array(d: Path) -> None:
 
 
 def _model_json_is_pickle(d: Path) -> None:
-    (d / "model.json").write_bytes(pickle.dumps(_Payload()))
+    (d / "model.json").write_bytes(pickle.dumps(Payload()))
 
 
 def _model_json_gone(d: Path) -> None:
@@ -125,11 +114,11 @@ def test_reload_refuses_a_tampered_dir_and_keeps_the_last_good_model(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     good_detector, good_version = holder.detector, holder.version
-    RAN.clear()
+    UNPICKLED.clear()
     tamper(holder.model_dir)
     with caplog.at_level(logging.ERROR, logger="detector.stream.worker"):
         assert holder.reload() == "failed"
-    assert RAN == []
+    assert UNPICKLED == []
     assert holder.detector is good_detector and holder.version == good_version
     assert _reloads(holder, "failed") == 1.0 and _reloads(holder, "loaded") == 0.0
     page = generate_latest(holder.metrics.registry).decode()
