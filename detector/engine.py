@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Final, NamedTuple
 
+from detector import native as native_kernels
 from detector.baseline import EMPTY, Baseline, signal_suppressed, update, with_signal
+from detector.config import DetectorConfig
 from detector.context import (
     IpContext,
     IpStats,
@@ -35,7 +38,7 @@ from detector.context import (
 )
 from detector.events import Event, EventKind
 from detector.features import EventContext, FeatureExtractor
-from detector.model import Model
+from detector.model import KindModel, Model
 from detector.policy import Action, Policy, Reason, Verdict
 
 _EMPTY_IP: Final = IpContext()
@@ -151,7 +154,7 @@ class Detector:
     ['allow']
     """
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, native: bool | None = None) -> None:
         self.model = model
         self.cfg = model.cfg
         self.features = FeatureExtractor(model.cfg, dict(model.peers))
@@ -164,6 +167,33 @@ class Detector:
             Action.STEP_UP: model.cfg.step_up_learn_weight,
             Action.REVOKE: 0.0,
         }
+        # The pieces of the pipeline: Python's, each replaced below by its
+        # compiled drop-in when detector._native has it (see detector.native).
+        self._update: Callable[[Baseline, Event, DetectorConfig, float], Baseline] = update
+        self._extract: Callable[[Event, Baseline, EventContext], list[float]] = (
+            self.features.extract
+        )
+        self._scorers: dict[EventKind, Callable[[list[list[float]]], _Scored]] = {
+            kind: _python_scorer(km) for kind, km in model.kinds.items()
+        }
+        self._verdict: Callable[..., Verdict] = self.policy.decide
+        self._ip_stats_kernel: Any = None
+        self._session_changes_kernel: Any = None
+        self._process_kernel: Any = None
+        self.native = _native_module(native)
+        if self.native is not None:
+            self._use_native(self.native)
+
+    def _use_native(self, module: ModuleType) -> None:
+        """Replace each piece that ``module`` compiles with its kernel."""
+        self._update = native_kernels.update_kernel(module, self) or self._update
+        self._extract = native_kernels.extract_kernel(module, self) or self._extract
+        self._scorers = native_kernels.score_kernels(module, self) or self._scorers
+        self._verdict = native_kernels.policy_kernel(module, self) or self._verdict
+        ctx = native_kernels.context_kernels(module, self)
+        if ctx is not None:
+            self._ip_stats_kernel, self._session_changes_kernel = ctx
+        self._process_kernel = native_kernels.process_kernel(module, self)
 
     def ip_stats(
         self, events: Sequence[Event], ips: dict[str, IpContext]
@@ -173,6 +203,9 @@ class Detector:
         Depends only on the events of each IP, in order: a stream stage keyed
         by source IP computes exactly what a replay computes.
         """
+        if self._ip_stats_kernel is not None:
+            result: list[IpStats | None] = self._ip_stats_kernel(events, ips)
+            return result
         cfg = self.cfg
         out: list[IpStats | None] = []
         for e in events:
@@ -192,6 +225,10 @@ class Detector:
         ``None`` for events without a trackable session, ``()`` for the event
         that opens a session or one that matches its opener.
         """
+        if self._session_changes_kernel is not None:
+            changes: list[tuple[tuple[str, str, str], ...] | None]
+            changes = self._session_changes_kernel(events, sessions)
+            return changes
         cfg = self.cfg
         out: list[tuple[tuple[str, str, str], ...] | None] = []
         for e in events:
@@ -242,7 +279,11 @@ class Detector:
             contexts = self.context(events, state)
         elif len(contexts) != len(events):
             raise ValueError("one context per event is required")
-        fx = self.features
+        if self._process_kernel is not None:
+            kernel_decisions: list[Decision] = self._process_kernel(
+                events, state, keep_features, contexts
+            )
+            return kernel_decisions
         cfg = self.cfg
         baselines = state.baselines
         n = len(events)
@@ -257,7 +298,8 @@ class Detector:
         current: dict[str, Baseline] = {}
         auth_idx: list[int] = []
         network_idx: list[int] = []
-        extract = fx.extract
+        extract = self._extract
+        update_b = self._update
         for i, e in enumerate(events):
             key = keys[i]
             b = current.get(key)
@@ -265,7 +307,7 @@ class Detector:
                 b = baselines.get(key, EMPTY)
             before.append(b)
             rows.append(extract(e, b, contexts[i]))
-            nb = update(b, e, cfg, 1.0)
+            nb = update_b(b, e, cfg, 1.0)
             after.append(nb)
             current[key] = nb
             (auth_idx if e.kind is _AUTH else network_idx).append(i)
@@ -275,8 +317,8 @@ class Detector:
         for kind, idxs in by_kind:
             if not idxs:
                 continue
-            sc, rk = self.model.kinds[kind].score([rows[i] for i in idxs])
-            for i, s_, r_ in zip(idxs, sc.tolist(), rk.tolist(), strict=True):
+            sc, rk = self._scorers[kind]([rows[i] for i in idxs])
+            for i, s_, r_ in zip(idxs, sc, rk, strict=True):
                 scores[i] = s_
                 risks[i] = r_
 
@@ -287,7 +329,7 @@ class Detector:
         decisions: list[Decision] = []
         append = decisions.append
         diverged: dict[str, Baseline] = {}
-        decide = self.policy.decide
+        decide = self._verdict
         min_events = cfg.min_events
         peers = self._peers
         version = self.model.version
@@ -301,9 +343,9 @@ class Detector:
                 score, model_risk = scores[i], risks[i]
             else:
                 b = true_b
-                row = fx.extract(e, b, ctx)
-                sc, rk = self.model.kinds[e.kind].score([row])
-                score, model_risk = float(sc[0]), float(rk[0])
+                row = extract(e, b, ctx)
+                sc, rk = self._scorers[e.kind]([row])
+                score, model_risk = sc[0], rk[0]
             # FeatureExtractor.is_cold() and profile_for(), inlined (once per event).
             cold = b.n_learned < min_events
             prof = b
@@ -350,7 +392,7 @@ class Detector:
         weight = self._learn[action]
         signal_id = None
         risk = model_risk
-        new_b = update(b, e, cfg, weight)
+        new_b = self._update(b, e, cfg, weight)
         if action is not _ALLOW:
             step_thr, revoke_thr = self.policy.thresholds_for(e)
             floor = revoke_thr if action is Action.REVOKE else step_thr
@@ -377,6 +419,33 @@ class Detector:
 
 
 _NO_CTX: Final = EventContext()
+
+# A scorer's output: per row, the raw anomaly score and the calibrated risk.
+_Scored = tuple[Sequence[float], Sequence[float]]
+
+
+def _python_scorer(km: KindModel) -> Callable[[list[list[float]]], _Scored]:
+    """Return ``km.score`` giving Python lists, the form the engine reads."""
+
+    def score(rows: list[list[float]]) -> _Scored:
+        sc, rk = km.score(rows)
+        return sc.tolist(), rk.tolist()
+
+    return score
+
+
+def _native_module(native: bool | None) -> ModuleType | None:
+    """Return the compiled module to use: ``None`` for pure Python.
+
+    ``native=None`` uses it when it is built, ``True`` requires it, ``False``
+    runs the pure-Python core. A stale build raises either way.
+    """
+    if native is False:
+        return None
+    module = native_kernels.load()
+    if module is None and native:
+        raise native_kernels.NativeStale("detector._native is not built")
+    return module
 
 
 def combine_context(

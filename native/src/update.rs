@@ -1,0 +1,8 @@
+//! Baseline update: `detector.baseline.update`.
+
+use pyo3::prelude::*;
+
+/// Adds this file's kernels to the module.
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
