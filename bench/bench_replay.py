@@ -9,7 +9,7 @@ rounds):
   -> policy -> decision) with each model (``models/default``, 100 trees, and
   optionally a second model, e.g. 200 trees trained at bench time);
 * the same pipeline with the model replaced by a constant scorer
-  (:class:`ConstantKindModel`: no feature matrix, no forest, no calibration),
+  (a constant scorer: no feature matrix, no forest, no calibration),
   i.e. parse, baseline, features and decide only -- the pipeline's floor.
 
 Each variant starts from the baselines it built itself on a warm-up prefix of
@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import sys
 import time
@@ -34,66 +33,59 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from common import REPO, generated_lines, median, pct, pinned
 
-from detector.engine import Detector, EngineState
+from detector import native
+from detector.engine import Detector, EngineState, Scorer
 from detector.events import parse_event
-from detector.model import KindModel, Model, load_model
+from detector.model import Model, load_model
 
 
-class ConstantKindModel(KindModel):
-    """A stand-in for one kind's model that scores every row 0 (risk 0).
-
-    It skips the whole model step -- building the feature matrix, imputing,
-    the forest and the calibration -- so that what remains is the pipeline's
-    floor. Risk 0 means the policy decides on its rules alone.
-    """
-
-    def score(self, rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-        """Return (score, risk) = (0, 0) for every row."""
-        zeros = np.zeros(len(rows))
-        return zeros, zeros
-
-
-class TimedKindModel(KindModel):
-    """The real kind model, with the wall time of every :meth:`score` call added up.
+class ScorerClock:
+    """The wall time spent inside a detector's scorers, added up.
 
     Gives the model's cost measured from inside the same run, beside the
     with/without difference (which machine noise can swamp on a shared machine).
     """
 
-    seconds: float = 0.0  # class-level default; each instance keeps its own total
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
-    def score(self, rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-        """Return the real model's (score, risk) and add the call's time to ``seconds``."""
-        t = time.perf_counter()
-        out = super().score(rows)
-        object.__setattr__(self, "seconds", self.seconds + time.perf_counter() - t)
-        return out
+    def wrap(self, scorer: Scorer) -> Scorer:
+        """Return ``scorer`` with the time of every call added to :attr:`seconds`."""
+        clock = time.perf_counter
 
+        def timed(rows: list[list[float]]) -> Any:
+            t = clock()
+            out = scorer(rows)
+            self.seconds += clock() - t
+            return out
 
-def timed_model(model: Model) -> Model:
-    """Return ``model`` with every kind's model wrapped in a :class:`TimedKindModel`."""
-    kinds = {
-        k: TimedKindModel(k, m.features, m.forest, m.impute, m.calib_scores, m.stats)
-        for k, m in model.kinds.items()
-    }
-    return dataclasses.replace(model, kinds=kinds)
+        return timed
 
 
-def model_seconds(det: Detector) -> float:
-    """Return the seconds a detector's :class:`TimedKindModel` s have spent scoring so far."""
-    return sum(m.seconds for m in det.model.kinds.values() if isinstance(m, TimedKindModel))
+def _constant_scorer(rows: list[list[float]]) -> Any:
+    """Score every row 0 with risk 0: no feature matrix, no forest, no calibration."""
+    zeros = [0.0] * len(rows)
+    return zeros, zeros
 
 
-def constant_model(model: Model) -> Model:
-    """Return ``model`` with every kind's model replaced by a :class:`ConstantKindModel`."""
-    kinds = {
-        k: ConstantKindModel(k, m.features, m.forest, m.impute, m.calib_scores, m.stats)
-        for k, m in model.kinds.items()
-    }
-    return dataclasses.replace(model, version=model.version + "+constant", kinds=kinds)
+def detector_for(model: Model, with_model: bool, native: bool) -> tuple[Detector, ScorerClock]:
+    """Return a detector on ``model`` (compiled kernels or pure Python) and its scorer clock.
+
+    Without model, each kind's scorer is replaced by a constant one (risk 0:
+    the policy decides on its rules alone), so what remains is the pipeline's
+    floor: parse, context, baseline, features and decide. The scorers are
+    replaced in place, where the engine (Python or compiled loop) reads them.
+    """
+    det = Detector(model, native=native)
+    clock = ScorerClock()
+    scorers = det.scorers
+    for kind in list(scorers):
+        scorers[kind] = clock.wrap(scorers[kind] if with_model else _constant_scorer)
+    return det, clock
 
 
 def trees_of(model: Model) -> int:
@@ -132,7 +124,9 @@ class Variant:
     name: str
     trees: int
     with_model: bool
+    native: bool
     det: Detector
+    clock: ScorerClock
     warm: EngineState
     seconds: dict[int, list[float]]
     model_s: dict[int, list[float]]
@@ -147,7 +141,7 @@ def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -
     states = [copy_state(v.warm) for v in variants]
     secs = [0.0] * len(variants)
     lats: list[list[float]] = [[] for _ in variants]
-    model0 = [model_seconds(v.det) for v in variants]
+    model0 = [v.clock.seconds for v in variants]
     clock = time.perf_counter
     order = list(range(len(variants)))
     for step, i in enumerate(range(0, len(timed), batch)):
@@ -161,7 +155,7 @@ def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -
             lats[j].append(dt * 1000.0)
     for j, v in enumerate(variants):
         v.seconds.setdefault(batch, []).append(secs[j])
-        v.model_s.setdefault(batch, []).append(model_seconds(v.det) - model0[j])
+        v.model_s.setdefault(batch, []).append(v.clock.seconds - model0[j])
         v.p50.setdefault(batch, []).append(pct(lats[j], 50))
         v.p99.setdefault(batch, []).append(pct(lats[j], 99))
 
@@ -174,28 +168,41 @@ def measure_core(
     rounds: int = 3,
     cpu: int | None = 0,
     log: Any = None,
+    python_core: bool = True,
 ) -> dict[str, Any]:
     """Measure the core pipeline, with and without each model, interleaved batch by batch.
+
+    The pipeline runs on the compiled kernels when they are built
+    (``detector.native``); with ``python_core`` the pure-Python core on the
+    first model takes part too, for the kernels' speed-up in the same run.
 
     The last ``timed_events`` of ``lines`` are timed; the ones before warm
     each variant's state up. Returns a dict with ``rows`` (one per trees x
     batch: events/s with and without model, the model's share of the time
     both as ``1 - without/with`` and as measured inside the scoring calls,
-    batch latency p50/p99 in ms; medians over rounds) and the parameters.
+    batch latency p50/p99 in ms, the pure-Python core's events/s and the
+    ratio; medians over rounds), the engine and the parameters.
     """
     say = log or (lambda _m: None)
     timed = list(lines[-timed_events:])
     warmup = list(lines[:-timed_events]) if len(lines) > timed_events else []
     variants: list[Variant] = []
+    compiled = native.load() is not None
     with pinned(cpu) as on_cpu:
-        for model in models:
+        for m, model in enumerate(models):
             n_trees = trees_of(model)
-            for with_model in (True, False):
-                det = Detector(timed_model(model) if with_model else constant_model(model))
+            # The pure-Python core beside the compiled one, on the first model:
+            # the kernels' speed-up measured in the same run.
+            kinds = [(True, True), (False, True)] if compiled else [(True, False), (False, False)]
+            if compiled and python_core and m == 0:
+                kinds.append((True, False))
+            for with_model, use_native in kinds:
+                det, clock = detector_for(model, with_model, use_native)
                 _, _, warm = run(det, warmup, 1000)
                 variants.append(Variant(
-                    f"{n_trees} trees {'with' if with_model else 'without'} model",
-                    n_trees, with_model, det, warm, {}, {}, {}, {}))
+                    f"{n_trees} trees {'with' if with_model else 'without'} model"
+                    f" ({'native' if use_native else 'python'})",
+                    n_trees, with_model, use_native, det, clock, warm, {}, {}, {}, {}))
         say(f"core: {len(warmup)} warm-up + {len(timed)} timed events, "
             f"{len(variants)} variants, {rounds} rounds, cpu {on_cpu}")
         # The warm states of all variants live in this one process; freezing
@@ -217,12 +224,18 @@ def measure_core(
     n = len(timed)
     rows = []
     for v in variants:
-        if not v.with_model:
+        if not v.with_model or (compiled and not v.native):
             continue
         floor = next(f for f in variants if f.trees == v.trees and not f.with_model)
+        py = next((f for f in variants if f.trees == v.trees and f.with_model
+                   and not f.native and f is not v), None)
         for batch in batches:
             s_with, s_without = median(v.seconds[batch]), median(floor.seconds[batch])
+            s_py = median(py.seconds[batch]) if py is not None else None
             rows.append({
+                "native": v.native,
+                "python_core_eps": None if s_py is None else n / s_py,
+                "native_over_python": None if s_py is None else s_py / s_with,
                 "trees": v.trees, "batch": batch,
                 "with_model_eps": n / s_with, "without_model_eps": n / s_without,
                 "with_over_without_time": s_with / s_without,
@@ -234,10 +247,10 @@ def measure_core(
                 "floor_p99_ms": median(floor.p99[batch]),
             })
     return {"events": n, "warmup_events": len(warmup), "rounds": rounds, "cpu": on_cpu,
-            "parse_only_eps": n / parse_s, "rows": rows}
+            "parse_only_eps": n / parse_s, "rows": rows, "engine": native.status()}
 
 
-def baseline_sizes(model: Model, lines: Sequence[bytes]) -> np.ndarray:
+def baseline_sizes(model: Model, lines: Sequence[bytes]) -> npt.NDArray[np.int64]:
     """Replay ``lines`` and return the serialised (JSON) size of every entity's baseline."""
     _, _, state = run(Detector(model), lines, 1000)
     return np.array([len(orjson.dumps(b.to_dict())) for b in state.baselines.values()])
@@ -263,12 +276,16 @@ def main() -> int:
                        [int(b) for b in args.batches.split(",")], args.rounds,
                        None if args.cpu < 0 else args.cpu,
                        log=lambda m: print(m, file=sys.stderr))
-    print(f"parse only: {res['parse_only_eps']:,.0f} events/s")
+    print(f"engine: {res['engine']}; parse only: {res['parse_only_eps']:,.0f} events/s")
     print("| trees | batch | with model (events/s) | without model (events/s) | "
           "with/without time | model share | inside scoring | batch p50 (ms) | "
           "batch p99 (ms) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in res["rows"]:
+        if r["python_core_eps"] is not None:
+            print(f"(pure-Python core, {r['trees']} trees, batch {r['batch']}: "
+                  f"{r['python_core_eps']:,.0f} events/s; compiled / Python "
+                  f"{r['native_over_python']:.2f}x)")
         print(f"| {r['trees']} | {r['batch']} | {r['with_model_eps']:,.0f} | "
               f"{r['without_model_eps']:,.0f} | {r['with_over_without_time']:.2f} | "
               f"{r['model_share']:.0%} | {r['model_share_inside']:.0%} | {r['p50_ms']:.2f} | "

@@ -41,6 +41,9 @@ from detector.features import EventContext, FeatureExtractor
 from detector.model import KindModel, Model
 from detector.policy import Action, Policy, Reason, Verdict
 
+#: One event kind's scorer: feature rows in, (raw scores, calibrated risks) out.
+Scorer = Callable[[list[list[float]]], tuple[Sequence[float], Sequence[float]]]
+
 _EMPTY_IP: Final = IpContext()
 # Enum members bound to module names: class-attribute access on an Enum is slow
 # in Python 3.11 and these are read on every event.
@@ -173,7 +176,7 @@ class Detector:
         self._extract: Callable[[Event, Baseline, EventContext], list[float]] = (
             self.features.extract
         )
-        self._scorers: dict[EventKind, Callable[[list[list[float]]], _Scored]] = {
+        self._scorers: dict[EventKind, Scorer] = {
             kind: _python_scorer(km) for kind, km in model.kinds.items()
         }
         self._verdict: Callable[..., Verdict] = self.policy.decide
@@ -183,6 +186,15 @@ class Detector:
         self.native = _native_module(native)
         if self.native is not None:
             self._use_native(self.native)
+
+    @property
+    def scorers(self) -> dict[EventKind, Scorer]:
+        """Return the scorer of each event kind: the mapping the pipeline reads.
+
+        A benchmark may replace entries in place (e.g. to time the model, or
+        to take it out); every batch reads the current entry.
+        """
+        return self._scorers
 
     def _use_native(self, module: ModuleType) -> None:
         """Replace each piece that ``module`` compiles with its kernel."""
@@ -420,14 +432,10 @@ class Detector:
 
 _NO_CTX: Final = EventContext()
 
-# A scorer's output: per row, the raw anomaly score and the calibrated risk.
-_Scored = tuple[Sequence[float], Sequence[float]]
-
-
-def _python_scorer(km: KindModel) -> Callable[[list[list[float]]], _Scored]:
+def _python_scorer(km: KindModel) -> Scorer:
     """Return ``km.score`` giving Python lists, the form the engine reads."""
 
-    def score(rows: list[list[float]]) -> _Scored:
+    def score(rows: list[list[float]]) -> tuple[Sequence[float], Sequence[float]]:
         sc, rk = km.score(rows)
         return sc.tolist(), rk.tolist()
 
