@@ -118,13 +118,14 @@ def score_kernels(module: ModuleType, detector: Any) -> Any:
     returns exactly ``KindModel.score(rows)`` as lists, and hands any input it
     does not take (not a list of equal-length lists of floats) to the Python
     scorer. Kinds without a forest (the constant benchmark model) keep the
-    Python scorer. Returns None (all Python) when this platform's ``pow``
-    does not round like numpy's ``np.power`` (e.g. numpy's AVX-512 SVML loop).
+    Python scorer, as do subclasses that override ``score``. Returns None (all
+    Python) when this platform's ``pow`` does not round like numpy's
+    ``np.power`` (e.g. numpy's AVX-512 SVML loop).
     """
     import numpy as np
 
-    from detector.forest import _round_down_float32
-    from detector.model import CALIBRATION_LEVELS
+    from detector.forest import CompiledForest, _round_down_float32
+    from detector.model import CALIBRATION_LEVELS, KindModel
 
     scorer_cls = module.ForestScorer
     # The scores are 2 ** -(mean path length / c): exponents in [-8, 0] cover
@@ -136,7 +137,14 @@ def score_kernels(module: ModuleType, detector: Any) -> Any:
     scorers = dict(detector._scorers)
     for kind, km in detector.model.kinds.items():
         forest = km.forest
-        if forest is None:
+        # The kernel replicates KindModel.score and CompiledForest.score: a subclass
+        # that overrides them (e.g. bench_replay's timed model) keeps its own.
+        if (
+            forest is None
+            or type(km).score is not KindModel.score
+            or type(km).matrix is not KindModel.matrix
+            or type(forest).score is not CompiledForest.score
+        ):
             continue
         scorers[kind] = scorer_cls(
             km.columns.tolist(),

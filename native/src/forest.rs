@@ -381,6 +381,16 @@ impl ForestScorer {
         0.0 + pairwise_sum(&values)
     }
 
+    /// `np.interp(x, xp, fp)` as the scorer computes it (to check it against numpy).
+    /// `xp` must be sorted and as long as `fp`, non-empty.
+    #[staticmethod]
+    fn interp(x: Vec<f64>, xp: Vec<f64>, fp: Vec<f64>) -> PyResult<Vec<f64>> {
+        if xp.is_empty() || xp.len() != fp.len() {
+            return Err(PyValueError::new_err("xp and fp must have the same, non-zero length"));
+        }
+        Ok(x.into_iter().map(|v| interp_one(v, &xp, &fp)).collect())
+    }
+
     /// Number of trees.
     #[getter]
     fn n_trees(&self) -> usize {
