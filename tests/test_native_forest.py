@@ -105,6 +105,8 @@ def test_replayed_rows_all_batch_sizes(
         kind_rows = rows[kind]
         assert len(kind_rows) > 1000
         assert any(np.isnan(r).any() for r in kind_rows)  # imputation is exercised
+        # Real rows are lists of exact floats: the kernel's own path, not its fallback.
+        assert all(type(r) is list and all(type(v) is float for v in r) for r in kind_rows)
         scorer = KERNELS[kind]
         for batch in (1, 2, 7, 1000):
             stop = len(kind_rows) if batch > 1 else 300
@@ -218,6 +220,13 @@ def test_interp_matches_numpy() -> None:
         assert _bits(interp(x.tolist(), xp[:n].tolist(), fp[:n].tolist())) == _bits(
             np.interp(x, xp[:n], fp[:n]).tolist()
         ), n
+    # Infinite slopes: exactly on a point numpy returns fp[j], not slope * 0 (NaN).
+    xp = np.array([0.0, 1e-300, 1.0, 2.0])
+    fp = np.array([0.0, 1e300, -1e300, 1e308])
+    x = np.array([0.0, 1e-300, 5e-301, 1.0, 1.5, 2.0])
+    assert _bits(interp(x.tolist(), xp.tolist(), fp.tolist())) == _bits(
+        np.interp(x, xp, fp).tolist()
+    )
 
 
 def test_pairwise_sum_and_pow_match_numpy() -> None:
