@@ -111,8 +111,57 @@ def extract_kernel(module: ModuleType, detector: Any) -> Any:
 
 
 def score_kernels(module: ModuleType, detector: Any) -> Any:
-    """Return compiled scorers by event kind, ``rows -> (scores, risks)`` as lists, or None."""
-    return None
+    """Return compiled scorers by event kind, ``rows -> (scores, risks)`` as lists, or None.
+
+    One ``_native.ForestScorer`` per kind with a forest, holding copies of the
+    forest's node table and the kind's imputation and calibration arrays; it
+    returns exactly ``KindModel.score(rows)`` as lists, and hands any input it
+    does not take (not a list of equal-length lists of floats) to the Python
+    scorer. Kinds without a forest (the constant benchmark model) keep the
+    Python scorer, as do subclasses that override ``score``. Returns None (all
+    Python) when this platform's ``pow`` does not round like numpy's
+    ``np.power`` (e.g. numpy's AVX-512 SVML loop).
+    """
+    import numpy as np
+
+    from detector.forest import CompiledForest, _round_down_float32
+    from detector.model import CALIBRATION_LEVELS, KindModel
+
+    scorer_cls = module.ForestScorer
+    # The scores are 2 ** -(mean path length / c): exponents in [-8, 0] cover
+    # every realistic forest; the scorer must round pow exactly as numpy does.
+    probe = -np.random.default_rng(0).uniform(0.0, 8.0, size=4096)
+    probe[:3] = (-0.0, -1.0, -0.5)
+    if scorer_cls.pow2(probe.tolist()) != np.power(2.0, probe).tolist():
+        return None
+    scorers = dict(detector._scorers)
+    for kind, km in detector.model.kinds.items():
+        forest = km.forest
+        # The kernel replicates KindModel.score and CompiledForest.score: a subclass
+        # that overrides them (e.g. bench_replay's timed model) keeps its own.
+        if (
+            forest is None
+            or type(km).score is not KindModel.score
+            or type(km).matrix is not KindModel.matrix
+            or type(forest).score is not CompiledForest.score
+        ):
+            continue
+        scorers[kind] = scorer_cls(
+            km.columns.tolist(),
+            km.impute.tolist(),
+            forest.feature.tolist(),
+            _round_down_float32(forest.threshold).tolist(),
+            forest.left.tolist(),
+            forest.right.tolist(),
+            forest.value.tolist(),
+            forest.roots.tolist(),
+            forest.max_depth,
+            forest._plan.denominator,
+            km.calib_scores.tolist(),
+            CALIBRATION_LEVELS.tolist(),
+            detector._scorers[kind],
+        )
+    return scorers
 
 
 def context_kernels(module: ModuleType, detector: Any) -> Any:
