@@ -155,7 +155,10 @@ _floats = st.one_of(
     st.floats(-90, 90),
     _wild,
 )
-_strs = st.one_of(st.none(), st.sampled_from(_POOL), st.text(max_size=4))
+_HITS = ["US", "files-1", "mail", "445", "13335"]  # values the baselines below hold
+_strs = st.one_of(
+    st.none(), st.sampled_from(_HITS), st.sampled_from(_POOL), st.text(max_size=4)
+)
 _big = st.one_of(
     st.integers(0, 2**63 - 1),
     st.integers(0, 10**7),
@@ -188,7 +191,7 @@ def events(draw: st.DrawFn) -> Event:
         src_city=draw(_strs),
         src_lat=draw(st.one_of(st.none(), _floats)),
         src_lon=draw(st.one_of(st.none(), _floats)),
-        src_asn=draw(st.one_of(st.none(), st.sampled_from([13335, 16509, 7922, 0]), _big)),
+        src_asn=draw(st.one_of(st.none(), st.sampled_from([13335, 16509, 13335, 0]), _big)),
         device_id=draw(_strs),
         dst_ip=draw(_strs),
         dst_hostname=draw(_strs),
@@ -204,19 +207,19 @@ def events(draw: st.DrawFn) -> Event:
 _weights = st.one_of(st.integers(0, 10**6), st.integers(0, 2**62), st.integers(-5, 5))
 _DIMS = ["country", "city", "asn", "prefix", "device", "ua", "service", "host", "port",
          "dst_country", "dst_asn"]
-_VALUES = _POOL + ["13335", "7922", "445", "22"]
+_VALUES = _POOL + ["13335", "7922", "445", "22"] + _HITS * 3
 
 
 @st.composite
 def baselines(draw: st.DrawFn) -> Baseline:
     empty = _NO_MAP  # what Baseline() holds
     hours = draw(st.one_of(
-        st.just(empty), st.dictionaries(st.integers(0, 167), _weights, max_size=12)
+        st.just(empty), st.dictionaries(st.integers(0, 167), _weights, max_size=80)
     ))
     seen = draw(st.one_of(st.just(empty), st.dictionaries(
         st.sampled_from(_DIMS),
-        st.dictionaries(st.sampled_from(_VALUES), st.tuples(_weights, _weights), max_size=4),
-        max_size=6,
+        st.dictionaries(st.sampled_from(_VALUES), st.tuples(_weights, _weights), max_size=6),
+        max_size=11,
     )))
     totals = draw(st.one_of(
         st.just(empty), st.dictionaries(st.sampled_from(_DIMS), _weights, max_size=6)
@@ -259,10 +262,22 @@ contexts = st.one_of(
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events(), baselines(), contexts, st.one_of(st.none(), baselines()))
+@given(
+    events(),
+    baselines(),
+    contexts,
+    st.one_of(st.none(), baselines()),
+    st.one_of(st.none(), st.integers(-(10**9), 10**10)),
+)
 def test_hypothesis_edge_cases(
-    e: Event, b: Baseline, ctx: EventContext, peer: Baseline | None
+    e: Event, b: Baseline, ctx: EventContext, peer: Baseline | None, age: int | None
 ) -> None:
+    if age is not None:
+        # A landmark near the event: decay factors of ordinary size, not only
+        # the underflowed or clamped ones of unrelated times.
+        b = b._replace(t0=e.ts_ms - age)
+        if peer is not None:
+            peer = peer._replace(t0=e.ts_ms - age, last_ts=e.ts_ms - age // 2)
     peers = {} if peer is None else {e.entity_kind.value: peer}
     fx = FeatureExtractor(DetectorConfig(), peers)
     assert_same(fx.extract, _kernel(fx), e, b, ctx)
