@@ -106,8 +106,68 @@ def update_kernel(module: ModuleType, detector: Any) -> Any:
 
 
 def extract_kernel(module: ModuleType, detector: Any) -> Any:
-    """Return the compiled ``extract(event, b, ctx) -> list[float]``, or None."""
-    return None
+    """Return the compiled ``extract(event, b, ctx) -> list[float]``, or None.
+
+    The kernel (``FeatureKernel.extract``) is bound to ``detector.features``:
+    its peers dict (read on every call, not copied), service tiers, hosting
+    ASNs and the constants ``extract`` reads, and calls the Python
+    ``extract`` for anything unusual. A configuration the kernel does not
+    model (a half-life that is not a positive finite float, a ``min_events``
+    or ``travel_min_km`` that is not an int64 or a float) keeps Python's.
+    """
+    import math
+
+    from detector import baseline, features
+    from detector.events import EntityClass, Event, EventKind
+
+    factory = getattr(module, "FeatureKernel", None)
+    fx = detector.features
+    if factory is None or type(fx) is not features.FeatureExtractor:
+        return None
+    cfg = fx.cfg
+    half_lives = (
+        fx._half_life_ms,
+        fx._fail_half_life_s * 1000.0,
+        fx._host_half_life_s * 1000.0,
+    )
+    if not all(type(h) is float and math.isfinite(h) and h > 0.0 for h in half_lives):
+        return None
+    if type(fx._min_delta) is not float or type(fx.peers) is not dict:
+        return None
+    if type(fx._tiers) is not dict or type(fx._hosting) is not frozenset:
+        return None
+    for value in (fx._min_events, cfg.travel_min_km):
+        if type(value) is not float and not (type(value) is int and -(2**63) <= value < 2**63):
+            return None
+    if fx._min_events != cfg.min_events:
+        return None
+    spec = {
+        "event_type": Event,
+        "baseline_type": baseline.Baseline,
+        "peers": fx.peers,
+        "tiers": fx._tiers,
+        "hosting": fx._hosting,
+        "auth": EventKind.AUTH,
+        "admin": EntityClass.ADMIN,
+        "vendor": EntityClass.VENDOR,
+        "service_class": EntityClass.SERVICE,
+        "device_class": EntityClass.DEVICE,
+        "no_map": baseline._NO_MAP,
+        "no_values": features._NO_VALUES,
+        "nan": features.NAN,
+        "max_rarity": features._MAX_RARITY,
+        "rarity_floor": features._RARITY_FLOOR,
+        "earth_km": features._EARTH_KM,
+        "ln2": baseline._LN2,
+        "milli": baseline._MILLI,
+        "min_events": fx._min_events,
+        "half_life_ms": half_lives[0],
+        "min_delta": fx._min_delta,
+        "fail_half_life_ms": half_lives[1],
+        "host_half_life_ms": half_lives[2],
+        "travel_min_km": cfg.travel_min_km,
+    }
+    return module.FeatureKernel(fx.extract, spec).extract
 
 
 def score_kernels(module: ModuleType, detector: Any) -> Any:
