@@ -1,8 +1,793 @@
-//! Parser fast path: `detector.events._fast_ocsf`, `_fast_ecs` and `_fast_native`.
+//! Parser fast path: `detector.events._fast_ocsf` (and later `_fast_ecs`, `_fast_native`).
+//!
+//! `ParseKernels(events_module)` binds the kernels to the Python parser's own
+//! objects (the `Event` class, the enum members, the IP memo and the helpers it
+//! calls for the uncommon parts), so a kernel returns exactly what the Python
+//! fast path returns: the same `Event` values, of the same types, with the very
+//! enum members. Like the Python fast path, a kernel never reports an error: at
+//! the first doubt (an unusual shape, a fault, an internal error) it returns
+//! `None`, and `parse_event` runs the careful Python parser, which either
+//! accepts the document after all or names the reject reason. So returning
+//! `None` is always safe, only slower.
 
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+
+use crate::layout::*;
+
+/// Longest accepted string, in characters (`events.MAX_STR_LEN`).
+const MAX_STR_LEN: usize = 1024;
+/// A document of at most this many bytes cannot hold a too-long string (`events._NO_LONG_STRINGS`).
+const NO_LONG_STRINGS: usize = MAX_STR_LEN + 2;
+/// `events.MAX_TS_MS`: 2100-01-01T00:00:00Z, excluded.
+const MAX_TS_MS: i64 = 4_102_444_800_000;
+/// `events._MAX_CODE`: a non-negative int32.
+const MAX_CODE: i64 = 2_147_483_647;
+/// `events._MAX_ASN`.
+const MAX_ASN: i64 = 4_294_967_295;
+/// 2**63 as a float: `0 <= v <= 2**63 - 1` for a float `v` is `0.0 <= v < 2**63`
+/// (Python compares floats and ints exactly; no float lies in (2**63 - 1, 2**63)).
+const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// Why a kernel gives up: always "ask the careful parser" (`None`).
+struct Doubt;
+
+impl From<std::convert::Infallible> for Doubt {
+    fn from(x: std::convert::Infallible) -> Self {
+        match x {}
+    }
+}
+
+impl From<PyErr> for Doubt {
+    fn from(_: PyErr) -> Self {
+        // An internal error (overflow, memory...) is a doubt too: the careful
+        // parser decides, and raises what it raises.
+        Doubt
+    }
+}
+
+type R<T> = Result<T, Doubt>;
+
+/// Interned key strings, looked up by pointer-equal hash in the documents.
+struct Keys {
+    time: Py<PyString>,
+    metadata: Py<PyString>,
+    uid: Py<PyString>,
+    src_endpoint: Py<PyString>,
+    ip: Py<PyString>,
+    hostname: Py<PyString>,
+    location: Py<PyString>,
+    autonomous_system: Py<PyString>,
+    device: Py<PyString>,
+    dst_endpoint: Py<PyString>,
+    user: Py<PyString>,
+    name: Py<PyString>,
+    email_addr: Py<PyString>,
+    type_: Py<PyString>,
+    type_id: Py<PyString>,
+    status_id: Py<PyString>,
+    status_detail: Py<PyString>,
+    is_mfa: Py<PyString>,
+    service: Py<PyString>,
+    actor: Py<PyString>,
+    connection_info: Py<PyString>,
+    protocol_name: Py<PyString>,
+    direction_id: Py<PyString>,
+    traffic: Py<PyString>,
+    bytes_in: Py<PyString>,
+    bytes_out: Py<PyString>,
+    packets_in: Py<PyString>,
+    packets_out: Py<PyString>,
+    duration: Py<PyString>,
+    country: Py<PyString>,
+    number: Py<PyString>,
+    session: Py<PyString>,
+    activity_id: Py<PyString>,
+    http_request: Py<PyString>,
+    user_agent: Py<PyString>,
+    city: Py<PyString>,
+    lat: Py<PyString>,
+    long: Py<PyString>,
+    port: Py<PyString>,
+    lower: Py<PyString>,
+}
+
+impl Keys {
+    fn new(py: Python<'_>) -> Self {
+        let k = |s: &str| PyString::intern(py, s).unbind();
+        Keys {
+            time: k("time"),
+            metadata: k("metadata"),
+            uid: k("uid"),
+            src_endpoint: k("src_endpoint"),
+            ip: k("ip"),
+            hostname: k("hostname"),
+            location: k("location"),
+            autonomous_system: k("autonomous_system"),
+            device: k("device"),
+            dst_endpoint: k("dst_endpoint"),
+            user: k("user"),
+            name: k("name"),
+            email_addr: k("email_addr"),
+            type_: k("type"),
+            type_id: k("type_id"),
+            status_id: k("status_id"),
+            status_detail: k("status_detail"),
+            is_mfa: k("is_mfa"),
+            service: k("service"),
+            actor: k("actor"),
+            connection_info: k("connection_info"),
+            protocol_name: k("protocol_name"),
+            direction_id: k("direction_id"),
+            traffic: k("traffic"),
+            bytes_in: k("bytes_in"),
+            bytes_out: k("bytes_out"),
+            packets_in: k("packets_in"),
+            packets_out: k("packets_out"),
+            duration: k("duration"),
+            country: k("country"),
+            number: k("number"),
+            session: k("session"),
+            activity_id: k("activity_id"),
+            http_request: k("http_request"),
+            user_agent: k("user_agent"),
+            city: k("city"),
+            lat: k("lat"),
+            long: k("long"),
+            port: k("port"),
+            lower: k("lower"),
+        }
+    }
+}
+
+/// The parser's fast paths, bound to `detector.events`' own objects.
+#[pyclass(frozen, module = "detector._native")]
+pub struct ParseKernels {
+    event_type: Py<PyType>,
+    /// True when `Event` is a plain tuple subtype whose instances can be
+    /// allocated with `tp_alloc` and filled in place (checked at construction).
+    alloc_in_place: bool,
+    tuple_new: Py<PyAny>,
+    auth: Py<PyAny>,
+    network: Py<PyAny>,
+    user_kind: Py<PyAny>,
+    device_kind: Py<PyAny>,
+    employee: Py<PyAny>,
+    device_class: Py<PyAny>,
+    ocsf: Py<PyString>,
+    /// `_OCSF_USER_TYPE_BY_ID` as (id, caption).
+    user_type_by_id: Vec<(i64, Py<PyAny>)>,
+    /// `_CLASS_BY_TAG` as (tag, class), for ASCII tags.
+    class_by_tag: Vec<(String, Py<PyAny>)>,
+    class_by_tag_dict: Py<PyDict>,
+    ip_memo: Py<PyDict>,
+    ip_info: Py<PyAny>,
+    derived_id: Py<PyAny>,
+    keys: Keys,
+}
+
+/// `parent.get(key)`, with `None` (JSON null) as absent.
+#[inline]
+fn get<'py>(parent: &Bound<'py, PyDict>, key: &Py<PyString>) -> R<Option<Bound<'py, PyAny>>> {
+    match parent.get_item(key.bind(parent.py()))? {
+        Some(v) if !v.is_none() => Ok(Some(v)),
+        _ => Ok(None),
+    }
+}
+
+/// A nested object: `None` when absent or null, a doubt when not a dict.
+#[inline]
+fn obj<'py>(
+    parent: Option<&Bound<'py, PyDict>>,
+    key: &Py<PyString>,
+) -> R<Option<Bound<'py, PyDict>>> {
+    let Some(parent) = parent else { return Ok(None) };
+    match get(parent, key)? {
+        None => Ok(None),
+        Some(v) => match v.cast_into_exact::<PyDict>() {
+            Ok(d) => Ok(Some(d)),
+            Err(_) => Err(Doubt),
+        },
+    }
+}
+
+/// Reads strings and checks their length when the document is long.
+struct Strs {
+    long_doc: bool,
+}
+
+impl Strs {
+    /// A string field as sent (`None` when absent or null); a doubt when not a str or too long.
+    #[inline]
+    fn string<'py>(
+        &self,
+        parent: Option<&Bound<'py, PyDict>>,
+        key: &Py<PyString>,
+    ) -> R<Option<Bound<'py, PyString>>> {
+        let Some(parent) = parent else { return Ok(None) };
+        match get(parent, key)? {
+            None => Ok(None),
+            Some(v) => match v.cast_into_exact::<PyString>() {
+                Ok(s) => {
+                    if self.long_doc && s.len()? > MAX_STR_LEN {
+                        return Err(Doubt);
+                    }
+                    Ok(Some(s))
+                }
+                Err(_) => Err(Doubt),
+            },
+        }
+    }
+
+    /// An identifier: like `string`, but an empty string counts as missing.
+    #[inline]
+    fn ident<'py>(
+        &self,
+        parent: Option<&Bound<'py, PyDict>>,
+        key: &Py<PyString>,
+    ) -> R<Option<Bound<'py, PyString>>> {
+        Ok(self.string(parent, key)?.filter(|s| !is_empty(s)))
+    }
+}
+
+#[inline]
+fn is_empty(s: &Bound<'_, PyString>) -> bool {
+    // SAFETY: `s` is a live str object; PyUnicode_GET_LENGTH reads its length field.
+    unsafe { ffi::PyUnicode_GET_LENGTH(s.as_ptr()) == 0 }
+}
+
+/// An exact int within `lo..=hi`, or `None` for anything else (other types, out of range).
+#[inline]
+fn int_in(v: &Bound<'_, PyAny>, lo: i64, hi: i64) -> Option<i64> {
+    let i = v.cast_exact::<PyInt>().ok()?;
+    let x: i64 = i.extract().ok()?; // beyond int64 is beyond every range here
+    (lo..=hi).contains(&x).then_some(x)
+}
+
+/// An optional code (`activity_id` and friends): a non-negative int32, else a doubt.
+#[inline]
+fn code(v: Option<&Bound<'_, PyAny>>) -> R<Option<i64>> {
+    match v {
+        None => Ok(None),
+        Some(v) => int_in(v, 0, MAX_CODE).map(Some).ok_or(Doubt),
+    }
+}
+
+/// A counter (`_count`): an int in 0..=2**63-1 as is, a float in range truncated.
+#[inline]
+fn count<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyAny>>> {
+    let Some(v) = v else { return Ok(None) };
+    if int_in(&v, 0, i64::MAX).is_some() {
+        return Ok(Some(v));
+    }
+    if let Ok(f) = v.cast_exact::<PyFloat>() {
+        let x = f.value();
+        if (0.0..TWO_63).contains(&x) {
+            // int(x) truncates toward zero; x < 2**63 fits an i64.
+            return Ok(Some((x.trunc() as i64).into_pyobject(v.py())?.into_any()));
+        }
+    }
+    Err(Doubt)
+}
+
+/// A coordinate in -limit..=limit as a float (`float(v)`), else a doubt (NaN fails too).
+#[inline]
+fn coord<'py>(v: Option<Bound<'py, PyAny>>, limit: f64) -> R<Option<Bound<'py, PyAny>>> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(f) = v.cast_exact::<PyFloat>() {
+        let x = f.value();
+        if -limit <= x && x <= limit {
+            return Ok(Some(v)); // float(v) is v itself
+        }
+        return Err(Doubt);
+    }
+    let lim = limit as i64; // 90 or 180: exact
+    match int_in(&v, -lim, lim) {
+        Some(x) => Ok(Some(PyFloat::new(v.py(), x as f64).into_any())),
+        None => Err(Doubt),
+    }
+}
+
+/// A country code (`_ALPHA2`): two ASCII upper-case letters, else a doubt.
+#[inline]
+fn country<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyAny>>> {
+    let Some(v) = v else { return Ok(None) };
+    let s = v.cast_exact::<PyString>().map_err(|_| Doubt)?;
+    let b = s.to_str()?.as_bytes();
+    if b.len() == 2 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() {
+        Ok(Some(v))
+    } else {
+        Err(Doubt)
+    }
+}
+
+/// An optional bool, else a doubt.
+#[inline]
+fn boolean<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyAny>>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.is_exact_instance_of::<PyBool>() => Ok(Some(v)),
+        Some(_) => Err(Doubt),
+    }
+}
+
+/// An int value, as a new Python int.
+#[inline]
+fn int_obj(py: Python<'_>, x: i64) -> R<Bound<'_, PyAny>> {
+    Ok(x.into_pyobject(py)?.into_any())
+}
+
+fn opt_int(py: Python<'_>, x: Option<i64>) -> R<Option<Bound<'_, PyAny>>> {
+    x.map(|x| int_obj(py, x)).transpose()
+}
+
+fn py_bool(py: Python<'_>, b: bool) -> Bound<'_, PyAny> {
+    PyBool::new(py, b).to_owned().into_any()
+}
+
+impl ParseKernels {
+    /// `x.lower()` for a str: ASCII in Rust, anything else by Python's own `str.lower`.
+    fn lower<'py>(&self, s: Bound<'py, PyString>) -> R<Bound<'py, PyAny>> {
+        let py = s.py();
+        let text = s.to_str()?;
+        if text.is_ascii() {
+            if !text.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Ok(s.into_any()); // already lower case: an equal str
+            }
+            return Ok(PyString::new(py, &text.to_ascii_lowercase()).into_any());
+        }
+        Ok(s.call_method0(self.keys.lower.bind(py))?)
+    }
+
+    /// `_CLASS_BY_TAG.get(tag.lower(), _EMPLOYEE) if tag else _EMPLOYEE`.
+    fn classify<'py>(&self, py: Python<'py>, tag: Option<&Bound<'py, PyString>>) -> R<Bound<'py, PyAny>> {
+        let employee = || self.employee.bind(py).clone();
+        let Some(tag) = tag else { return Ok(employee()) };
+        let text = tag.to_str()?;
+        if text.is_empty() {
+            return Ok(employee());
+        }
+        if text.is_ascii() {
+            for (name, cls) in &self.class_by_tag {
+                if name.len() == text.len() && name.as_bytes().eq_ignore_ascii_case(text.as_bytes()) {
+                    return Ok(cls.bind(py).clone());
+                }
+            }
+            return Ok(employee());
+        }
+        // Non-ASCII: Python's full Unicode lower case (e.g. the Kelvin sign lowers to "k").
+        let lowered = tag.call_method0(self.keys.lower.bind(py))?;
+        Ok(self.class_by_tag_dict.bind(py).get_item(lowered)?.unwrap_or_else(employee))
+    }
+
+    /// The memoised `(normalized, prefix, internal)` of an IP text, or a doubt.
+    fn ip<'py>(&self, v: Option<Bound<'py, PyAny>>) -> R<Option<[Bound<'py, PyAny>; 3]>> {
+        let Some(v) = v else { return Ok(None) };
+        let py = v.py();
+        if !v.is_exact_instance_of::<PyString>() {
+            return Err(Doubt);
+        }
+        let info = match self.ip_memo.bind(py).get_item(&v)? {
+            Some(info) => info,
+            None => self.ip_info.bind(py).call1((&v,))?,
+        };
+        if info.is_none() {
+            return Err(Doubt);
+        }
+        let t = info.cast_into_exact::<PyTuple>().map_err(|_| Doubt)?;
+        if t.len() != 3 {
+            return Err(Doubt);
+        }
+        Ok(Some([t.get_item(0)?, t.get_item(1)?, t.get_item(2)?]))
+    }
+
+    /// Builds an `Event` from its 39 values in field order.
+    fn new_event<'py>(&self, py: Python<'py>, items: [Option<Bound<'py, PyAny>>; 39]) -> R<Bound<'py, PyAny>> {
+        if self.alloc_in_place {
+            // SAFETY: `Event` was checked at construction to be a tuple subtype
+            // with tuple's instance layout (same basic and item sizes), so, as
+            // CPython's own tuple_subtype_new does, we allocate it with its
+            // tp_alloc and fill each of the 39 slots once with an owned
+            // reference (PyTuple_SET_ITEM steals it). Nothing else can see the
+            // object before it is filled: no Python code runs in between.
+            unsafe {
+                let tp = self.event_type.as_ptr() as *mut ffi::PyTypeObject;
+                let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+                let obj = alloc(tp, 39);
+                if obj.is_null() {
+                    return Err(PyErr::fetch(py).into());
+                }
+                for (i, item) in items.into_iter().enumerate() {
+                    let p = match item {
+                        Some(b) => b.into_ptr(),
+                        None => py.None().into_ptr(),
+                    };
+                    ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, p);
+                }
+                return Ok(Bound::from_owned_ptr(py, obj));
+            }
+        }
+        let values: Vec<Bound<'py, PyAny>> =
+            items.into_iter().map(|x| x.unwrap_or_else(|| py.None().into_bound(py))).collect();
+        let t = PyTuple::new(py, values)?;
+        Ok(self.tuple_new.bind(py).call1((self.event_type.bind(py), t))?)
+    }
+
+    fn ocsf_impl<'py>(
+        &self,
+        doc: &Bound<'py, PyDict>,
+        raw: &Bound<'py, PyAny>,
+        is_auth: bool,
+    ) -> R<Bound<'py, PyAny>> {
+        let py = doc.py();
+        let k = &self.keys;
+        let s = Strs { long_doc: raw.len()? > NO_LONG_STRINGS };
+        let d = Some(doc);
+
+        // time: an int, or a float truncated, in 0..MAX_TS_MS
+        let t = get(doc, &k.time)?.ok_or(Doubt)?;
+        let ts_ms: Bound<'py, PyAny> = if int_in(&t, 0, MAX_TS_MS - 1).is_some() {
+            t
+        } else if let Ok(f) = t.cast_exact::<PyFloat>() {
+            let x = f.value();
+            if !(0.0 <= x && x < MAX_TS_MS as f64) {
+                return Err(Doubt);
+            }
+            int_obj(py, x.trunc() as i64)?
+        } else {
+            return Err(Doubt);
+        };
+
+        let meta = obj(d, &k.metadata)?;
+        let event_id: Option<Bound<'py, PyAny>> = match meta.as_ref() {
+            None => None,
+            Some(m) => match get(m, &k.uid)? {
+                None => None,
+                Some(v) => {
+                    if v.is_exact_instance_of::<PyInt>() {
+                        Some(v.str()?.into_any()) // str(int), any size
+                    } else {
+                        s.ident(meta.as_ref(), &k.uid)?.map(Bound::into_any)
+                    }
+                }
+            },
+        };
+
+        let src = obj(d, &k.src_endpoint)?;
+        let src_ip = self.ip(match src.as_ref() {
+            Some(o) => get(o, &k.ip)?,
+            None => None,
+        })?;
+        let src_uid = s.ident(src.as_ref(), &k.uid)?;
+        let src_hostname = s.ident(src.as_ref(), &k.hostname)?;
+        let src_loc = obj(src.as_ref(), &k.location)?;
+        let src_as = obj(src.as_ref(), &k.autonomous_system)?;
+        let device = obj(d, &k.device)?;
+        let device_uid = s.ident(device.as_ref(), &k.uid)?;
+        let dst = obj(d, &k.dst_endpoint)?;
+        let dst_ip = self.ip(match dst.as_ref() {
+            Some(o) => get(o, &k.ip)?,
+            None => None,
+        })?;
+
+        let mut success: Option<Bound<'py, PyAny>> = None;
+        let mut is_mfa: Option<Bound<'py, PyAny>> = None;
+        let mut status_detail: Option<Bound<'py, PyString>> = None;
+        let mut service: Option<Bound<'py, PyString>> = None;
+        let mut protocol: Option<Bound<'py, PyAny>> = None;
+        let mut dst_country: Option<Bound<'py, PyAny>> = None;
+        let mut direction: Option<i64> = None;
+        let mut dst_asn: Option<Bound<'py, PyAny>> = None;
+        let mut bytes_in = None;
+        let mut bytes_out = None;
+        let mut packets_in = None;
+        let mut packets_out = None;
+        let mut duration_ms = None;
+        let mut actor: Option<Bound<'py, PyDict>> = None;
+        let kind;
+        let user;
+        let user_type: Option<Bound<'py, PyString>>;
+        let device_id;
+        let entity: Bound<'py, PyString>;
+        let mut entity_is_user = true;
+
+        if is_auth {
+            kind = &self.auth;
+            let user_obj = obj(d, &k.user)?;
+            let uid = s.ident(user_obj.as_ref(), &k.uid)?;
+            let name = s.ident(user_obj.as_ref(), &k.name)?;
+            let email = s.ident(user_obj.as_ref(), &k.email_addr)?;
+            user_type = self.ocsf_user_type(&s, user_obj.as_ref())?;
+            user = uid.or(name).or(email);
+            if let Some(sid) = code(get(doc, &k.status_id)?.as_ref())? {
+                success = match sid {
+                    1 => Some(py_bool(py, true)),
+                    2 => Some(py_bool(py, false)),
+                    _ => None,
+                };
+            }
+            status_detail = s.string(d, &k.status_detail)?;
+            is_mfa = boolean(get(doc, &k.is_mfa)?)?;
+            let service_obj = obj(d, &k.service)?;
+            service = s.string(service_obj.as_ref(), &k.name)?;
+            device_id = device_uid.clone().or_else(|| src_uid.clone());
+            entity = user.clone().ok_or(Doubt)?;
+        } else {
+            kind = &self.network;
+            actor = obj(d, &k.actor)?;
+            let actor_user = obj(actor.as_ref(), &k.user)?;
+            let uid = s.ident(actor_user.as_ref(), &k.uid)?;
+            let name = s.ident(actor_user.as_ref(), &k.name)?;
+            user_type = self.ocsf_user_type(&s, actor_user.as_ref())?;
+            user = uid.or(name);
+            let conn = obj(d, &k.connection_info)?;
+            if let Some(p) = s.string(conn.as_ref(), &k.protocol_name)? {
+                protocol = Some(self.lower(p)?);
+            }
+            let direction_id = code(match conn.as_ref() {
+                Some(c) => get(c, &k.direction_id)?,
+                None => None,
+            }.as_ref())?;
+            direction = direction_id.filter(|x| (1..=3).contains(x)); // 0 unknown, 99 other
+            let traffic = obj(d, &k.traffic)?;
+            if let Some(tr) = traffic.as_ref() {
+                bytes_in = count(get(tr, &k.bytes_in)?)?;
+                bytes_out = count(get(tr, &k.bytes_out)?)?;
+                packets_in = count(get(tr, &k.packets_in)?)?;
+                packets_out = count(get(tr, &k.packets_out)?)?;
+            }
+            duration_ms = count(get(doc, &k.duration)?)?;
+            let dst_loc = obj(dst.as_ref(), &k.location)?;
+            if let Some(l) = dst_loc.as_ref() {
+                dst_country = country(get(l, &k.country)?)?;
+            }
+            let dst_as = obj(dst.as_ref(), &k.autonomous_system)?;
+            if let Some(a) = dst_as.as_ref() {
+                if let Some(n) = get(a, &k.number)? {
+                    // anything but an int in range (e.g. a string) is the careful parser's
+                    int_in(&n, 0, MAX_ASN).ok_or(Doubt)?;
+                    dst_asn = Some(n);
+                }
+            }
+            device_id = src_uid.clone().or_else(|| device_uid.clone());
+            entity = match user.clone() {
+                Some(u) => u,
+                None => {
+                    entity_is_user = false;
+                    match src_uid.clone().or_else(|| src_hostname.clone()) {
+                        Some(e) => e,
+                        None => match src_ip.as_ref() {
+                            Some(ip) => ip[0].clone().cast_into_exact::<PyString>().map_err(|_| Doubt)?,
+                            None => return Err(Doubt),
+                        },
+                    }
+                }
+            };
+        }
+
+        let session = obj(d, &k.session)?;
+        let mut session_id = s.string(session.as_ref(), &k.uid)?;
+        if !is_auth && session_id.as_ref().is_none_or(is_empty) {
+            // OCSF puts the session under the actor for Network Activity.
+            let actor_session = obj(actor.as_ref(), &k.session)?;
+            session_id = s.string(actor_session.as_ref(), &k.uid)?;
+        }
+        let session_id = session_id.filter(|x| !is_empty(x));
+
+        let entity_class = if entity_is_user {
+            self.classify(py, user_type.as_ref())?
+        } else {
+            self.device_class.bind(py).clone()
+        };
+        let activity = code(get(doc, &k.activity_id)?.as_ref())?;
+        let http = obj(d, &k.http_request)?;
+        let user_agent = s.string(http.as_ref(), &k.user_agent)?;
+        let mut src_country = None;
+        let mut src_city = None;
+        let mut src_lat = None;
+        let mut src_lon = None;
+        if let Some(l) = src_loc.as_ref() {
+            src_country = country(get(l, &k.country)?)?;
+            src_city = s.string(src_loc.as_ref(), &k.city)?;
+            src_lat = coord(get(l, &k.lat)?, 90.0)?;
+            src_lon = coord(get(l, &k.long)?, 180.0)?;
+        }
+        let mut src_asn = None;
+        let mut src_as_name = None;
+        if let Some(a) = src_as.as_ref() {
+            if let Some(n) = get(a, &k.number)? {
+                int_in(&n, 0, MAX_ASN).ok_or(Doubt)?;
+                src_asn = Some(n);
+            }
+            src_as_name = s.string(src_as.as_ref(), &k.name)?;
+        }
+        let dst_hostname = s.ident(dst.as_ref(), &k.hostname)?;
+        let mut dst_port = None;
+        if let Some(o) = dst.as_ref() {
+            if let Some(p) = get(o, &k.port)? {
+                int_in(&p, 0, 65535).ok_or(Doubt)?;
+                dst_port = Some(p);
+            }
+        }
+
+        let dst_internal: Option<Bound<'py, PyAny>> = if direction == Some(3) {
+            Some(py_bool(py, true))
+        } else {
+            match dst_ip.as_ref() {
+                None => None,
+                Some(ip) => Some(ip[2].clone()).filter(|x| !x.is_none()),
+            }
+        };
+        let event_id = match event_id {
+            Some(e) => e,
+            None => self.derived_id.bind(py).call1((doc, raw))?,
+        };
+        let (src_ip_text, src_prefix) = match src_ip {
+            Some([a, b, _]) => (Some(a), Some(b)),
+            None => (None, None),
+        };
+        let dst_ip_text = dst_ip.map(|[a, _, _]| a);
+
+        let any = |x: Option<Bound<'py, PyString>>| x.map(Bound::into_any);
+        let mut items: [Option<Bound<'py, PyAny>>; 39] = std::array::from_fn(|_| None);
+        items[EV_EVENT_ID] = Some(event_id);
+        items[EV_KIND] = Some(kind.bind(py).clone());
+        items[EV_TS_MS] = Some(ts_ms);
+        items[EV_ENTITY] = Some(entity.into_any());
+        items[EV_ENTITY_KIND] =
+            Some(if entity_is_user { &self.user_kind } else { &self.device_kind }.bind(py).clone());
+        items[EV_ENTITY_CLASS] = Some(entity_class);
+        items[EV_SOURCE_FORMAT] = Some(self.ocsf.bind(py).clone().into_any());
+        items[EV_USER] = any(user);
+        items[EV_USER_TYPE] = any(user_type);
+        items[EV_ACTIVITY] = opt_int(py, activity)?;
+        items[EV_SUCCESS] = success;
+        items[EV_STATUS_DETAIL] = any(status_detail);
+        items[EV_IS_MFA] = is_mfa;
+        items[EV_SESSION_ID] = any(session_id);
+        items[EV_SERVICE] = any(service);
+        items[EV_USER_AGENT] = any(user_agent);
+        items[EV_SRC_IP] = src_ip_text;
+        items[EV_SRC_PREFIX] = src_prefix;
+        items[EV_SRC_COUNTRY] = src_country;
+        items[EV_SRC_CITY] = any(src_city);
+        items[EV_SRC_LAT] = src_lat;
+        items[EV_SRC_LON] = src_lon;
+        items[EV_SRC_ASN] = src_asn;
+        items[EV_SRC_AS_NAME] = any(src_as_name);
+        items[EV_DEVICE_ID] = any(device_id);
+        items[EV_SRC_HOSTNAME] = any(src_hostname);
+        items[EV_DST_IP] = dst_ip_text;
+        items[EV_DST_HOSTNAME] = any(dst_hostname);
+        items[EV_DST_PORT] = dst_port;
+        items[EV_DST_COUNTRY] = dst_country;
+        items[EV_DST_ASN] = dst_asn;
+        items[EV_DST_INTERNAL] = dst_internal;
+        items[EV_PROTOCOL] = protocol;
+        items[EV_DIRECTION] = opt_int(py, direction)?;
+        items[EV_BYTES_IN] = bytes_in;
+        items[EV_BYTES_OUT] = bytes_out;
+        items[EV_PACKETS_IN] = packets_in;
+        items[EV_PACKETS_OUT] = packets_out;
+        items[EV_DURATION_MS] = duration_ms;
+        self.new_event(py, items)
+    }
+
+    /// OCSF `user.type`, else the caption of `user.type_id`.
+    fn ocsf_user_type<'py>(
+        &self,
+        s: &Strs,
+        user: Option<&Bound<'py, PyDict>>,
+    ) -> R<Option<Bound<'py, PyString>>> {
+        let Some(u) = user else { return Ok(None) };
+        if let Some(tag) = s.string(user, &self.keys.type_)? {
+            return Ok(Some(tag));
+        }
+        let Some(type_id) = code(get(u, &self.keys.type_id)?.as_ref())? else {
+            return Ok(None);
+        };
+        for (id, caption) in &self.user_type_by_id {
+            if *id == type_id {
+                let c = caption.bind(u.py()).clone();
+                return Ok(Some(c.cast_into_exact::<PyString>().map_err(|_| Doubt)?));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[pymethods]
+impl ParseKernels {
+    /// Binds the kernels to `detector.events` (its Event class, enums, memo and helpers).
+    #[new]
+    fn new(events: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = events.py();
+        let attr = |name: &str| events.getattr(name).map(Bound::unbind);
+        for (name, expected) in [
+            ("MAX_STR_LEN", MAX_STR_LEN as i64),
+            ("MAX_TS_MS", MAX_TS_MS),
+            ("_MAX_CODE", MAX_CODE),
+            ("_MAX_ASN", MAX_ASN),
+            ("_MAX_COUNT", i64::MAX),
+            ("_NO_LONG_STRINGS", NO_LONG_STRINGS as i64),
+        ] {
+            let got: i64 = events.getattr(name)?.extract()?;
+            if got != expected {
+                return Err(PyValueError::new_err(format!(
+                    "detector.events.{name} is {got}, the kernel was built for {expected}"
+                )));
+            }
+        }
+        let event_type = events.getattr("Event")?.cast_into::<PyType>()?;
+        let tuple_type = py.get_type::<PyTuple>();
+        let same_layout = |attr: &str| -> PyResult<bool> {
+            Ok(event_type.getattr(attr)?.extract::<isize>()?
+                == tuple_type.getattr(attr)?.extract::<isize>()?)
+        };
+        let n_fields = event_type.getattr("_fields")?.len()?;
+        if n_fields != EVENT_FIELDS.len() {
+            return Err(PyValueError::new_err("Event has another number of fields"));
+        }
+        let alloc_in_place = event_type.is_subclass(&tuple_type)?
+            && same_layout("__basicsize__")?
+            && same_layout("__itemsize__")?;
+        let user_type_by_id = events
+            .getattr("_OCSF_USER_TYPE_BY_ID")?
+            .cast_into::<PyDict>()?
+            .iter()
+            .map(|(id, caption)| Ok((id.extract::<i64>()?, caption.unbind())))
+            .collect::<PyResult<Vec<_>>>()?;
+        let class_by_tag_dict = events.getattr("_CLASS_BY_TAG")?.cast_into::<PyDict>()?;
+        let class_by_tag = class_by_tag_dict
+            .iter()
+            .map(|(tag, cls)| Ok((tag.extract::<String>()?, cls.unbind())))
+            .collect::<PyResult<Vec<_>>>()?;
+        if class_by_tag.iter().any(|(t, _)| !t.is_ascii() || t.to_ascii_lowercase() != *t) {
+            return Err(PyValueError::new_err("_CLASS_BY_TAG holds a tag that is not lower-case ASCII"));
+        }
+        Ok(ParseKernels {
+            event_type: event_type.clone().unbind(),
+            alloc_in_place,
+            tuple_new: tuple_type.getattr("__new__")?.unbind(),
+            auth: attr("_AUTH")?,
+            network: attr("_NETWORK")?,
+            user_kind: attr("_USER")?,
+            device_kind: attr("_DEVICE_KIND")?,
+            employee: attr("_EMPLOYEE")?,
+            device_class: attr("_DEVICE_CLASS")?,
+            ocsf: PyString::intern(py, "ocsf").unbind(),
+            user_type_by_id,
+            class_by_tag,
+            class_by_tag_dict: class_by_tag_dict.unbind(),
+            ip_memo: events.getattr("_IP_MEMO")?.cast_into::<PyDict>()?.unbind(),
+            ip_info: attr("_ip_info")?,
+            derived_id: attr("_derived_id")?,
+            keys: Keys::new(py),
+        })
+    }
+
+    /// `_fast_ocsf(doc, raw, is_auth) -> Event | None`: the Event the Python fast path
+    /// returns for this OCSF document, or None at any doubt (then the careful parser decides).
+    fn ocsf<'py>(
+        &self,
+        doc: &Bound<'py, PyDict>,
+        raw: &Bound<'py, PyAny>,
+        is_auth: bool,
+    ) -> Option<Bound<'py, PyAny>> {
+        self.ocsf_impl(doc, raw, is_auth).ok()
+    }
+
+    /// Whether Events are allocated in place (else through `tuple.__new__`), for tests.
+    #[getter]
+    fn alloc_in_place(&self) -> bool {
+        self.alloc_in_place
+    }
+}
 
 /// Adds this file's kernels to the module.
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ParseKernels>()?;
     Ok(())
 }
