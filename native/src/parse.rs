@@ -50,96 +50,30 @@ impl From<PyErr> for Doubt {
 
 type R<T> = Result<T, Doubt>;
 
-/// Interned key strings, looked up by pointer-equal hash in the documents.
-struct Keys {
-    time: Py<PyString>,
-    metadata: Py<PyString>,
-    uid: Py<PyString>,
-    src_endpoint: Py<PyString>,
-    ip: Py<PyString>,
-    hostname: Py<PyString>,
-    location: Py<PyString>,
-    autonomous_system: Py<PyString>,
-    device: Py<PyString>,
-    dst_endpoint: Py<PyString>,
-    user: Py<PyString>,
-    name: Py<PyString>,
-    email_addr: Py<PyString>,
-    type_: Py<PyString>,
-    type_id: Py<PyString>,
-    status_id: Py<PyString>,
-    status_detail: Py<PyString>,
-    is_mfa: Py<PyString>,
-    service: Py<PyString>,
-    actor: Py<PyString>,
-    connection_info: Py<PyString>,
-    protocol_name: Py<PyString>,
-    direction_id: Py<PyString>,
-    traffic: Py<PyString>,
-    bytes_in: Py<PyString>,
-    bytes_out: Py<PyString>,
-    packets_in: Py<PyString>,
-    packets_out: Py<PyString>,
-    duration: Py<PyString>,
-    country: Py<PyString>,
-    number: Py<PyString>,
-    session: Py<PyString>,
-    activity_id: Py<PyString>,
-    http_request: Py<PyString>,
-    user_agent: Py<PyString>,
-    city: Py<PyString>,
-    lat: Py<PyString>,
-    long: Py<PyString>,
-    port: Py<PyString>,
-    lower: Py<PyString>,
-}
-
-impl Keys {
-    fn new(py: Python<'_>) -> Self {
-        let k = |s: &str| PyString::intern(py, s).unbind();
-        Keys {
-            time: k("time"),
-            metadata: k("metadata"),
-            uid: k("uid"),
-            src_endpoint: k("src_endpoint"),
-            ip: k("ip"),
-            hostname: k("hostname"),
-            location: k("location"),
-            autonomous_system: k("autonomous_system"),
-            device: k("device"),
-            dst_endpoint: k("dst_endpoint"),
-            user: k("user"),
-            name: k("name"),
-            email_addr: k("email_addr"),
-            type_: k("type"),
-            type_id: k("type_id"),
-            status_id: k("status_id"),
-            status_detail: k("status_detail"),
-            is_mfa: k("is_mfa"),
-            service: k("service"),
-            actor: k("actor"),
-            connection_info: k("connection_info"),
-            protocol_name: k("protocol_name"),
-            direction_id: k("direction_id"),
-            traffic: k("traffic"),
-            bytes_in: k("bytes_in"),
-            bytes_out: k("bytes_out"),
-            packets_in: k("packets_in"),
-            packets_out: k("packets_out"),
-            duration: k("duration"),
-            country: k("country"),
-            number: k("number"),
-            session: k("session"),
-            activity_id: k("activity_id"),
-            http_request: k("http_request"),
-            user_agent: k("user_agent"),
-            city: k("city"),
-            lat: k("lat"),
-            long: k("long"),
-            port: k("port"),
-            lower: k("lower"),
+/// Binds the values of an object's keys, by one pass over its items.
+///
+/// `scan!(obj; "a" => a, "b" => b)` declares `a` and `b` as
+/// `Option<Bound<PyAny>>`: the value of that key, `None` when the object is
+/// absent, the key is absent or its value is null, exactly as
+/// `obj.get(key)` with null as absent. One pass over a JSON object's few keys
+/// costs less than a hash lookup per wanted key (most of which are absent).
+/// A key that is not a str cannot come from orjson: a doubt.
+macro_rules! scan {
+    ($parent:expr; $($name:literal => $var:ident),+ $(,)?) => {
+        $(let mut $var: Option<Bound<'_, PyAny>> = None;)+
+        if let Some(parent) = $parent {
+            for (key, value) in parent.iter() {
+                if value.is_none() {
+                    continue;
+                }
+                let key = key.cast_into_exact::<PyString>().map_err(|_| Doubt)?;
+                match key.to_str()?.as_bytes() {
+                    $($name => $var = Some(value),)+
+                    _ => {}
+                }
+            }
         }
-    }
+    };
 }
 
 /// The parser's fast paths, bound to `detector.events`' own objects.
@@ -165,31 +99,15 @@ pub struct ParseKernels {
     ip_memo: Py<PyDict>,
     ip_info: Py<PyAny>,
     derived_id: Py<PyAny>,
-    keys: Keys,
-}
-
-/// `parent.get(key)`, with `None` (JSON null) as absent.
-#[inline]
-fn get<'py>(parent: &Bound<'py, PyDict>, key: &Py<PyString>) -> R<Option<Bound<'py, PyAny>>> {
-    match parent.get_item(key.bind(parent.py()))? {
-        Some(v) if !v.is_none() => Ok(Some(v)),
-        _ => Ok(None),
-    }
+    lower_name: Py<PyString>,
 }
 
 /// A nested object: `None` when absent or null, a doubt when not a dict.
 #[inline]
-fn obj<'py>(
-    parent: Option<&Bound<'py, PyDict>>,
-    key: &Py<PyString>,
-) -> R<Option<Bound<'py, PyDict>>> {
-    let Some(parent) = parent else { return Ok(None) };
-    match get(parent, key)? {
+fn obj<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyDict>>> {
+    match v {
         None => Ok(None),
-        Some(v) => match v.cast_into_exact::<PyDict>() {
-            Ok(d) => Ok(Some(d)),
-            Err(_) => Err(Doubt),
-        },
+        Some(v) => v.cast_into_exact::<PyDict>().map(Some).map_err(|_| Doubt),
     }
 }
 
@@ -199,36 +117,27 @@ struct Strs {
 }
 
 impl Strs {
-    /// A string field as sent (`None` when absent or null); a doubt when not a str or too long.
+    /// A string field as sent (`None` when absent); a doubt when not a str or too long.
     #[inline]
-    fn string<'py>(
-        &self,
-        parent: Option<&Bound<'py, PyDict>>,
-        key: &Py<PyString>,
-    ) -> R<Option<Bound<'py, PyString>>> {
-        let Some(parent) = parent else { return Ok(None) };
-        match get(parent, key)? {
+    fn string<'py>(&self, v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyString>>> {
+        match v {
             None => Ok(None),
-            Some(v) => match v.cast_into_exact::<PyString>() {
-                Ok(s) => {
-                    if self.long_doc && s.len()? > MAX_STR_LEN {
-                        return Err(Doubt);
-                    }
-                    Ok(Some(s))
+            Some(v) => {
+                let s = v.cast_into_exact::<PyString>().map_err(|_| Doubt)?;
+                // Python checks lengths only in long documents: a short one cannot
+                // hold a too-long string, so checking there too would change nothing.
+                if self.long_doc && s.len()? > MAX_STR_LEN {
+                    return Err(Doubt);
                 }
-                Err(_) => Err(Doubt),
-            },
+                Ok(Some(s))
+            }
         }
     }
 
     /// An identifier: like `string`, but an empty string counts as missing.
     #[inline]
-    fn ident<'py>(
-        &self,
-        parent: Option<&Bound<'py, PyDict>>,
-        key: &Py<PyString>,
-    ) -> R<Option<Bound<'py, PyString>>> {
-        Ok(self.string(parent, key)?.filter(|s| !is_empty(s)))
+    fn ident<'py>(&self, v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyString>>> {
+        Ok(self.string(v)?.filter(|s| !is_empty(s)))
     }
 }
 
@@ -270,6 +179,19 @@ fn count<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyAny>>> {
         }
     }
     Err(Doubt)
+}
+
+/// An AS number: an int in 0..=MAX_ASN as is; anything else (a string of digits,
+/// or a fault) is the careful parser's.
+#[inline]
+fn asn<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyAny>>> {
+    match v {
+        None => Ok(None),
+        Some(n) => {
+            int_in(&n, 0, MAX_ASN).ok_or(Doubt)?;
+            Ok(Some(n))
+        }
+    }
 }
 
 /// A coordinate in -limit..=limit as a float (`float(v)`), else a doubt (NaN fails too).
@@ -338,7 +260,7 @@ impl ParseKernels {
             }
             return Ok(PyString::new(py, &text.to_ascii_lowercase()).into_any());
         }
-        Ok(s.call_method0(self.keys.lower.bind(py))?)
+        Ok(s.call_method0(self.lower_name.bind(py))?)
     }
 
     /// `_CLASS_BY_TAG.get(tag.lower(), _EMPLOYEE) if tag else _EMPLOYEE`.
@@ -358,7 +280,7 @@ impl ParseKernels {
             return Ok(employee());
         }
         // Non-ASCII: Python's full Unicode lower case (e.g. the Kelvin sign lowers to "k").
-        let lowered = tag.call_method0(self.keys.lower.bind(py))?;
+        let lowered = tag.call_method0(self.lower_name.bind(py))?;
         Ok(self.class_by_tag_dict.bind(py).get_item(lowered)?.unwrap_or_else(employee))
     }
 
@@ -422,12 +344,19 @@ impl ParseKernels {
         is_auth: bool,
     ) -> R<Bound<'py, PyAny>> {
         let py = doc.py();
-        let k = &self.keys;
         let s = Strs { long_doc: raw.len()? > NO_LONG_STRINGS };
-        let d = Some(doc);
+        scan!(Some(doc);
+            b"time" => time, b"metadata" => metadata, b"src_endpoint" => src_endpoint,
+            b"device" => device_v, b"dst_endpoint" => dst_endpoint, b"user" => user_v,
+            b"status_id" => status_id, b"status_detail" => status_detail_v,
+            b"is_mfa" => is_mfa_v, b"service" => service_v, b"actor" => actor_v,
+            b"connection_info" => connection_info, b"traffic" => traffic_v,
+            b"duration" => duration_v, b"session" => session_v,
+            b"activity_id" => activity_v, b"http_request" => http_request,
+        );
 
         // time: an int, or a float truncated, in 0..MAX_TS_MS
-        let t = get(doc, &k.time)?.ok_or(Doubt)?;
+        let t = time.ok_or(Doubt)?;
         let ts_ms: Bound<'py, PyAny> = if int_in(&t, 0, MAX_TS_MS - 1).is_some() {
             t
         } else if let Ok(f) = t.cast_exact::<PyFloat>() {
@@ -440,37 +369,32 @@ impl ParseKernels {
             return Err(Doubt);
         };
 
-        let meta = obj(d, &k.metadata)?;
-        let event_id: Option<Bound<'py, PyAny>> = match meta.as_ref() {
-            None => None,
-            Some(m) => match get(m, &k.uid)? {
-                None => None,
-                Some(v) => {
-                    if v.is_exact_instance_of::<PyInt>() {
-                        Some(v.str()?.into_any()) // str(int), any size
-                    } else {
-                        s.ident(meta.as_ref(), &k.uid)?.map(Bound::into_any)
-                    }
-                }
-            },
+        let meta = obj(metadata)?;
+        scan!(meta.as_ref(); b"uid" => meta_uid);
+        let event_id: Option<Bound<'py, PyAny>> = match meta_uid {
+            Some(v) if v.is_exact_instance_of::<PyInt>() => Some(v.str()?.into_any()), // str(int)
+            v => s.ident(v)?.map(Bound::into_any),
         };
 
-        let src = obj(d, &k.src_endpoint)?;
-        let src_ip = self.ip(match src.as_ref() {
-            Some(o) => get(o, &k.ip)?,
-            None => None,
-        })?;
-        let src_uid = s.ident(src.as_ref(), &k.uid)?;
-        let src_hostname = s.ident(src.as_ref(), &k.hostname)?;
-        let src_loc = obj(src.as_ref(), &k.location)?;
-        let src_as = obj(src.as_ref(), &k.autonomous_system)?;
-        let device = obj(d, &k.device)?;
-        let device_uid = s.ident(device.as_ref(), &k.uid)?;
-        let dst = obj(d, &k.dst_endpoint)?;
-        let dst_ip = self.ip(match dst.as_ref() {
-            Some(o) => get(o, &k.ip)?,
-            None => None,
-        })?;
+        let src = obj(src_endpoint)?;
+        scan!(src.as_ref();
+            b"ip" => src_ip_v, b"uid" => src_uid_v, b"hostname" => src_hostname_v,
+            b"location" => src_loc_v, b"autonomous_system" => src_as_v,
+        );
+        let src_ip = self.ip(src_ip_v)?;
+        let src_uid = s.ident(src_uid_v)?;
+        let src_hostname = s.ident(src_hostname_v)?;
+        let src_loc = obj(src_loc_v)?;
+        let src_as = obj(src_as_v)?;
+        let device = obj(device_v)?;
+        scan!(device.as_ref(); b"uid" => device_uid_v);
+        let device_uid = s.ident(device_uid_v)?;
+        let dst = obj(dst_endpoint)?;
+        scan!(dst.as_ref();
+            b"ip" => dst_ip_v, b"hostname" => dst_hostname_v, b"port" => dst_port_v,
+            b"location" => dst_loc_v, b"autonomous_system" => dst_as_v,
+        );
+        let dst_ip = self.ip(dst_ip_v)?;
 
         let mut success: Option<Bound<'py, PyAny>> = None;
         let mut is_mfa: Option<Bound<'py, PyAny>> = None;
@@ -485,7 +409,7 @@ impl ParseKernels {
         let mut packets_in = None;
         let mut packets_out = None;
         let mut duration_ms = None;
-        let mut actor: Option<Bound<'py, PyDict>> = None;
+        let mut actor_session_v: Option<Bound<'py, PyAny>> = None;
         let kind;
         let user;
         let user_type: Option<Bound<'py, PyString>>;
@@ -495,62 +419,66 @@ impl ParseKernels {
 
         if is_auth {
             kind = &self.auth;
-            let user_obj = obj(d, &k.user)?;
-            let uid = s.ident(user_obj.as_ref(), &k.uid)?;
-            let name = s.ident(user_obj.as_ref(), &k.name)?;
-            let email = s.ident(user_obj.as_ref(), &k.email_addr)?;
-            user_type = self.ocsf_user_type(&s, user_obj.as_ref())?;
+            let user_obj = obj(user_v)?;
+            scan!(user_obj.as_ref();
+                b"uid" => uid_v, b"name" => name_v, b"email_addr" => email_v,
+                b"type" => type_v, b"type_id" => type_id_v,
+            );
+            let uid = s.ident(uid_v)?;
+            let name = s.ident(name_v)?;
+            let email = s.ident(email_v)?;
+            user_type = self.ocsf_user_type(&s, type_v, type_id_v)?;
             user = uid.or(name).or(email);
-            if let Some(sid) = code(get(doc, &k.status_id)?.as_ref())? {
+            if let Some(sid) = code(status_id.as_ref())? {
                 success = match sid {
                     1 => Some(py_bool(py, true)),
                     2 => Some(py_bool(py, false)),
                     _ => None,
                 };
             }
-            status_detail = s.string(d, &k.status_detail)?;
-            is_mfa = boolean(get(doc, &k.is_mfa)?)?;
-            let service_obj = obj(d, &k.service)?;
-            service = s.string(service_obj.as_ref(), &k.name)?;
+            status_detail = s.string(status_detail_v)?;
+            is_mfa = boolean(is_mfa_v)?;
+            let service_obj = obj(service_v)?;
+            scan!(service_obj.as_ref(); b"name" => service_name_v);
+            service = s.string(service_name_v)?;
             device_id = device_uid.clone().or_else(|| src_uid.clone());
             entity = user.clone().ok_or(Doubt)?;
         } else {
             kind = &self.network;
-            actor = obj(d, &k.actor)?;
-            let actor_user = obj(actor.as_ref(), &k.user)?;
-            let uid = s.ident(actor_user.as_ref(), &k.uid)?;
-            let name = s.ident(actor_user.as_ref(), &k.name)?;
-            user_type = self.ocsf_user_type(&s, actor_user.as_ref())?;
+            let actor = obj(actor_v)?;
+            scan!(actor.as_ref(); b"user" => actor_user_v, b"session" => actor_session);
+            actor_session_v = actor_session;
+            let actor_user = obj(actor_user_v)?;
+            scan!(actor_user.as_ref();
+                b"uid" => uid_v, b"name" => name_v, b"type" => type_v, b"type_id" => type_id_v,
+            );
+            let uid = s.ident(uid_v)?;
+            let name = s.ident(name_v)?;
+            user_type = self.ocsf_user_type(&s, type_v, type_id_v)?;
             user = uid.or(name);
-            let conn = obj(d, &k.connection_info)?;
-            if let Some(p) = s.string(conn.as_ref(), &k.protocol_name)? {
+            let conn = obj(connection_info)?;
+            scan!(conn.as_ref(); b"protocol_name" => protocol_v, b"direction_id" => direction_v);
+            if let Some(p) = s.string(protocol_v)? {
                 protocol = Some(self.lower(p)?);
             }
-            let direction_id = code(match conn.as_ref() {
-                Some(c) => get(c, &k.direction_id)?,
-                None => None,
-            }.as_ref())?;
-            direction = direction_id.filter(|x| (1..=3).contains(x)); // 0 unknown, 99 other
-            let traffic = obj(d, &k.traffic)?;
-            if let Some(tr) = traffic.as_ref() {
-                bytes_in = count(get(tr, &k.bytes_in)?)?;
-                bytes_out = count(get(tr, &k.bytes_out)?)?;
-                packets_in = count(get(tr, &k.packets_in)?)?;
-                packets_out = count(get(tr, &k.packets_out)?)?;
-            }
-            duration_ms = count(get(doc, &k.duration)?)?;
-            let dst_loc = obj(dst.as_ref(), &k.location)?;
-            if let Some(l) = dst_loc.as_ref() {
-                dst_country = country(get(l, &k.country)?)?;
-            }
-            let dst_as = obj(dst.as_ref(), &k.autonomous_system)?;
-            if let Some(a) = dst_as.as_ref() {
-                if let Some(n) = get(a, &k.number)? {
-                    // anything but an int in range (e.g. a string) is the careful parser's
-                    int_in(&n, 0, MAX_ASN).ok_or(Doubt)?;
-                    dst_asn = Some(n);
-                }
-            }
+            direction = code(direction_v.as_ref())?.filter(|x| (1..=3).contains(x)); // 0 unknown, 99 other
+            let traffic = obj(traffic_v)?;
+            scan!(traffic.as_ref();
+                b"bytes_in" => bytes_in_v, b"bytes_out" => bytes_out_v,
+                b"packets_in" => packets_in_v, b"packets_out" => packets_out_v,
+            );
+            bytes_in = count(bytes_in_v)?;
+            bytes_out = count(bytes_out_v)?;
+            packets_in = count(packets_in_v)?;
+            packets_out = count(packets_out_v)?;
+            duration_ms = count(duration_v)?;
+            let dst_loc = obj(dst_loc_v)?;
+            scan!(dst_loc.as_ref(); b"country" => dst_country_v);
+            dst_country = country(dst_country_v)?;
+            let dst_as = obj(dst_as_v)?;
+            scan!(dst_as.as_ref(); b"number" => dst_asn_v);
+            // anything but an int in range (e.g. a string) is the careful parser's
+            dst_asn = asn(dst_asn_v)?;
             device_id = src_uid.clone().or_else(|| device_uid.clone());
             entity = match user.clone() {
                 Some(u) => u,
@@ -567,12 +495,14 @@ impl ParseKernels {
             };
         }
 
-        let session = obj(d, &k.session)?;
-        let mut session_id = s.string(session.as_ref(), &k.uid)?;
+        let session = obj(session_v)?;
+        scan!(session.as_ref(); b"uid" => session_uid_v);
+        let mut session_id = s.string(session_uid_v)?;
         if !is_auth && session_id.as_ref().is_none_or(is_empty) {
             // OCSF puts the session under the actor for Network Activity.
-            let actor_session = obj(actor.as_ref(), &k.session)?;
-            session_id = s.string(actor_session.as_ref(), &k.uid)?;
+            let actor_session = obj(actor_session_v)?;
+            scan!(actor_session.as_ref(); b"uid" => actor_session_uid_v);
+            session_id = s.string(actor_session_uid_v)?;
         }
         let session_id = session_id.filter(|x| !is_empty(x));
 
@@ -581,36 +511,29 @@ impl ParseKernels {
         } else {
             self.device_class.bind(py).clone()
         };
-        let activity = code(get(doc, &k.activity_id)?.as_ref())?;
-        let http = obj(d, &k.http_request)?;
-        let user_agent = s.string(http.as_ref(), &k.user_agent)?;
-        let mut src_country = None;
-        let mut src_city = None;
-        let mut src_lat = None;
-        let mut src_lon = None;
-        if let Some(l) = src_loc.as_ref() {
-            src_country = country(get(l, &k.country)?)?;
-            src_city = s.string(src_loc.as_ref(), &k.city)?;
-            src_lat = coord(get(l, &k.lat)?, 90.0)?;
-            src_lon = coord(get(l, &k.long)?, 180.0)?;
-        }
-        let mut src_asn = None;
-        let mut src_as_name = None;
-        if let Some(a) = src_as.as_ref() {
-            if let Some(n) = get(a, &k.number)? {
-                int_in(&n, 0, MAX_ASN).ok_or(Doubt)?;
-                src_asn = Some(n);
-            }
-            src_as_name = s.string(src_as.as_ref(), &k.name)?;
-        }
-        let dst_hostname = s.ident(dst.as_ref(), &k.hostname)?;
-        let mut dst_port = None;
-        if let Some(o) = dst.as_ref() {
-            if let Some(p) = get(o, &k.port)? {
+        let activity = code(activity_v.as_ref())?;
+        let http = obj(http_request)?;
+        scan!(http.as_ref(); b"user_agent" => user_agent_v);
+        let user_agent = s.string(user_agent_v)?;
+        scan!(src_loc.as_ref();
+            b"country" => src_country_v, b"city" => src_city_v, b"lat" => src_lat_v,
+            b"long" => src_lon_v,
+        );
+        let src_country = country(src_country_v)?;
+        let src_city = s.string(src_city_v)?;
+        let src_lat = coord(src_lat_v, 90.0)?;
+        let src_lon = coord(src_lon_v, 180.0)?;
+        scan!(src_as.as_ref(); b"number" => src_asn_v, b"name" => src_as_name_v);
+        let src_asn = asn(src_asn_v)?;
+        let src_as_name = s.string(src_as_name_v)?;
+        let dst_hostname = s.ident(dst_hostname_v)?;
+        let dst_port = match dst_port_v {
+            None => None,
+            Some(p) => {
                 int_in(&p, 0, 65535).ok_or(Doubt)?;
-                dst_port = Some(p);
+                Some(p)
             }
-        }
+        };
 
         let dst_internal: Option<Bound<'py, PyAny>> = if direction == Some(3) {
             Some(py_bool(py, true))
@@ -675,22 +598,24 @@ impl ParseKernels {
         self.new_event(py, items)
     }
 
-    /// OCSF `user.type`, else the caption of `user.type_id`.
+    /// OCSF `user.type` as sent, else the caption of `user.type_id` (checked as a code).
     fn ocsf_user_type<'py>(
         &self,
         s: &Strs,
-        user: Option<&Bound<'py, PyDict>>,
+        type_v: Option<Bound<'py, PyAny>>,
+        type_id_v: Option<Bound<'py, PyAny>>,
     ) -> R<Option<Bound<'py, PyString>>> {
-        let Some(u) = user else { return Ok(None) };
-        if let Some(tag) = s.string(user, &self.keys.type_)? {
+        if let Some(tag) = s.string(type_v)? {
             return Ok(Some(tag));
         }
-        let Some(type_id) = code(get(u, &self.keys.type_id)?.as_ref())? else {
+        let Some(type_id_obj) = type_id_v else { return Ok(None) };
+        let py = type_id_obj.py();
+        let Some(type_id) = code(Some(&type_id_obj))? else {
             return Ok(None);
         };
         for (id, caption) in &self.user_type_by_id {
             if *id == type_id {
-                let c = caption.bind(u.py()).clone();
+                let c = caption.bind(py).clone();
                 return Ok(Some(c.cast_into_exact::<PyString>().map_err(|_| Doubt)?));
             }
         }
@@ -764,7 +689,7 @@ impl ParseKernels {
             ip_memo: events.getattr("_IP_MEMO")?.cast_into::<PyDict>()?.unbind(),
             ip_info: attr("_ip_info")?,
             derived_id: attr("_derived_id")?,
-            keys: Keys::new(py),
+            lower_name: PyString::intern(py, "lower").unbind(),
         })
     }
 
