@@ -347,3 +347,43 @@ def test_ip_memo_is_shared_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         doc["dst_endpoint"]["ip"] = ["100.64.0.9", "fe80::1", "8.8.8.8", "::1"][i % 4]
         check_raw(orjson.dumps(doc))
         assert len(events_mod._IP_MEMO) <= 4
+
+
+NUMERIC_FIELDS = [
+    ("time",), ("duration",), ("activity_id",), ("status_id",), ("traffic", "bytes_in"),
+    ("traffic", "bytes_out"), ("traffic", "packets_in"), ("traffic", "packets_out"),
+    ("src_endpoint", "location", "lat"), ("src_endpoint", "location", "long"),
+    ("src_endpoint", "autonomous_system", "number"), ("dst_endpoint", "port"),
+    ("dst_endpoint", "autonomous_system", "number"), ("connection_info", "direction_id"),
+    ("user", "type_id"), ("actor", "user", "type_id"), ("metadata", "uid"),
+]  # fmt: skip
+numbers = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-200.0, max_value=200.0),
+    st.floats(min_value=0.0, max_value=2.0**64),
+    st.sampled_from([0.5, 1.5, 2.5, 1000.9, -0.0, 0.0, 2.0**63, 2.0**63 - 1024, 1e-300]),
+)
+
+
+@FUZZ
+@given(st.sampled_from(OCSF_FORMS), st.sampled_from(NUMERIC_FIELDS), numbers)
+def test_numeric_fields(name: str, path: tuple[str, ...], value: float) -> None:
+    """Ints and floats of every size in every numeric field: truncation, bounds, float bits."""
+    doc = orjson.loads(orjson.dumps(DOCS[name]))
+    _put(doc, path, value)
+    check_raw(dump(doc))
+
+
+@pytest.mark.parametrize("value", [0.5, 1.5, 2.5, 1000.9, 2.0**62 + 0.0, 2.0**63 - 1024, 2.0**63])
+@pytest.mark.parametrize("path", [("traffic", "bytes_in"), ("duration",), ("time",)])
+def test_float_counters_and_times_are_truncated_like_python(
+    path: tuple[str, ...], value: float
+) -> None:
+    doc = orjson.loads(orjson.dumps(DOCS["ocsf_4001"]))
+    _put(doc, path, value)
+    raw = orjson.dumps(doc)
+    ev = kernel_vs_python(orjson.loads(raw), raw, False)
+    assert ev is not None or value >= 2.0**63 or (path == ("time",) and value >= MAX_TS_MS)
+    check_raw(raw)
