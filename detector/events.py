@@ -1960,9 +1960,11 @@ def parse_event(raw: bytes | str) -> Event:
 # holds the two to each other).
 
 _FastOcsf = Callable[[dict[str, Any], bytes | bytearray, bool], Event | None]
+_FastNative = Callable[[dict[str, Any], bytes | bytearray, EventKind], Event | None]
 
 #: The Python fast parsers: the specification of the compiled ones.
 _py_fast_ocsf: Final[_FastOcsf] = _fast_ocsf
+_py_fast_native: Final[_FastNative] = _fast_native
 
 
 def _native_fast_paths() -> dict[str, Any]:
@@ -1976,7 +1978,7 @@ def _native_fast_paths() -> dict[str, Any]:
     if module is None or not hasattr(module, "ParseKernels"):
         return {}
     kernels = module.ParseKernels(sys.modules[__name__])
-    return {"_fast_ocsf": kernels.ocsf}
+    return {"_fast_ocsf": kernels.ocsf, "_fast_native": kernels.native}
 
 
 def use_native_parser(enabled: bool) -> bool:
@@ -1986,7 +1988,7 @@ def use_native_parser(enabled: bool) -> bool:
     compiled kernels on at import when they are built). Returns True when the
     compiled kernels are in use afterwards.
     """
-    python = {"_fast_ocsf": _py_fast_ocsf}
+    python = {"_fast_ocsf": _py_fast_ocsf, "_fast_native": _py_fast_native}
     compiled = _native_fast_paths() if enabled else {}
     globals().update(python)
     globals().update(compiled)

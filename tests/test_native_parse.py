@@ -61,6 +61,7 @@ OCSF_FORMS = ("ocsf_3002", "ocsf_4001")
 def test_module_is_built_and_the_kernel_is_in_use() -> None:
     assert _native is not None
     assert events_mod._fast_ocsf is not events_mod._py_fast_ocsf
+    assert events_mod._fast_native is not events_mod._py_fast_native
     assert events_mod.use_native_parser(True)
 
 
@@ -70,6 +71,7 @@ def python_only() -> Iterator[None]:
     events_mod.use_native_parser(False)
     try:
         assert events_mod._fast_ocsf is events_mod._py_fast_ocsf
+        assert events_mod._fast_native is events_mod._py_fast_native
         yield
     finally:
         assert events_mod.use_native_parser(True)
@@ -109,16 +111,21 @@ def assert_same_parse(raw: bytes | str) -> Any:
     return got
 
 
-def kernel_vs_python(doc: dict[str, Any], raw: bytes, is_auth: bool) -> Any:
+def kernel_vs_python(doc: dict[str, Any], raw: bytes, is_auth: bool | EventKind) -> Any:
     """Compare the kernel with the Python fast path on one decoded document.
 
     The kernel may return None where Python returns an Event or raises (it is
     only slower then); when it returns an Event, Python must return the very
     same. Returns the kernel's result.
     """
-    got = events_mod._fast_ocsf(doc, raw, is_auth)
+    if isinstance(is_auth, EventKind):  # the native form: its kind
+        got = events_mod._fast_native(doc, raw, is_auth)
+        python: Any = events_mod._py_fast_native
+    else:
+        got = events_mod._fast_ocsf(doc, raw, is_auth)
+        python = events_mod._py_fast_ocsf
     try:
-        want = events_mod._py_fast_ocsf(doc, raw, is_auth)
+        want = python(doc, raw, is_auth)
     except ParseError:
         want = ParseError
     if got is not None:
@@ -128,14 +135,18 @@ def kernel_vs_python(doc: dict[str, Any], raw: bytes, is_auth: bool) -> Any:
 
 
 def check_raw(raw: bytes) -> None:
-    """Both comparisons for one raw document (kernel level when it is OCSF 3002/4001)."""
+    """Both comparisons for one raw document (kernel level for OCSF and native forms)."""
     assert_same_parse(raw)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return
-    if type(doc) is dict and type(doc.get("class_uid")) is int and doc["class_uid"] in (3002, 4001):
+    if type(doc) is not dict:
+        return
+    if type(doc.get("class_uid")) is int and doc["class_uid"] in (3002, 4001):
         kernel_vs_python(doc, raw, doc["class_uid"] == 3002)
+    elif type(doc.get("kind")) is str and doc["kind"] in ("auth", "network"):
+        kernel_vs_python(doc, raw, EventKind(doc["kind"]))
 
 
 # ------------------------------------------------------------ the comparison can fail
@@ -388,3 +399,54 @@ def test_float_counters_and_times_are_truncated_like_python(
     ev = kernel_vs_python(orjson.loads(raw), raw, False)
     assert ev is not None or value >= 2.0**63 or (path == ("time",) and value >= MAX_TS_MS)
     check_raw(raw)
+
+
+# ------------------------------------------------------------------- native form
+
+NATIVE_FORMS = ("native_auth", "native_network")
+NATIVE_FIELDS = sorted({key for name in NATIVE_FORMS for key in DOCS[name]} - {"kind"})
+native_values = edge_values | st.sampled_from(
+    ["inbound", "outbound", "lateral", "Inbound", "logon", "logoff", "other", "LOGON"]
+    + ["2026-03-02T09:00:00Z", "2026-03-02T09:00:00", "2100-01-01T00:00:00Z", "yesterday"]
+)
+
+
+@st.composite
+def native_documents(draw: st.DrawFn) -> bytes:
+    """A valid native-form document with 1-6 fields set to edge values (or dropped)."""
+    name = draw(st.sampled_from(NATIVE_FORMS))
+    doc = dict(DOCS[name])
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        key = draw(st.sampled_from(NATIVE_FIELDS))
+        if draw(st.integers(min_value=0, max_value=5)) == 0:
+            doc.pop(key, None)
+        else:
+            doc[key] = draw(native_values | numbers)
+    if draw(st.booleans()):
+        doc["unmapped"] = "y" * draw(st.sampled_from([1000, 3000]))
+    return dump(doc)
+
+
+@FUZZ
+@given(native_documents())
+def test_native_documents_with_edge_values(raw: bytes) -> None:
+    check_raw(raw)
+
+
+@pytest.mark.parametrize("name", NATIVE_FORMS)
+@pytest.mark.parametrize("drop_id", [False, True])
+def test_native_form_ordinary_documents_take_the_kernel(name: str, drop_id: bool) -> None:
+    doc = dict(DOCS[name])
+    if drop_id:
+        doc.pop("id")
+    raw = orjson.dumps(doc)
+    ev = kernel_vs_python(orjson.loads(raw), raw, EventKind(doc["kind"]))
+    assert type(ev) is Event and ev.source_format == "native"
+    assert_same_parse(raw)
+
+
+@pytest.mark.parametrize("length", [MAX_STR_LEN - 1, MAX_STR_LEN, MAX_STR_LEN + 1])
+@pytest.mark.parametrize("key", NATIVE_FIELDS)
+def test_native_form_string_length_limits(key: str, length: int) -> None:
+    for name in NATIVE_FORMS:
+        check_raw(orjson.dumps({**DOCS[name], key: "x" * length}))

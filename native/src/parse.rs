@@ -91,6 +91,8 @@ pub struct ParseKernels {
     employee: Py<PyAny>,
     device_class: Py<PyAny>,
     ocsf: Py<PyString>,
+    native: Py<PyString>,
+    ms_from_iso: Py<PyAny>,
     /// `_OCSF_USER_TYPE_BY_ID` as (id, caption).
     user_type_by_id: Vec<(i64, Py<PyAny>)>,
     /// `_CLASS_BY_TAG` as (tag, class), for ASCII tags.
@@ -598,6 +600,192 @@ impl ParseKernels {
         self.new_event(py, items)
     }
 
+    fn native_impl<'py>(
+        &self,
+        doc: &Bound<'py, PyDict>,
+        raw: &Bound<'py, PyAny>,
+        kind: &Bound<'py, PyAny>,
+    ) -> R<Bound<'py, PyAny>> {
+        let py = doc.py();
+        let s = Strs { long_doc: raw.len()? > NO_LONG_STRINGS };
+        let is_auth = kind.is(self.auth.bind(py));
+        if !is_auth && !kind.is(self.network.bind(py)) {
+            return Err(Doubt);
+        }
+        scan!(Some(doc);
+            b"ts" => ts_v, b"id" => id_v, b"user" => user_v, b"user_type" => user_type_v,
+            b"device" => device_v, b"host" => host_v, b"ip" => ip_v, b"dst_ip" => dst_ip_v,
+            b"direction" => direction_v, b"activity" => activity_v, b"ok" => ok_v,
+            b"mfa" => mfa_v, b"session" => session_v, b"service" => service_v, b"ua" => ua_v,
+            b"country" => country_v, b"city" => city_v, b"lat" => lat_v, b"lon" => lon_v,
+            b"asn" => asn_v, b"as_name" => as_name_v, b"dst_host" => dst_host_v,
+            b"dst_port" => dst_port_v, b"dst_country" => dst_country_v, b"dst_asn" => dst_asn_v,
+            b"proto" => proto_v, b"bytes_in" => bytes_in_v, b"bytes_out" => bytes_out_v,
+            b"packets_in" => packets_in_v, b"packets_out" => packets_out_v,
+            b"duration_ms" => duration_v,
+        );
+
+        // ts: epoch ms (an int, or a float truncated) or ISO 8601 (Python's own _ms_from_iso)
+        let t = ts_v.ok_or(Doubt)?;
+        let ts_ms: Bound<'py, PyAny> = if int_in(&t, 0, MAX_TS_MS - 1).is_some() {
+            t
+        } else if let Ok(f) = t.cast_exact::<PyFloat>() {
+            let x = f.value();
+            if !(0.0 <= x && x < MAX_TS_MS as f64) {
+                return Err(Doubt);
+            }
+            int_obj(py, x.trunc() as i64)?
+        } else if t.is_exact_instance_of::<PyString>() {
+            let ms = self.ms_from_iso.bind(py).call1((&t,))?;
+            if ms.is_none() {
+                return Err(Doubt);
+            }
+            ms
+        } else {
+            return Err(Doubt);
+        };
+        let event_id: Option<Bound<'py, PyAny>> = match id_v {
+            Some(v) if v.is_exact_instance_of::<PyInt>() => Some(v.str()?.into_any()), // str(int)
+            v => s.ident(v)?.map(Bound::into_any),
+        };
+        let user = s.ident(user_v)?;
+        let user_type = s.string(user_type_v)?;
+        let device_id = s.ident(device_v)?;
+        let src_hostname = s.ident(host_v)?;
+        let src_ip = self.ip(ip_v)?;
+        let dst_ip = self.ip(dst_ip_v)?;
+        let direction: Option<i64> = match direction_v {
+            None => None,
+            Some(v) => {
+                let d = v.cast_into_exact::<PyString>().map_err(|_| Doubt)?;
+                Some(match d.to_str()? {
+                    "inbound" => 1,
+                    "outbound" => 2,
+                    "lateral" => 3,
+                    _ => return Err(Doubt),
+                })
+            }
+        };
+        let activity: Option<i64> = match activity_v {
+            None => None,
+            Some(v) => {
+                let a = v.cast_into_exact::<PyString>().map_err(|_| Doubt)?;
+                Some(match a.to_str()? {
+                    "logon" => 1,
+                    "logoff" => 2,
+                    "other" => 99,
+                    _ => return Err(Doubt),
+                })
+            }
+        };
+        let entity_is_user = user.is_some();
+        let (entity, entity_class) = match user.clone() {
+            Some(u) => (u, self.classify(py, user_type.as_ref())?),
+            None if is_auth => return Err(Doubt),
+            None => {
+                let e = match device_id.clone().or_else(|| src_hostname.clone()) {
+                    Some(e) => e,
+                    None => match src_ip.as_ref() {
+                        Some(ip) => ip[0].clone().cast_into_exact::<PyString>().map_err(|_| Doubt)?,
+                        None => return Err(Doubt),
+                    },
+                };
+                (e, self.device_class.bind(py).clone())
+            }
+        };
+        let success = boolean(ok_v)?;
+        let is_mfa = boolean(mfa_v)?;
+        let session_id = s.ident(session_v)?;
+        let service = s.string(service_v)?;
+        let user_agent = s.string(ua_v)?;
+        let src_country = country(country_v)?;
+        let src_city = s.string(city_v)?;
+        let src_lat = coord(lat_v, 90.0)?;
+        let src_lon = coord(lon_v, 180.0)?;
+        let src_asn = asn(asn_v)?;
+        let src_as_name = s.string(as_name_v)?;
+        let dst_hostname = s.ident(dst_host_v)?;
+        let dst_port = match dst_port_v {
+            None => None,
+            Some(p) => {
+                int_in(&p, 0, 65535).ok_or(Doubt)?;
+                Some(p)
+            }
+        };
+        let dst_country = country(dst_country_v)?;
+        let dst_asn = asn(dst_asn_v)?;
+        let protocol = match s.string(proto_v)? {
+            Some(p) => Some(self.lower(p)?),
+            None => None,
+        };
+        let bytes_in = count(bytes_in_v)?;
+        let bytes_out = count(bytes_out_v)?;
+        let packets_in = count(packets_in_v)?;
+        let packets_out = count(packets_out_v)?;
+        let duration_ms = count(duration_v)?;
+
+        let dst_internal: Option<Bound<'py, PyAny>> = if direction == Some(3) {
+            Some(py_bool(py, true))
+        } else {
+            match dst_ip.as_ref() {
+                None => None,
+                Some(ip) => Some(ip[2].clone()).filter(|x| !x.is_none()),
+            }
+        };
+        let event_id = match event_id {
+            Some(e) => e,
+            None => self.derived_id.bind(py).call1((doc, raw))?,
+        };
+        let (src_ip_text, src_prefix) = match src_ip {
+            Some([a, b, _]) => (Some(a), Some(b)),
+            None => (None, None),
+        };
+        let dst_ip_text = dst_ip.map(|[a, _, _]| a);
+
+        let any = |x: Option<Bound<'py, PyString>>| x.map(Bound::into_any);
+        let mut items: [Option<Bound<'py, PyAny>>; 39] = std::array::from_fn(|_| None);
+        items[EV_EVENT_ID] = Some(event_id);
+        items[EV_KIND] = Some(kind.clone());
+        items[EV_TS_MS] = Some(ts_ms);
+        items[EV_ENTITY] = Some(entity.into_any());
+        items[EV_ENTITY_KIND] =
+            Some(if entity_is_user { &self.user_kind } else { &self.device_kind }.bind(py).clone());
+        items[EV_ENTITY_CLASS] = Some(entity_class);
+        items[EV_SOURCE_FORMAT] = Some(self.native.bind(py).clone().into_any());
+        items[EV_USER] = any(user);
+        items[EV_USER_TYPE] = any(user_type);
+        items[EV_ACTIVITY] = opt_int(py, activity)?;
+        items[EV_SUCCESS] = success;
+        items[EV_IS_MFA] = is_mfa;
+        items[EV_SESSION_ID] = any(session_id);
+        items[EV_SERVICE] = any(service);
+        items[EV_USER_AGENT] = any(user_agent);
+        items[EV_SRC_IP] = src_ip_text;
+        items[EV_SRC_PREFIX] = src_prefix;
+        items[EV_SRC_COUNTRY] = src_country;
+        items[EV_SRC_CITY] = any(src_city);
+        items[EV_SRC_LAT] = src_lat;
+        items[EV_SRC_LON] = src_lon;
+        items[EV_SRC_ASN] = src_asn;
+        items[EV_SRC_AS_NAME] = any(src_as_name);
+        items[EV_DEVICE_ID] = any(device_id);
+        items[EV_SRC_HOSTNAME] = any(src_hostname);
+        items[EV_DST_IP] = dst_ip_text;
+        items[EV_DST_HOSTNAME] = any(dst_hostname);
+        items[EV_DST_PORT] = dst_port;
+        items[EV_DST_COUNTRY] = dst_country;
+        items[EV_DST_ASN] = dst_asn;
+        items[EV_DST_INTERNAL] = dst_internal;
+        items[EV_PROTOCOL] = protocol;
+        items[EV_DIRECTION] = opt_int(py, direction)?;
+        items[EV_BYTES_IN] = bytes_in;
+        items[EV_BYTES_OUT] = bytes_out;
+        items[EV_PACKETS_IN] = packets_in;
+        items[EV_PACKETS_OUT] = packets_out;
+        items[EV_DURATION_MS] = duration_ms;
+        self.new_event(py, items)
+    }
+
     /// OCSF `user.type` as sent, else the caption of `user.type_id` (checked as a code).
     fn ocsf_user_type<'py>(
         &self,
@@ -683,6 +871,8 @@ impl ParseKernels {
             employee: attr("_EMPLOYEE")?,
             device_class: attr("_DEVICE_CLASS")?,
             ocsf: PyString::intern(py, "ocsf").unbind(),
+            native: PyString::intern(py, "native").unbind(),
+            ms_from_iso: attr("_ms_from_iso")?,
             user_type_by_id,
             class_by_tag,
             class_by_tag_dict: class_by_tag_dict.unbind(),
@@ -702,6 +892,17 @@ impl ParseKernels {
         is_auth: bool,
     ) -> Option<Bound<'py, PyAny>> {
         self.ocsf_impl(doc, raw, is_auth).ok()
+    }
+
+    /// `_fast_native(doc, raw, kind) -> Event | None`: the Event the Python fast path
+    /// returns for this native-form document, or None at any doubt.
+    fn native<'py>(
+        &self,
+        doc: &Bound<'py, PyDict>,
+        raw: &Bound<'py, PyAny>,
+        kind: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyAny>> {
+        self.native_impl(doc, raw, kind).ok()
     }
 
     /// Whether Events are allocated in place (else through `tuple.__new__`), for tests.
