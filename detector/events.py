@@ -18,6 +18,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
@@ -1945,3 +1946,53 @@ def parse_event(raw: bytes | str) -> Event:
             pass
         return event if event is not None else _parse_native(doc, data, kind)
     raise ParseError("unknown_class", "not OCSF 3002/4001, ECS auth/network or native")
+
+
+# ------------------------------------------------------------- compiled fast paths
+#
+# ``detector._native`` holds compiled drop-ins for the fast parsers above
+# (``native/src/parse.rs``): same documents in, the same Event out (same values,
+# same types, the very enum members), or None at any doubt, like the Python
+# ones. parse_event calls the fast parsers through the module names
+# ``_fast_ocsf``, ``_fast_ecs`` and ``_fast_native``; when the compiled module is
+# built, those names are bound to the compiled kernels, and the Python
+# functions stay available below as the specification (``tests/test_native_parse.py``
+# holds the two to each other).
+
+_FastOcsf = Callable[[dict[str, Any], bytes | bytearray, bool], Event | None]
+_FastNative = Callable[[dict[str, Any], bytes | bytearray, EventKind], Event | None]
+
+#: The Python fast parsers: the specification of the compiled ones.
+_py_fast_ocsf: Final[_FastOcsf] = _fast_ocsf
+_py_fast_native: Final[_FastNative] = _fast_native
+
+
+def _native_fast_paths() -> dict[str, Any]:
+    """Return the compiled fast parsers by module name, or an empty dict when not built."""
+    from detector import native  # late: detector.native never imports this module
+
+    try:
+        module = native.load()
+    except native.NativeStale:  # the Detector reports a stale build; parse in Python
+        return {}
+    if module is None or not hasattr(module, "ParseKernels"):
+        return {}
+    kernels = module.ParseKernels(sys.modules[__name__])
+    return {"_fast_ocsf": kernels.ocsf, "_fast_native": kernels.native}
+
+
+def use_native_parser(enabled: bool) -> bool:
+    """Route parse_event's fast paths through the compiled kernels, or back to Python.
+
+    For tests and benchmarks that compare the two (the module turns the
+    compiled kernels on at import when they are built). Returns True when the
+    compiled kernels are in use afterwards.
+    """
+    python = {"_fast_ocsf": _py_fast_ocsf, "_fast_native": _py_fast_native}
+    compiled = _native_fast_paths() if enabled else {}
+    globals().update(python)
+    globals().update(compiled)
+    return bool(compiled)
+
+
+use_native_parser(True)
