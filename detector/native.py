@@ -119,7 +119,6 @@ def update_kernel(module: ModuleType, detector: Any) -> Any:
             detector.cfg,
             baseline.Baseline,
             Event,
-            baseline._new_baseline,
             baseline.update,
             EventKind.AUTH,
             EntityKind.USER,

@@ -149,7 +149,7 @@ class Counting:
 
         assert _native is not None
         self.kernel = _native.UpdateKernel(
-            cfg, Baseline, Event, baseline_module._new_baseline, fallback, EventKind.AUTH,
+            cfg, Baseline, Event, fallback, EventKind.AUTH,
             EntityKind.USER, baseline_module._NO_MAP,
         )
 

@@ -13,11 +13,12 @@
 //! call the Python `update` it was given and return that result (or exception):
 //! the fast path only handles what it reproduces exactly.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 
 use crate::layout::{
-    BL_FAIL_BURST, BL_FAIL_RATE, BL_FIRST_TS, BL_HOURS, BL_HOURS_TOTAL, BL_LAST_SUCCESS,
+    BASELINE_FIELDS, EVENT_FIELDS, BL_FAIL_BURST, BL_FAIL_RATE, BL_FIRST_TS, BL_HOURS, BL_HOURS_TOTAL, BL_LAST_SUCCESS,
     BL_LAST_TS, BL_NEW_HOSTS, BL_N_LEARNED, BL_N_SEEN, BL_SEEN, BL_SEEN_TOTALS, BL_SIGNALS,
     BL_T0, BL_TRAFFIC, EV_BYTES_IN, EV_BYTES_OUT, EV_DEVICE_ID, EV_DST_ASN, EV_DST_COUNTRY,
     EV_DST_HOSTNAME, EV_DST_INTERNAL, EV_DST_IP, EV_DST_PORT, EV_ENTITY_KIND, EV_KIND,
@@ -165,14 +166,11 @@ fn truth(o: &Bound<'_, PyAny>) -> Option<bool> {
 }
 
 /// An optional string field: `Some(None)` for `None`, `Some(Some(s))` for an exact str.
-fn opt_str<'py>(o: Bound<'py, PyAny>) -> Option<Option<Bound<'py, PyString>>> {
+fn opt_str<'py>(o: &Bound<'py, PyAny>) -> Option<Option<Bound<'py, PyString>>> {
     if o.is_none() {
         Some(None)
     } else {
-        match o.cast_into_exact::<PyString>() {
-            Ok(s) => Some(Some(s)),
-            Err(_) => None,
-        }
+        o.cast_exact::<PyString>().ok().map(|s| Some(s.clone()))
     }
 }
 
@@ -258,7 +256,6 @@ pub struct UpdateKernel {
     caps: Py<PyAny>,
     baseline_type: Py<PyType>,
     event_type: Py<PyType>,
-    new_baseline: Py<PyAny>,
     py_update: Py<PyAny>,
     auth: Py<PyAny>,
     user: Py<PyAny>,
@@ -373,6 +370,35 @@ fn renormalise<'py>(
 }
 
 impl UpdateKernel {
+    /// Returns `tuple.__new__(Baseline, fields)`, built as CPython's
+    /// `tuple_subtype_new` builds it: the subtype's `tp_alloc` for 15 items,
+    /// then each item stored (its reference moved in).
+    fn make_baseline<'py>(
+        &self,
+        py: Python<'py>,
+        fields: [Bound<'py, PyAny>; 15],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let tp: *mut ffi::PyTypeObject = self.baseline_type.as_ptr().cast();
+        // SAFETY: `new` checked that `baseline_type` is a subclass of tuple
+        // with tuple's item and basic sizes (a NamedTuple: `__slots__ = ()`),
+        // so its `tp_alloc` returns a zeroed tuple object of 15 item slots
+        // (or NULL with an exception set) and PyTuple_SET_ITEM writes within
+        // it. Every slot is filled before the object is handed out; each
+        // item's owned reference moves into the tuple (`into_ptr`).
+        // Measured: about 0.2 us per call less than calling `_new_baseline`.
+        unsafe {
+            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            let obj = alloc(tp, 15);
+            if obj.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            for (i, f) in fields.into_iter().enumerate() {
+                ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, f.into_ptr());
+            }
+            Ok(Bound::from_owned_ptr(py, obj))
+        }
+    }
+
     /// The fast path; `Ok(None)` means "run the Python original instead".
     #[allow(clippy::too_many_lines)]
     fn fast<'py>(
@@ -382,18 +408,26 @@ impl UpdateKernel {
         event: &Bound<'py, PyAny>,
         lw: f64,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if !b.get_type().is(&self.baseline_type) || !event.get_type().is(&self.event_type) {
+        if b.get_type_ptr() != self.baseline_type.as_ptr().cast()
+            || event.get_type_ptr() != self.event_type.as_ptr().cast()
+        {
             bail!();
         }
         let bt = b.cast::<PyTuple>()?;
         let et = event.cast::<PyTuple>()?;
-        if bt.len() != 15 || et.len() != 39 {
+        if bt.len() != BASELINE_FIELDS.len() || et.len() != EVENT_FIELDS.len() {
             bail!();
         }
-        let ev = |i: usize| et.get_item(i);
-        let ts_o = ev(EV_TS_MS)?;
+        // SAFETY: `et` is a tuple of EVENT_FIELDS.len() items (checked just
+        // above) and every index passed is an EV_* constant, below that length;
+        // the borrowed item lives as long as `et`, which `event` keeps alive.
+        let ev = |i: usize| -> Borrowed<'_, 'py, PyAny> {
+            debug_assert!(i < EVENT_FIELDS.len());
+            unsafe { et.get_borrowed_item_unchecked(i) }
+        };
+        let ts_o = ev(EV_TS_MS).to_owned();
         let ts = want!(exact_i64(&ts_o));
-        let is_auth = ev(EV_KIND)?.is(&self.auth);
+        let is_auth = ev(EV_KIND).is(&self.auth);
 
         let n_seen_o = bt.get_item(BL_N_SEEN)?;
         let n_seen = want!(exact_i64(&n_seen_o));
@@ -420,22 +454,22 @@ impl UpdateKernel {
         let mut host: Option<Bound<'py, PyString>> = None;
         if is_auth {
             // `event.success is False`: False is the only exact bool that is false.
-            let failed = ev(EV_SUCCESS)?
+            let failed = ev(EV_SUCCESS)
                 .cast_exact::<pyo3::types::PyBool>()
                 .is_ok_and(|s| !s.is_true());
             if failed {
                 fail_burst_o = want!(bump(py, &fail_burst_o, &ts_o, ts, self.fail_hl_ms, self.ln2));
             }
         } else {
-            let internal_o = ev(EV_DST_INTERNAL)?;
+            let internal_o = ev(EV_DST_INTERNAL);
             if !internal_o.is_none() {
                 internal = Some(want!(truth(&internal_o)));
             }
             if internal == Some(true) {
                 // host = dst_hostname or dst_ip
-                host = match want!(opt_str(ev(EV_DST_HOSTNAME)?)) {
+                host = match want!(opt_str(&ev(EV_DST_HOSTNAME))) {
                     Some(s) if s.len()? > 0 => Some(s),
-                    _ => want!(opt_str(ev(EV_DST_IP)?)),
+                    _ => want!(opt_str(&ev(EV_DST_IP))),
                 };
                 if let Some(h) = &host {
                     let known = match &seen {
@@ -513,23 +547,23 @@ impl UpdateKernel {
                 }
             };
             if is_auth {
-                push(D_COUNTRY, want!(opt_str(ev(EV_SRC_COUNTRY)?)));
-                push(D_CITY, want!(opt_str(ev(EV_SRC_CITY)?)));
-                push(D_ASN, want!(opt_int_str(py, &ev(EV_SRC_ASN)?)));
-                push(D_PREFIX, want!(opt_str(ev(EV_SRC_PREFIX)?)));
-                push(D_DEVICE, want!(opt_str(ev(EV_DEVICE_ID)?)));
-                push(D_UA, want!(opt_str(ev(EV_USER_AGENT)?)));
-                push(D_SERVICE, want!(opt_str(ev(EV_SERVICE)?)));
+                push(D_COUNTRY, want!(opt_str(&ev(EV_SRC_COUNTRY))));
+                push(D_CITY, want!(opt_str(&ev(EV_SRC_CITY))));
+                push(D_ASN, want!(opt_int_str(py, &ev(EV_SRC_ASN))));
+                push(D_PREFIX, want!(opt_str(&ev(EV_SRC_PREFIX))));
+                push(D_DEVICE, want!(opt_str(&ev(EV_DEVICE_ID))));
+                push(D_UA, want!(opt_str(&ev(EV_USER_AGENT))));
+                push(D_SERVICE, want!(opt_str(&ev(EV_SERVICE))));
             } else {
                 if internal == Some(true) {
                     push(D_HOST, host.clone());
-                    push(D_PORT, want!(opt_int_str(py, &ev(EV_DST_PORT)?)));
+                    push(D_PORT, want!(opt_int_str(py, &ev(EV_DST_PORT))));
                 } else if internal == Some(false) {
-                    push(D_DST_COUNTRY, want!(opt_str(ev(EV_DST_COUNTRY)?)));
-                    push(D_DST_ASN, want!(opt_int_str(py, &ev(EV_DST_ASN)?)));
+                    push(D_DST_COUNTRY, want!(opt_str(&ev(EV_DST_COUNTRY))));
+                    push(D_DST_ASN, want!(opt_int_str(py, &ev(EV_DST_ASN))));
                 }
-                let device = want!(opt_str(ev(EV_DEVICE_ID)?));
-                if device.is_some() && ev(EV_ENTITY_KIND)?.is(&self.user) {
+                let device = want!(opt_str(&ev(EV_DEVICE_ID)));
+                if device.is_some() && ev(EV_ENTITY_KIND).is(&self.user) {
                     push(D_DEVICE, device);
                 }
             }
@@ -596,7 +630,7 @@ impl UpdateKernel {
             }
 
             if is_auth {
-                let success_o = ev(EV_SUCCESS)?;
+                let success_o = ev(EV_SUCCESS);
                 if !success_o.is_none() {
                     let success = want!(truth(&success_o));
                     let fr = want!(exact_f64(&fail_rate_o));
@@ -606,18 +640,20 @@ impl UpdateKernel {
                     let target = if success { 0.0 } else { 1.0 };
                     fail_rate_o = PyFloat::new(py, round4(fr + a * (target - fr))).into_any();
                     if success {
-                        let lat = ev(EV_SRC_LAT)?;
-                        let lon = ev(EV_SRC_LON)?;
+                        let lat = ev(EV_SRC_LAT);
+                        let lon = ev(EV_SRC_LON);
                         if !lat.is_none() && !lon.is_none() {
-                            last_success_o =
-                                PyTuple::new(py, [ts_o.clone(), lat, lon, ev(EV_SRC_COUNTRY)?])?
-                                    .into_any();
+                            last_success_o = PyTuple::new(
+                                py,
+                                [ts_o.clone(), lat.to_owned(), lon.to_owned(), ev(EV_SRC_COUNTRY).to_owned()],
+                            )?
+                            .into_any();
                         }
                     }
                 }
             } else if let Some(int) = internal {
-                let bo = ev(EV_BYTES_OUT)?;
-                let bi = ev(EV_BYTES_IN)?;
+                let bo = ev(EV_BYTES_OUT);
+                let bi = ev(EV_BYTES_IN);
                 if !bo.is_none() || !bi.is_none() {
                     let traffic = want!(mapping(&traffic_o, &self.no_map));
                     let new_traffic = match &traffic {
@@ -658,9 +694,7 @@ impl UpdateKernel {
             Some(l) if ts <= l => last_o,
             _ => ts_o.clone(),
         };
-        let fields = PyTuple::new(
-            py,
-            [
+        let fields = [
                 want!(n_seen.checked_add(1)).into_pyobject(py)?.into_any(),
                 n_learned_o,
                 first,
@@ -676,9 +710,8 @@ impl UpdateKernel {
                 new_hosts_o,
                 traffic_o,
                 signals_o,
-            ],
-        )?;
-        Ok(Some(self.new_baseline.bind(py).call1((fields,))?))
+            ];
+        Ok(Some(self.make_baseline(py, fields)?))
     }
 }
 
@@ -703,8 +736,8 @@ fn default_one() -> Py<PyAny> {
 impl UpdateKernel {
     /// Builds the kernel for `cfg` (a `DetectorConfig`).
     ///
-    /// `baseline_type`, `event_type`: the named-tuple classes; `new_baseline`:
-    /// `detector.baseline._new_baseline`; `py_update`: `detector.baseline.update`
+    /// `baseline_type`, `event_type`: the named-tuple classes (results are
+    /// built as `detector.baseline._new_baseline` builds them); `py_update`: `detector.baseline.update`
     /// (the fallback); `auth`, `user`: `EventKind.AUTH`, `EntityKind.USER`;
     /// `no_map`: `detector.baseline._NO_MAP`. Raises `ValueError` when a
     /// setting is not a finite number (half-lives must also be positive).
@@ -715,7 +748,6 @@ impl UpdateKernel {
         cfg: Bound<'_, PyAny>,
         baseline_type: Bound<'_, PyType>,
         event_type: Bound<'_, PyType>,
-        new_baseline: Bound<'_, PyAny>,
         py_update: Bound<'_, PyAny>,
         auth: Bound<'_, PyAny>,
         user: Bound<'_, PyAny>,
@@ -736,12 +768,22 @@ impl UpdateKernel {
             }
         }
         let caps = cfg.getattr("caps")?.unbind();
+        // make_baseline() relies on this layout: a plain tuple subclass.
+        let tuple_type = py.get_type::<PyTuple>();
+        // SAFETY: both are live type objects; reading two size fields.
+        let same_layout = unsafe {
+            let tp: *mut ffi::PyTypeObject = baseline_type.as_ptr().cast();
+            let tt: *mut ffi::PyTypeObject = tuple_type.as_ptr().cast();
+            (*tp).tp_basicsize == (*tt).tp_basicsize && (*tp).tp_itemsize == (*tt).tp_itemsize
+        };
+        if !baseline_type.is_subclass(&tuple_type)? || !same_layout {
+            return Err(pyo3::exceptions::PyTypeError::new_err("Baseline must be a NamedTuple"));
+        }
         Ok(UpdateKernel {
             cfg: cfg.unbind(),
             caps,
             baseline_type: baseline_type.unbind(),
             event_type: event_type.unbind(),
-            new_baseline: new_baseline.unbind(),
             py_update: py_update.unbind(),
             auth: auth.unbind(),
             user: user.unbind(),
