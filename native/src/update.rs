@@ -385,7 +385,8 @@ impl UpdateKernel {
         // (or NULL with an exception set) and PyTuple_SET_ITEM writes within
         // it. Every slot is filled before the object is handed out; each
         // item's owned reference moves into the tuple (`into_ptr`).
-        // Measured: about 0.2 us per call less than calling `_new_baseline`.
+        // Measured (timeit, same loaded machine): calling `_new_baseline(t)`
+        // costs ~0.29 us, about 30% of the kernel's whole no-learning path.
         unsafe {
             let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
             let obj = alloc(tp, 15);
@@ -418,14 +419,11 @@ impl UpdateKernel {
         if bt.len() != BASELINE_FIELDS.len() || et.len() != EVENT_FIELDS.len() {
             bail!();
         }
-        // SAFETY: `et` is a tuple of EVENT_FIELDS.len() items (checked just
-        // above) and every index passed is an EV_* constant, below that length;
-        // the borrowed item lives as long as `et`, which `event` keeps alive.
-        let ev = |i: usize| -> Borrowed<'_, 'py, PyAny> {
-            debug_assert!(i < EVENT_FIELDS.len());
-            unsafe { et.get_borrowed_item_unchecked(i) }
-        };
-        let ts_o = ev(EV_TS_MS).to_owned();
+        // Fields by position; both lengths were checked just above, so the
+        // EV_* and BL_* indices are in bounds.
+        let ef = et.as_slice();
+        let ev = |i: usize| -> &Bound<'py, PyAny> { &ef[i] };
+        let ts_o = ev(EV_TS_MS).clone();
         let ts = want!(exact_i64(&ts_o));
         let is_auth = ev(EV_KIND).is(&self.auth);
 
@@ -645,7 +643,7 @@ impl UpdateKernel {
                         if !lat.is_none() && !lon.is_none() {
                             last_success_o = PyTuple::new(
                                 py,
-                                [ts_o.clone(), lat.to_owned(), lon.to_owned(), ev(EV_SRC_COUNTRY).to_owned()],
+                                [ts_o.clone(), lat.clone(), lon.clone(), ev(EV_SRC_COUNTRY).clone()],
                             )?
                             .into_any();
                         }
