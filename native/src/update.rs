@@ -461,13 +461,13 @@ impl UpdateKernel {
         } else {
             let internal_o = ev(EV_DST_INTERNAL);
             if !internal_o.is_none() {
-                internal = Some(want!(truth(&internal_o)));
+                internal = Some(want!(truth(internal_o)));
             }
             if internal == Some(true) {
                 // host = dst_hostname or dst_ip
-                host = match want!(opt_str(&ev(EV_DST_HOSTNAME))) {
+                host = match want!(opt_str(ev(EV_DST_HOSTNAME))) {
                     Some(s) if s.len()? > 0 => Some(s),
-                    _ => want!(opt_str(&ev(EV_DST_IP))),
+                    _ => want!(opt_str(ev(EV_DST_IP))),
                 };
                 if let Some(h) = &host {
                     let known = match &seen {
@@ -545,22 +545,22 @@ impl UpdateKernel {
                 }
             };
             if is_auth {
-                push(D_COUNTRY, want!(opt_str(&ev(EV_SRC_COUNTRY))));
-                push(D_CITY, want!(opt_str(&ev(EV_SRC_CITY))));
-                push(D_ASN, want!(opt_int_str(py, &ev(EV_SRC_ASN))));
-                push(D_PREFIX, want!(opt_str(&ev(EV_SRC_PREFIX))));
-                push(D_DEVICE, want!(opt_str(&ev(EV_DEVICE_ID))));
-                push(D_UA, want!(opt_str(&ev(EV_USER_AGENT))));
-                push(D_SERVICE, want!(opt_str(&ev(EV_SERVICE))));
+                push(D_COUNTRY, want!(opt_str(ev(EV_SRC_COUNTRY))));
+                push(D_CITY, want!(opt_str(ev(EV_SRC_CITY))));
+                push(D_ASN, want!(opt_int_str(py, ev(EV_SRC_ASN))));
+                push(D_PREFIX, want!(opt_str(ev(EV_SRC_PREFIX))));
+                push(D_DEVICE, want!(opt_str(ev(EV_DEVICE_ID))));
+                push(D_UA, want!(opt_str(ev(EV_USER_AGENT))));
+                push(D_SERVICE, want!(opt_str(ev(EV_SERVICE))));
             } else {
                 if internal == Some(true) {
                     push(D_HOST, host.clone());
-                    push(D_PORT, want!(opt_int_str(py, &ev(EV_DST_PORT))));
+                    push(D_PORT, want!(opt_int_str(py, ev(EV_DST_PORT))));
                 } else if internal == Some(false) {
-                    push(D_DST_COUNTRY, want!(opt_str(&ev(EV_DST_COUNTRY))));
-                    push(D_DST_ASN, want!(opt_int_str(py, &ev(EV_DST_ASN))));
+                    push(D_DST_COUNTRY, want!(opt_str(ev(EV_DST_COUNTRY))));
+                    push(D_DST_ASN, want!(opt_int_str(py, ev(EV_DST_ASN))));
                 }
-                let device = want!(opt_str(&ev(EV_DEVICE_ID)));
+                let device = want!(opt_str(ev(EV_DEVICE_ID)));
                 if device.is_some() && ev(EV_ENTITY_KIND).is(&self.user) {
                     push(D_DEVICE, device);
                 }
@@ -630,7 +630,7 @@ impl UpdateKernel {
             if is_auth {
                 let success_o = ev(EV_SUCCESS);
                 if !success_o.is_none() {
-                    let success = want!(truth(&success_o));
+                    let success = want!(truth(success_o));
                     let fr = want!(exact_f64(&fail_rate_o));
                     let alpha = self.ew_alpha;
                     let ns1 = n_seen as f64 + 1.0;
