@@ -469,3 +469,17 @@ def test_detector_native_matches_python(model: Model, batch: int) -> None:
         deep_same(got_state.baselines[key], b, key)
         assert got_state.baselines[key].to_dict() == b.to_dict()
     assert any(d["action"] != "allow" for d in want)  # attacks: non-allow weights ran
+
+
+@pytest.mark.parametrize(
+    "settings_",
+    [{"profile_half_life_days": 0.0}, {"ew_alpha": math.nan}, {"failure_burst_half_life_s": -1.0},
+     {"new_host_burst_half_life_s": math.inf}],
+)
+def test_builder_keeps_python_for_settings_it_does_not_reproduce(settings_: dict[str, float]
+                                                                  ) -> None:
+    """Zero, negative or non-finite half-lives and weights: the engine keeps Python's update."""
+    from types import SimpleNamespace
+
+    assert native.update_kernel(_native, SimpleNamespace(cfg=DetectorConfig(**settings_))) is None
+    assert native.update_kernel(_native, SimpleNamespace(cfg=DetectorConfig())) is not None
