@@ -101,8 +101,31 @@ def status() -> str:
 
 
 def update_kernel(module: ModuleType, detector: Any) -> Any:
-    """Return the compiled ``update(b, event, cfg, learn_weight)``, or None."""
-    return None
+    """Return the compiled ``update(b, event, cfg, learn_weight)``, or None.
+
+    The kernel (``UpdateKernel``) is bound to ``detector.cfg``: called with
+    another config object, with ``caps``, or with anything unusual, it runs
+    :func:`detector.baseline.update` instead. None when the module lacks it
+    or a setting is one the kernel does not reproduce (not a finite number).
+    """
+    kernel_cls = getattr(module, "UpdateKernel", None)
+    if kernel_cls is None:
+        return None
+    from detector import baseline
+    from detector.events import EntityKind, Event, EventKind
+
+    try:
+        return kernel_cls(
+            detector.cfg,
+            baseline.Baseline,
+            Event,
+            baseline.update,
+            EventKind.AUTH,
+            EntityKind.USER,
+            baseline._NO_MAP,
+        )
+    except ValueError:
+        return None
 
 
 def extract_kernel(module: ModuleType, detector: Any) -> Any:
