@@ -159,4 +159,5 @@ def process_kernel(module: ModuleType, detector: Any) -> Any:
         Event,
         Baseline,
         EntityKind,
+        engine.Decision,
     )

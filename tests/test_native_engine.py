@@ -386,3 +386,20 @@ def test_detector_with_the_kernel_is_collected(model: Model) -> None:
     del det
     gc.collect()
     assert ref() is None
+
+
+def test_decisions_through_new_decision_when_the_type_is_not_tuple_shaped(
+    model: Model, stream: list[Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel fills Decision tuples itself only for a tuple-shaped type;
+    otherwise it calls ``_new_decision`` like the Python loop."""
+    import detector.engine as engine
+
+    class WithDict(tuple):  # type: ignore[type-arg]  # a __dict__: not tuple-shaped
+        _fields = Decision._fields
+
+    monkeypatch.setattr(engine, "Decision", WithDict)
+    det = _kernel_only(model)
+    monkeypatch.undo()
+    want = _process(Detector(model, native=False), stream[:600], 64, keep=True)
+    _assert_same(_process(det, stream[:600], 64, keep=True), want, True)
