@@ -292,10 +292,12 @@ class Detector:
         elif len(contexts) != len(events):
             raise ValueError("one context per event is required")
         if self._process_kernel is not None:
-            kernel_decisions: list[Decision] = self._process_kernel(
+            # The compiled loop; None when the input needs this Python loop.
+            kernel_decisions: list[Decision] | None = self._process_kernel(
                 events, state, keep_features, contexts
             )
-            return kernel_decisions
+            if kernel_decisions is not None:
+                return kernel_decisions
         cfg = self.cfg
         baselines = state.baselines
         n = len(events)

@@ -258,5 +258,38 @@ def policy_kernel(module: ModuleType, detector: Any) -> Any:
 
 
 def process_kernel(module: ModuleType, detector: Any) -> Any:
-    """Return the compiled batch loop ``(events, state, keep_features, contexts)``, or None."""
-    return None
+    """Return the compiled batch loop ``(events, state, keep_features, contexts)``, or None.
+
+    The kernel (``ProcessKernel``) calls the detector's own pieces, so call
+    this after they are set. It returns the decisions, or ``None`` (having
+    called nothing) for input the Python loop must handle.
+    """
+    kernel = getattr(module, "ProcessKernel", None)
+    if kernel is None:
+        return None
+    # Imported here: detector.engine imports this module.
+    from detector import engine
+    from detector.baseline import EMPTY, Baseline
+    from detector.events import EntityKind, Event, EventKind
+    from detector.policy import Action
+
+    return kernel(
+        detector._update,
+        detector._extract,
+        detector._scorers,
+        detector._verdict,
+        detector._decide,
+        engine._new_decision,
+        detector.cfg,
+        detector.cfg.min_events,
+        detector._peers,
+        detector.model.version,
+        EventKind.AUTH,
+        EventKind.NETWORK,
+        Action.ALLOW,
+        EMPTY,
+        Event,
+        Baseline,
+        EntityKind,
+        engine.Decision,
+    )
