@@ -131,7 +131,7 @@ def context_kernels(module: ModuleType, detector: Any) -> Any:
         session_opener,
         update_ip,
     )
-    from detector.events import EventKind
+    from detector.events import Event, EventKind
 
     cfg = detector.cfg
     auth = EventKind.AUTH
@@ -159,9 +159,9 @@ def context_kernels(module: ModuleType, detector: Any) -> Any:
         return ()
 
     ip = module.IpStatsKernel(
-        auth, IpContext, IpStats, cfg.ip_window_s, cfg.ip_max_events, ip_one
+        Event, auth, IpContext, IpStats, cfg.ip_window_s, cfg.ip_max_events, ip_one
     )
-    session = module.SessionKernel(auth, SessionContext, cfg.session_ttl_s, session_one)
+    session = module.SessionKernel(Event, auth, SessionContext, cfg.session_ttl_s, session_one)
     return ip, session
 
 
@@ -175,7 +175,8 @@ def policy_kernel(module: ModuleType, detector: Any) -> Any:
     configuration is out of the gate's range.
     """
     from detector import engine, policy
-    from detector.events import EntityClass, EventKind
+    from detector.baseline import Baseline
+    from detector.events import EntityClass, Event, EventKind
     from detector.features import FEATURE_INDEX
 
     pol = detector.policy
@@ -210,6 +211,8 @@ def policy_kernel(module: ModuleType, detector: Any) -> Any:
         )
     )
     gate = module.PolicyGate(
+        Event,
+        Baseline,
         pol.decide,
         pol.thresholds_for,
         pol._tiers,

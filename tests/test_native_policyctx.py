@@ -166,7 +166,7 @@ def _wrong_gate(det: Detector, **change: Any) -> Callable[..., Verdict]:
     names = ("asn_rarity", "bytes_out_z", "country_rarity", "days_idle_log", "device_rarity",
              "hosting_asn", "hour_rarity", "new_hosts_burst_log", "service_rarity", "ua_rarity")
     gate = _native.PolicyGate(
-        pol.decide, pol.thresholds_for, pol._tiers, policy._ALLOW, EventKind.AUTH,
+        Event, Baseline, pol.decide, pol.thresholds_for, pol._tiers, policy._ALLOW, EventKind.AUTH,
         engine._NO_CTX, EntityClass.VENDOR, list(EntityClass),
         float(cfg.failure_burst_half_life_s), float(cfg.travel_min_km),
         float(cfg.impossible_travel_kmh), cfg.min_events,
@@ -475,3 +475,14 @@ def test_context_kernels_hand_odd_tables_to_python(py_det: Detector) -> None:
         ip_k([object()], {})
     combined = combine_context(ip_k([e], {}), ses_k([e], {}))
     assert combined[0].ip == IpStats(1, 0, 0) and combined[0].session_changes == ()
+
+
+def test_gate_on_foreign_values_raises_like_python(py_det: Detector) -> None:
+    """A plain tuple is not an Event: Python raises, so must the gate."""
+    gate = _gate(py_det)
+    e = make_auth()
+    row = [0.0] * len(FEATURE_NAMES)
+    for event, b in ((tuple(e), EMPTY), (e, tuple(EMPTY))):
+        args = (event, row, 0.0, False, EventContext(), b, b)
+        assert _outcome(gate, args) == _outcome(py_det.policy.decide, args)
+        assert isinstance(_outcome(gate, args), type)

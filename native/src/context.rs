@@ -107,6 +107,15 @@ impl SlotClass {
     }
 }
 
+/// `obj` as a tuple when its type is exactly `cls` (the `Event` / `Baseline` named tuples).
+#[inline]
+fn typed_tuple<'a, 'py>(obj: &'a Bound<'py, PyAny>, cls: &Py<PyType>) -> Option<&'a Bound<'py, PyTuple>> {
+    if obj.get_type_ptr() != cls.as_ptr() as *mut ffi::PyTypeObject {
+        return None;
+    }
+    obj.cast::<PyTuple>().ok()
+}
+
 #[inline]
 fn same(a: &Bound<'_, PyAny>, b: &Py<PyAny>) -> bool {
     a.as_ptr() == b.as_ptr()
@@ -153,6 +162,7 @@ fn as_f64(obj: &Bound<'_, PyAny>) -> Option<f64> {
 /// and each auth event's `IpStats`.
 #[pyclass(frozen)]
 pub struct IpStatsKernel {
+    event_cls: Py<PyType>,
     auth: Py<PyAny>,
     ip_context: SlotClass,
     ip_stats: SlotClass,
@@ -177,7 +187,7 @@ impl IpStatsKernel {
         e: &Bound<'py, PyAny>,
         ips: &Bound<'py, PyDict>,
     ) -> Option<Option<IpStep<'py>>> {
-        let Ok(t) = e.cast::<PyTuple>() else { return Some(None) };
+        let Some(t) = typed_tuple(e, &self.event_cls) else { return Some(None) };
         if t.len() < EVENT_FIELDS.len() {
             return Some(None);
         }
@@ -292,8 +302,9 @@ impl IpStatsKernel {
 #[pymethods]
 impl IpStatsKernel {
     #[new]
-    #[pyo3(signature = (auth, ip_context_cls, ip_stats_cls, window_s, max_events, one))]
+    #[pyo3(signature = (event_cls, auth, ip_context_cls, ip_stats_cls, window_s, max_events, one))]
     fn new(
+        event_cls: Py<PyType>,
         auth: Py<PyAny>,
         ip_context_cls: &Bound<'_, PyType>,
         ip_stats_cls: &Bound<'_, PyType>,
@@ -305,6 +316,7 @@ impl IpStatsKernel {
             .checked_mul(1000)
             .ok_or_else(|| PyTypeError::new_err("ip_window_s out of range"))?;
         Ok(Self {
+            event_cls,
             auth,
             ip_context: SlotClass::new(ip_context_cls, &["recent"])?,
             ip_stats: SlotClass::new(ip_stats_cls, &["users", "failures", "fail_users"])?,
@@ -348,6 +360,7 @@ impl IpStatsKernel {
 /// `Detector.session_changes(events, sessions)`.
 #[pyclass(frozen)]
 pub struct SessionKernel {
+    event_cls: Py<PyType>,
     auth: Py<PyAny>,
     session: SlotClass,
     ttl_ms: i64,
@@ -363,7 +376,7 @@ impl SessionKernel {
         e: &Bound<'py, PyAny>,
         sessions: &Bound<'py, PyDict>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Ok(t) = e.cast::<PyTuple>() else { return Ok(None) };
+        let Some(t) = typed_tuple(e, &self.event_cls) else { return Ok(None) };
         if t.len() < EVENT_FIELDS.len() {
             return Ok(None);
         }
@@ -445,13 +458,19 @@ impl SessionKernel {
 #[pymethods]
 impl SessionKernel {
     #[new]
-    #[pyo3(signature = (auth, session_cls, ttl_s, one))]
-    fn new(auth: Py<PyAny>, session_cls: &Bound<'_, PyType>, ttl_s: i64, one: Py<PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (event_cls, auth, session_cls, ttl_s, one))]
+    fn new(
+        event_cls: Py<PyType>,
+        auth: Py<PyAny>,
+        session_cls: &Bound<'_, PyType>,
+        ttl_s: i64,
+        one: Py<PyAny>,
+    ) -> PyResult<Self> {
         let ttl_ms = ttl_s
             .checked_mul(1000)
             .ok_or_else(|| PyTypeError::new_err("session_ttl_s out of range"))?;
         let fields = ["opened_ts", "entity", "country", "asn", "device", "user_agent", "prefix"];
-        Ok(Self { auth, session: SlotClass::new(session_cls, &fields)?, ttl_ms, one })
+        Ok(Self { event_cls, auth, session: SlotClass::new(session_cls, &fields)?, ttl_ms, one })
     }
 
     /// `Detector.session_changes(events, sessions)`: one changes tuple or None per event.
@@ -560,6 +579,8 @@ fn maybe_ge(x: f64, thr: f64) -> bool {
 /// The allow gate in front of `Policy.decide` (see the module docs).
 #[pyclass(frozen)]
 pub struct PolicyGate {
+    event_cls: Py<PyType>,
+    baseline_cls: Py<PyType>,
     decide_py: Py<PyAny>,
     thresholds_for: Py<PyAny>,
     tiers: Py<PyDict>,
@@ -659,7 +680,7 @@ impl PolicyGate {
         b: &Bound<'py, PyAny>,
     ) -> Option<()> {
         let risk = as_f64(risk)?;
-        let e = event.cast::<PyTuple>().ok()?;
+        let e = typed_tuple(event, &self.event_cls)?;
         if e.len() < EVENT_FIELDS.len() {
             return None;
         }
@@ -679,7 +700,7 @@ impl PolicyGate {
             as_f64(&unsafe { row.get_item_unchecked(i) })
         };
         let c = &self.c;
-        let b = b.cast::<PyTuple>().ok()?;
+        let b = typed_tuple(b, &self.baseline_cls)?;
         if b.len() < BASELINE_FIELDS.len() {
             return None;
         }
@@ -838,9 +859,11 @@ impl PolicyGate {
     /// Python policy and its module so that the two cannot drift apart.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (decide, thresholds_for, tiers, allow, auth, no_ctx, vendor, classes,
+    #[pyo3(signature = (event_cls, baseline_cls, decide, thresholds_for, tiers, allow, auth, no_ctx, vendor, classes,
                         half_life_s, travel_min_km, impossible_kmh, min_events, consts, idx))]
     fn new(
+        event_cls: Py<PyType>,
+        baseline_cls: Py<PyType>,
         decide: Py<PyAny>,
         thresholds_for: Py<PyAny>,
         tiers: Py<PyDict>,
@@ -870,6 +893,8 @@ impl PolicyGate {
                 .collect(),
         };
         Ok(Self {
+            event_cls,
+            baseline_cls,
             decide_py: decide,
             thresholds_for,
             tiers,
