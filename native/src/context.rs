@@ -225,61 +225,61 @@ impl IpStatsKernel {
                 &recent_old
             }
         };
-        // update_ip: keep the window, append this attempt, keep the last max_events.
-        let mut kept: Vec<Bound<'py, PyAny>> = Vec::with_capacity(old.len() + 1);
+        // update_ip: keep the window, append this attempt, keep the last
+        // max_events. Each kept entry is read once: (entry, ts, user, failed).
+        let mut kept: Vec<(Bound<'py, PyAny>, i64, Bound<'py, PyString>, bool)> =
+            Vec::with_capacity(old.len() + 1);
+        let py_true = PyBool::new(py, true);
         for r in old {
             let rt = r.cast_exact::<PyTuple>().ok()?;
             if rt.len() != 3 {
                 return None;
             }
-            if as_i64(&item(rt, 0))? >= horizon {
-                kept.push(r.clone());
+            let tt = as_i64(&item(rt, 0))?;
+            if tt >= horizon {
+                // IpContext.stats unpacks (t, user, failed): only strs and bools here.
+                let u = item(rt, 1).cast_exact::<PyString>().ok()?.to_owned();
+                let f = item(rt, 2);
+                if !f.is_exact_instance_of::<PyBool>() {
+                    return None;
+                }
+                kept.push((r.clone(), tt, u, f.as_ptr() == py_true.as_ptr()));
             }
         }
-        let entity = item(t, EV_ENTITY);
+        let entity = item(t, EV_ENTITY).cast_exact::<PyString>().ok()?.to_owned();
         let failed = item(t, EV_SUCCESS).as_ptr() == PyBool::new(py, false).as_ptr();
         let entry = PyTuple::new(
             py,
-            [ts_obj.to_owned(), entity.to_owned(), PyBool::new(py, failed).to_owned().into_any()],
+            [ts_obj.to_owned(), entity.clone().into_any(), PyBool::new(py, failed).to_owned().into_any()],
         )
         .ok()?;
-        kept.push(entry.into_any());
+        kept.push((entry.into_any(), ts, entity, failed));
         let n = kept.len() as i64;
         let m = self.max_events;
         // kept[-m:] as Python slices it (m <= 0 included).
         let start = if m > 0 { (n - m).max(0) } else { (-m).min(n) } as usize;
-        let recent = PyTuple::new(py, &kept[start..]).ok()?;
+        let kept = &kept[start..];
+        let recent = PyTuple::new(py, kept.iter().map(|k| &k.0)).ok()?;
         // IpContext.stats(ts, window): distinct users, failures, distinct failing users.
-        let mut users: Vec<&str> = Vec::new();
-        let mut fail_users: Vec<&str> = Vec::new();
+        let mut users: Vec<(*mut ffi::PyObject, &str)> = Vec::new();
+        let mut fail_users: Vec<(*mut ffi::PyObject, &str)> = Vec::new();
         let mut failures: i64 = 0;
-        let strs: Vec<(i64, Bound<'py, PyString>, bool)> = kept[start..]
-            .iter()
-            .map(|r| {
-                let rt = r.cast_exact::<PyTuple>().ok()?;
-                let tt = as_i64(&item(rt, 0))?;
-                let u = item(rt, 1).cast_exact::<PyString>().ok()?.to_owned();
-                let f = item(rt, 2);
-                let f = if f.is_exact_instance_of::<PyBool>() {
-                    f.as_ptr() == PyBool::new(py, true).as_ptr()
-                } else {
-                    return None;
-                };
-                Some((tt, u, f))
-            })
-            .collect::<Option<_>>()?;
-        for (tt, u, f) in &strs {
+        let seen = |v: &Vec<(*mut ffi::PyObject, &str)>, p: *mut ffi::PyObject, s: &str| {
+            v.iter().any(|(q, x)| *q == p || *x == s)
+        };
+        for (_, tt, u, f) in kept {
             if *tt < horizon || *tt > ts {
                 continue;
             }
             let s = u.to_str().ok()?;
-            if !users.contains(&s) {
-                users.push(s);
+            let p = u.as_ptr();
+            if !seen(&users, p, s) {
+                users.push((p, s));
             }
             if *f {
                 failures += 1;
-                if !fail_users.contains(&s) {
-                    fail_users.push(s);
+                if !seen(&fail_users, p, s) {
+                    fail_users.push((p, s));
                 }
             }
         }
