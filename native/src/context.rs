@@ -385,7 +385,7 @@ impl SessionKernel {
             return Ok(Some(py.None().into_bound(py)));
         }
         let Some(ts) = as_i64(&item(t, EV_TS_MS)) else { return Ok(None) };
-        let Ok(opener) = sessions.get_item(&sid) else { return Ok(None) };
+        let Ok(opener) = sessions.get_item(sid) else { return Ok(None) };
         if let Some(op) = opener {
             if !self.session.is_instance_exact(&op) {
                 return Ok(None);
@@ -410,7 +410,7 @@ impl SessionKernel {
                 &item(t, EV_SRC_PREFIX),
             ],
         )?;
-        sessions.set_item(&sid, ctx)?;
+        sessions.set_item(sid, ctx)?;
         Ok(Some(PyTuple::empty(py).into_any()))
     }
 
@@ -822,7 +822,7 @@ impl PolicyGate {
             return Some(());
         }
         let lim = self.impossible_kmh;
-        if !(lim > MARGIN) {
+        if lim.is_nan() || lim <= MARGIN {
             return None; // a speed of 0.0 would fire: let Python decide
         }
         let ls = ls.cast_exact::<PyTuple>().ok()?;
