@@ -248,13 +248,119 @@ def score_kernels(module: ModuleType, detector: Any) -> Any:
 
 
 def context_kernels(module: ModuleType, detector: Any) -> Any:
-    """Return compiled ``(ip_stats, session_changes)``: ``(events, table) -> list``, or None."""
-    return None
+    """Return compiled ``(ip_stats, session_changes)``: ``(events, table) -> list``, or None.
+
+    Each kernel hands an event it does not recognise (odd types, a foreign
+    value in the table) to the Python loop body below, so results and
+    exceptions stay Python's. None when the configuration is out of the
+    kernels' range (non-int windows).
+    """
+    from detector.context import (
+        IpContext,
+        IpStats,
+        SessionContext,
+        session_live,
+        session_opener,
+        update_ip,
+    )
+    from detector.events import Event, EventKind
+
+    cfg = detector.cfg
+    auth = EventKind.AUTH
+    empty_ip = IpContext()
+    ints = (cfg.ip_window_s, cfg.ip_max_events, cfg.session_ttl_s)
+    if not all(type(v) is int and abs(v) < 2**53 for v in ints):
+        return None
+
+    # Detector.ip_stats / session_changes' loop bodies, for one event.
+    def ip_one(e: Any, ips: Any) -> Any:
+        if e.kind is auth and e.src_ip is not None:
+            ctx = update_ip(ips.get(e.src_ip, empty_ip), e, cfg)
+            ips[e.src_ip] = ctx
+            return ctx.stats(e.ts_ms, cfg.ip_window_s)
+        return None
+
+    def session_one(e: Any, sessions: Any) -> Any:
+        sid = e.session_id
+        if sid is None or e.kind is not auth:
+            return None
+        opener = sessions.get(sid)
+        if opener is not None and session_live(opener, e, cfg):
+            return tuple(opener.changes(e))
+        sessions[sid] = session_opener(e)
+        return ()
+
+    ip = module.IpStatsKernel(
+        Event, auth, IpContext, IpStats, cfg.ip_window_s, cfg.ip_max_events, ip_one
+    )
+    session = module.SessionKernel(Event, auth, SessionContext, cfg.session_ttl_s, session_one)
+    return ip, session
 
 
 def policy_kernel(module: ModuleType, detector: Any) -> Any:
-    """Return the compiled ``Policy.decide`` (same arguments and result), or None."""
-    return None
+    """Return the compiled ``Policy.decide`` (same arguments and result), or None.
+
+    A gate (``PolicyGate.decide``): it returns ``policy._ALLOW`` itself when
+    it proves that no rule fires and the risk is under both thresholds, and
+    calls ``detector.policy.decide`` otherwise. ``decide.__self__.counts()``
+    tells how often it was asked and how often it handed over. None when the
+    configuration is out of the gate's range.
+    """
+    from detector import engine, policy
+    from detector.baseline import Baseline
+    from detector.events import EntityClass, Event, EventKind
+    from detector.features import FEATURE_INDEX
+
+    pol = detector.policy
+    cfg = pol.cfg
+    if type(cfg.min_events) is not int or abs(cfg.min_events) >= 2**53:
+        return None
+    consts = (
+        policy.SPRAY_FAIL_USERS,
+        float(policy.BRUTE_STEP_UP),
+        float(policy.LATERAL_STEP_UP),
+        float(policy.EXFIL_Z),
+        policy.EXFIL_MIN_BYTES,
+        float(policy.DORMANT_DAYS),
+        float(policy.FAIL_BURST_STEP_UP),
+        policy.SENSITIVE_TIER,
+        float(policy._NEW),
+        float(policy._RARE_HOUR),
+    )
+    idx = tuple(
+        FEATURE_INDEX[name]
+        for name in (
+            "asn_rarity",
+            "bytes_out_z",
+            "country_rarity",
+            "days_idle_log",
+            "device_rarity",
+            "hosting_asn",
+            "hour_rarity",
+            "new_hosts_burst_log",
+            "service_rarity",
+            "ua_rarity",
+        )
+    )
+    gate = module.PolicyGate(
+        Event,
+        Baseline,
+        pol.decide,
+        pol.thresholds_for,
+        pol._tiers,
+        policy._ALLOW,
+        EventKind.AUTH,
+        engine._NO_CTX,
+        EntityClass.VENDOR,
+        list(EntityClass),
+        float(cfg.failure_burst_half_life_s),
+        float(cfg.travel_min_km),
+        float(cfg.impossible_travel_kmh),
+        cfg.min_events,
+        consts,
+        idx,
+    )
+    return gate.decide
 
 
 def process_kernel(module: ModuleType, detector: Any) -> Any:
