@@ -37,6 +37,7 @@ import numpy.typing as npt
 import orjson
 from common import REPO, generated_lines, median, pct, pinned
 
+from detector import events as events_module
 from detector import native
 from detector.engine import Detector, EngineState, Scorer
 from detector.events import parse_event
@@ -147,6 +148,8 @@ def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -
     for step, i in enumerate(range(0, len(timed), batch)):
         chunk = timed[i : i + batch]
         for j in order if step % 2 == 0 else reversed(order):
+            # The pure-Python core parses in Python too (a module-wide switch).
+            events_module.use_native_parser(variants[j].native)
             t = clock()
             events = [parse_event(raw) for raw in chunk]
             variants[j].det.process(events, states[j])
@@ -198,6 +201,7 @@ def measure_core(
                 kinds.append((True, False))
             for with_model, use_native in kinds:
                 det, clock = detector_for(model, with_model, use_native)
+                events_module.use_native_parser(use_native)
                 _, _, warm = run(det, warmup, 1000)
                 variants.append(Variant(
                     f"{n_trees} trees {'with' if with_model else 'without'} model"
@@ -211,6 +215,7 @@ def measure_core(
         gc.collect()
         gc.freeze()
         try:
+            events_module.use_native_parser(compiled)
             t = time.perf_counter()
             for raw in timed:
                 parse_event(raw)
@@ -221,6 +226,7 @@ def measure_core(
                 say(f"core: round {r + 1}/{rounds} done")
         finally:
             gc.unfreeze()
+            events_module.use_native_parser(True)
     n = len(timed)
     rows = []
     for v in variants:
