@@ -150,7 +150,7 @@ def test_tracked_content_keeps_result_tracked() -> None:
 
 def test_assert_sound_catches_a_wrongly_untracked_baseline() -> None:
     """The checker fails on a baseline untracked although it holds a tracked list."""
-    b = EMPTY._replace(signals=(["tracked"],))
+    b = EMPTY._replace(signals=(["tracked"],))  # type: ignore[arg-type]
     assert gc.is_tracked(b)
     untrack = ctypes.pythonapi.PyObject_GC_UnTrack
     untrack.argtypes = [ctypes.py_object]
