@@ -229,7 +229,7 @@ fn ew<'py>(
         Some(s) if !s.is_none() => s,
         _ => {
             let t = (1.0f64, round4(x), 0.0f64).into_pyobject(py).ok()?;
-            return Some(t);
+            return Some(fresh(t));
         }
     };
     let t = stat.cast_exact::<PyTuple>().ok()?;
@@ -244,7 +244,91 @@ fn ew<'py>(
     let incr = a * diff;
     let n2 = if n < 1e6 { n + 1.0 } else { n };
     let out = (n2, round4(mean + incr), round4((1.0 - a) * (var + diff * incr)));
-    out.into_pyobject(py).ok()
+    out.into_pyobject(py).ok().map(fresh)
+}
+
+// ------------------------------------------------------------------ GC tracking
+//
+// Why the kernel untracks what it builds (measured: with every baseline tracked,
+// CPython's cyclic GC took ~26 % of `Detector.process` on the all-native replay,
+// walking millions of baseline tuples and dicts at every gen-2 collection).
+//
+// Soundness: the cyclic GC only frees objects it proves unreachable; a reference
+// *from* an untracked object is never subtracted, so whatever an untracked
+// object refers to looks externally referenced and is kept. Untracking can
+// therefore never free a live object; the only possible harm is a leak, when a
+// garbage cycle passes through an untracked object. No cycle can pass through
+// the objects untracked here, because an object is untracked only when every
+// object it refers to is atomic (not a GC type: int, float, str, bool, None,
+// bytes) or itself untracked (checked with `PyObject_GC_IsTracked` at that
+// moment, never assumed), so everything reachable from it is atomic or
+// untracked, recursively, and never leads back to it. The exceptions are the
+// two objects every baseline may refer to that are GC types but outlive any
+// cycle: `_NO_MAP` (a module-level, empty, read-only mapping the kernel also
+// holds) and, for the `Baseline` tuple itself, its class (a heap type, referred
+// to by every instance): a cycle through the class is garbage only once the
+// class is, i.e. never while the `detector.baseline` module lives.
+// Later mutation cannot break this silently: CPython re-tracks a dict as soon as
+// a trackable key or value is inserted (MAINTAIN_TRACKING), and tuples are
+// immutable. Baseline dicts are never mutated after the update that built them
+// (both `update`s copy before changing). This is what CPython does itself,
+// lazily, at collections (`_PyTuple_MaybeUntrack`, `_PyDict_MaybeUntrack`),
+// except that CPython keeps a container of an (untracked) dict tracked because
+// the dict *could* be mutated and re-tracked; the baseline dicts are not.
+
+/// Nesting the kernel will inspect: Baseline -> seen -> entries -> (w, s).
+const SETTLE_DEPTH: u32 = 3;
+
+/// True when `o` is atomic (not a GC type) or not tracked by the cyclic GC.
+fn gc_clean(o: *mut ffi::PyObject) -> bool {
+    // SAFETY: `o` is a live object (borrowed from a live container or owned);
+    // both calls only read its type flags and GC header.
+    unsafe { ffi::PyObject_IS_GC(o) == 0 || ffi::PyObject_GC_IsTracked(o) == 0 }
+}
+
+/// Untracks `o` when it is an exact tuple or dict whose every item (key and
+/// value) is atomic or untracked, settling tracked tuple/dict items first (up to
+/// `depth` levels). Returns whether `o` is now atomic or untracked. `no_map`
+/// counts as clean (see the soundness note above).
+fn settle(o: *mut ffi::PyObject, no_map: *mut ffi::PyObject, depth: u32) -> bool {
+    if o == no_map || gc_clean(o) {
+        return true;
+    }
+    let item_ok = |x: *mut ffi::PyObject| x == no_map || gc_clean(x) || (depth > 0 && settle(x, no_map, depth - 1));
+    // SAFETY: `o` is live; items are read as borrowed references while `o`
+    // holds them (nothing here runs Python code: no __eq__/__hash__, no
+    // allocation), and untracking an object whose items are all atomic or
+    // untracked is sound (see above).
+    unsafe {
+        if ffi::PyTuple_CheckExact(o) != 0 {
+            let n = ffi::PyTuple_GET_SIZE(o);
+            for i in 0..n {
+                if !item_ok(ffi::PyTuple_GET_ITEM(o, i)) {
+                    return false;
+                }
+            }
+        } else if ffi::PyDict_CheckExact(o) != 0 {
+            let mut pos: ffi::Py_ssize_t = 0;
+            let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+            let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+            while ffi::PyDict_Next(o, &mut pos, &mut k, &mut v) != 0 {
+                if !item_ok(k) || !item_ok(v) {
+                    return false;
+                }
+            }
+        } else {
+            return false;
+        }
+        ffi::PyObject_GC_UnTrack(o.cast());
+    }
+    true
+}
+
+/// Untracks a tuple or dict the kernel has just built when its items are all
+/// atomic or untracked (checked, not assumed); returns it.
+fn fresh<T>(o: Bound<'_, T>) -> Bound<'_, T> {
+    settle(o.as_ptr(), std::ptr::null_mut(), 0);
+    o
 }
 
 /// The compiled `update`, bound to one `DetectorConfig` (see the module doc).
@@ -303,7 +387,7 @@ fn bump<'py>(
     };
     let keep = if ts > last { ts_o.clone() } else { last_o };
     let out = PyTuple::new(py, [PyFloat::new(py, round3(burst + 1.0)).into_any(), keep]).ok()?;
-    Some(out.into_any())
+    Some(fresh(out).into_any())
 }
 
 /// `_renormalise(b, ts, half_life_ms)`: (hours, hours_total, seen, totals).
@@ -349,8 +433,8 @@ fn renormalise<'py>(
                 let w = scale(exact_i64(&t.get_item(0).ok()?)?)?;
                 if w > 0 {
                     let s_o = t.get_item(1).ok()?;
-                    kept.set_item(k, PyTuple::new(py, [w.into_pyobject(py).ok()?.into_any(), s_o]).ok()?)
-                        .ok()?;
+                    let e = PyTuple::new(py, [w.into_pyobject(py).ok()?.into_any(), s_o]).ok()?;
+                    kept.set_item(k, fresh(e)).ok()?;
                 }
             }
             if !kept.is_empty() {
@@ -366,6 +450,8 @@ fn renormalise<'py>(
             }
         }
     }
+    // A dict of dicts is tracked on insertion; its entries are settled now.
+    settle(new_seen.as_ptr(), std::ptr::null_mut(), 1);
     Some((new_hours, scale(hours_total)?, new_seen, new_totals))
 }
 
@@ -393,8 +479,18 @@ impl UpdateKernel {
             if obj.is_null() {
                 return Err(PyErr::fetch(py));
             }
+            let mut clean = true;
             for (i, f) in fields.into_iter().enumerate() {
+                // Fields the update left tracked (a dict of dicts, containers
+                // reused from a baseline Python built) are settled here; a
+                // field that stays tracked keeps the Baseline tracked.
+                clean &= settle(f.as_ptr(), self.no_map.as_ptr(), SETTLE_DEPTH - 1);
                 ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, f.into_ptr());
+            }
+            if clean {
+                // Every item is atomic, untracked or `_NO_MAP`; the class is
+                // immortal for our purpose (see "GC tracking" above).
+                ffi::PyObject_GC_UnTrack(obj.cast());
             }
             Ok(Bound::from_owned_ptr(py, obj))
         }
@@ -594,7 +690,7 @@ impl UpdateKernel {
                                 let v = want!(victim(&entries));
                                 entries.del_item(v)?;
                             }
-                            entries.set_item(value, (w, ts_s))?;
+                            entries.set_item(value, fresh((w, ts_s).into_pyobject(py)?))?;
                         }
                         Some(old) => {
                             let t = want!(old.cast_exact::<PyTuple>().ok());
@@ -606,7 +702,7 @@ impl UpdateKernel {
                             let os = want!(exact_i64(&os_o));
                             let nw = want!(ow.checked_add(w)).into_pyobject(py)?.into_any();
                             let ns = if ts_s > os { ts_s.into_pyobject(py)?.into_any() } else { os_o };
-                            entries.set_item(value, PyTuple::new(py, [nw, ns])?)?;
+                            entries.set_item(value, fresh(PyTuple::new(py, [nw, ns])?))?;
                         }
                     }
                     new_seen.set_item(dim, entries)?;
@@ -641,10 +737,10 @@ impl UpdateKernel {
                         let lat = ev(EV_SRC_LAT);
                         let lon = ev(EV_SRC_LON);
                         if !lat.is_none() && !lon.is_none() {
-                            last_success_o = PyTuple::new(
+                            last_success_o = fresh(PyTuple::new(
                                 py,
                                 [ts_o.clone(), lat.clone(), lon.clone(), ev(EV_SRC_COUNTRY).clone()],
-                            )?
+                            )?)
                             .into_any();
                         }
                     }
