@@ -15,8 +15,6 @@
 //!   counters, travel speed, `expm1`) are compared with a small safety margin
 //!   so that a last-bit difference can only make the gate defer, never allow.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -26,6 +24,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
+use crate::fnv::FnvMap;
 use crate::layout::*;
 
 /// Adds this file's kernels to the module.
@@ -499,23 +498,6 @@ impl SessionKernel {
 
 // ------------------------------------------------------------- policy gate
 
-/// FNV-1a for the thresholds cache (service names: short strings).
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 /// Effective thresholds of one (service, peer group) and the service's tier.
 #[derive(Clone, Copy)]
 struct Thr {
@@ -528,7 +510,7 @@ struct Thr {
 #[derive(Default)]
 struct ClassThr {
     none: Option<Thr>,
-    by_service: HashMap<Box<str>, Thr, BuildHasherDefault<Fnv>>,
+    by_service: FnvMap<Box<str>, Thr>,
 }
 
 /// The peer groups (EntityClass members) and their thresholds by service.

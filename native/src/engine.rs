@@ -15,8 +15,6 @@
 //! plain text) makes the kernel return `None` before it calls anything, and
 //! `Detector.process` then runs its Python loop: the specification.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
@@ -24,27 +22,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
+use crate::fnv::FnvMap;
 use crate::layout::{BASELINE_FIELDS, BL_N_LEARNED, EVENT_FIELDS, EV_ENTITY, EV_ENTITY_KIND, EV_KIND};
 
-/// FNV-1a over the key's bytes: entity keys are short, and std's SipHash
-/// costs more than the rest of the slot lookup.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type SlotMap = HashMap<String, usize, BuildHasherDefault<Fnv>>;
+type SlotMap = FnvMap<String, usize>;
 
 /// The detector's pieces and constants, read once when the kernel is built
 /// (`Detector._use_native` builds it last, after every other piece is set).

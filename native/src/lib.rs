@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 mod context;
 mod engine;
 mod features;
+mod fnv;
 mod forest;
 pub mod layout;
 mod parse;
