@@ -299,3 +299,74 @@ def test_position_ledger_counts_moves_per_partition() -> None:
 @pytest.mark.parametrize("cls", [_Consumer])
 def test_our_consumer_is_the_transport_consumer(cls: type[Any]) -> None:
     assert issubclass(cls, faust_aiokafka.Consumer)
+
+
+#: How Faust's ``getmany`` cuts a fetched batch short with no seek to follow
+#: (``faust/transport/consumer.py:745-756``); aiokafka's position is already
+#: past the records it never yields. Seen on the real broker when two workers
+#: start together: a new group's first records on an internal topic lost.
+CUT_SHORT = (
+    "flow stops as a new group's first batch comes back",
+    "the consumer generation changes mid-batch",
+)
+
+
+async def _run_cut_short(broker_url: str, how: str) -> Run:
+    app = faust.App(f"t-cut-{broker_url.split(':')[0]}", broker=broker_url, autodiscover=False)
+    consumer = app.consumer
+    app.topics._acking_topics.add(TOPIC)
+    new_group = how == CUT_SHORT[0]
+    broker = _Broker(committed_offset=None if new_group else COMMITTED)
+    thread = consumer._thread
+    thread._consumer = broker
+    consumer._set_active_tps({TP})
+    processed: list[int] = []
+    fetches = 0
+
+    async def call_thread(fun: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal fetches
+        result = await fun(*args, **kwargs)
+        if getattr(fun, "__name__", "") == "_fetch_records":
+            fetches += 1
+            if fetches == 1 and new_group:
+                # A rebalance starts as the batch comes back (Faust's
+                # on_partitions_revoked stops the flow) and ends with the
+                # partition still assigned here: flow resumes.
+                consumer.stop_flow()
+                asyncio.get_running_loop().call_later(0.05, consumer.resume_flow)
+        return result
+
+    thread.call_thread = call_thread
+
+    async def deliver(message: Any) -> None:
+        await app.flow_control.acquire()
+        message.tracked = True
+        processed.append(message.offset)
+        message.ack(consumer)
+        if not new_group and message.offset == SEEK_DURING:
+            # A rebalance completed meanwhile that left the partition here.
+            app.consumer_generation_id += 1
+
+    consumer.callback = deliver
+    app.flow_control.resume()
+    fetch_loop = faust.Service()
+    fetch_loop._stopped = broker.done  # type: ignore[assignment]
+    await asyncio.wait_for(consumer._drain_messages(fetch_loop), timeout=10)
+    return Run(processed, _commit(consumer))
+
+
+@pytest.mark.parametrize("how", CUT_SHORT)
+def test_stock_faust_loses_the_rest_of_a_batch_it_cut_short(how: str) -> None:
+    """The defect, pinned: the records ``getmany`` never yielded are committed past."""
+    run = asyncio.run(_run_cut_short("kafka://127.0.0.1:9", how))
+    lost = set(range(COMMITTED, END)) - set(run.processed)
+    assert lost, "stock Faust processed every record"
+    assert run.committable == END
+
+
+@pytest.mark.parametrize("how", CUT_SHORT)
+def test_our_consumer_fetches_again_the_rest_of_a_batch_cut_short(how: str) -> None:
+    run = asyncio.run(_run_cut_short(f"{TRANSPORT_SCHEME}://127.0.0.1:9", how))
+    assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"
+    assert run.committable == END
+    assert _out_of_order(run) == []

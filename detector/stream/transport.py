@@ -46,7 +46,20 @@ partition missing at a stage after a restart (seen on the real broker with
   back to the first record handed over since its assignment: aiokafka
   leaves it where it is, past the records about to be emptied.
 
-A second, independent leak is closed in :meth:`_Consumer.ack`: a stream
+A second leak: Faust's ``getmany`` ends a batch early when flow stops or
+the consumer generation changes (``faust/transport/consumer.py:745-756``),
+and this loop ends one when a hand-over is cut off by a flow stop. The
+records never handed over are behind aiokafka's position; with no seek
+after (a new group's partition has no committed offset to go back to, and a
+rebalance that leaves a partition in place seeks nothing) the next record
+read was taken for a hole in the log and committed past. Seen on the real
+broker with two workers starting together: a new group's first records on
+an internal topic never processed, consumer lag 0. Each batch's first and
+last offset per partition is kept, and after the batch every partition not
+sought since is sought back to its first record not dealt with
+(:meth:`_Consumer._refetch_unhanded`).
+
+A third, independent leak is closed in :meth:`_Consumer.ack`: a stream
 drops a message it dequeues while flow control is suspended or that comes
 from an older generation, and acks it although it processed nothing
 (``Stream._py_aiter``, ``faust/streams.py:1286-1303`` and 1342-1344). Only a
@@ -206,6 +219,30 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             timeout=self.app.conf.broker_request_timeout,
         )
 
+    async def refetch(self, targets: Mapping[Partition, int], stamp: Mapping[Partition, int]
+                      ) -> None:
+        """Seek each partition in ``targets`` back to its offset, unless sought since ``stamp``."""
+        await self.call_thread(self._refetch, targets, stamp)
+
+    async def _refetch(self, targets: Mapping[Partition, int],
+                       stamp: Mapping[Partition, int]) -> None:
+        consumer = self._ensure_consumer()
+        assigned = {(tp[0], tp[1]): tp for tp in consumer.assignment()}
+        with self.positions.lock:
+            for key, offset in targets.items():
+                tp = assigned.get(key)
+                if tp is None or self.positions.moved_since(stamp, key):
+                    continue  # revoked, or sought meanwhile: nothing to fetch again
+                try:
+                    consumer.seek(tp, offset)
+                except IllegalStateError:
+                    continue
+                self.positions.moved([key])
+                logger.info(
+                    "records fetched but not handed over, fetched again "
+                    "topic=%s partition=%d from_offset=%d", key[0], key[1], offset,
+                )
+
     def seek(self, partition: Any, offset: int) -> None:
         """Seek ``partition`` to ``offset``."""
         with self.positions.lock:
@@ -235,6 +272,7 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_stamp: dict[Partition, int] = {}
+        self._batch_span: dict[Partition, tuple[int, int]] = {}
         # perform_seek and the hand-over of a record exclude each other.
         self._seeks_running = 0
         self._no_seek = asyncio.Event()
@@ -252,6 +290,13 @@ class _Consumer(faust_aiokafka.Consumer):
         result = await super()._wait_next_records(timeout)
         # The stamp the thread stored when these records came back.
         self._batch_stamp = self._thread.fetch_stamp
+        records = result[0]
+        # The first and last offset fetched per partition: what the hand-over
+        # must account for (see _refetch_unhanded).
+        self._batch_span = {
+            (tp[0], tp[1]): (recs[0].offset, recs[-1].offset)
+            for tp, recs in (records or {}).items() if recs
+        }
         return result
 
     async def perform_seek(self) -> None:
@@ -319,9 +364,41 @@ class _Consumer(faust_aiokafka.Consumer):
         if committed is not None:
             offset_from = max(offset_from, committed + 1)
         if offset_from <= offset_to:
+            logger.info(
+                "offset gap in the log, committed past topic=%s partition=%d "
+                "from_offset=%d to_offset=%d", tp[0], tp[1], offset_from, offset_to,
+            )
             gaps = self._gap[tp]
             gaps.addi(offset_from, offset_to + 1)
             gaps.merge_overlaps()
+
+    async def _refetch_unhanded(self, handled: Mapping[Partition, int]) -> None:
+        """Seek each partition of the last batch back to its first record not dealt with.
+
+        Records of a batch are left unhanded when the hand-over stops early:
+        flow suspended (this loop breaks) or Faust's ``getmany`` ending the
+        batch when flow stops or the consumer generation changes
+        (``faust/transport/consumer.py:747-756``). aiokafka's position is
+        already past them, and unless a seek follows for that partition the
+        next record read would be taken for a hole in the log
+        (:meth:`_record_gap`) and committed past: records lost with no lag.
+        A partition sought since its fetch is fetched again from its new
+        position already; a revoked one is its next owner's.
+        """
+        span = self._batch_span
+        if not span:
+            return
+        stamp = self._batch_stamp
+        positions = self._thread.positions
+        with positions.lock:
+            targets = {}
+            for tp, (first, last) in span.items():
+                done = handled.get(tp)
+                if (done is not None and done >= last) or positions.moved_since(stamp, tp):
+                    continue
+                targets[tp] = first if done is None else done + 1
+        if targets:
+            await self._thread.refetch(targets, stamp)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         callback = self.callback
@@ -350,6 +427,9 @@ class _Consumer(faust_aiokafka.Consumer):
                 await self.sleep(0)
                 if not self.should_stop:
                     dropped: set[Any] = set()  # partitions with stale records in this batch
+                    # zt: the last offset of this batch dealt with per partition
+                    # (handed over, or dropped as read or stale).
+                    handled: dict[Partition, int] = {}
                     async for tp, message in ait:
                         num_since_yield += 1
                         if num_since_yield > yield_every:
@@ -379,6 +459,7 @@ class _Consumer(faust_aiokafka.Consumer):
                             r_offset = get_read_offset(tp)
                             if r_offset is not None and offset < r_offset:
                                 self.log.dev("DROPPED MESSAGE ROFF %r", offset)
+                                handled[(tp[0], tp[1])] = offset
                                 continue
                             if r_offset and offset - r_offset > 1:
                                 # zt: a hole in the log (this record and the
@@ -392,6 +473,12 @@ class _Consumer(faust_aiokafka.Consumer):
                         self._idle.clear()
                         try:
                             await self.wait_first(hand_over, self.suspend_flow.wait())
+                            if not hand_over.done():
+                                # zt: flow suspended while the record waits to
+                                # be taken: it is withdrawn (and fetched again,
+                                # below) rather than left to arrive later.
+                                hand_over.cancel()
+                                await asyncio.wait([hand_over])
                         finally:
                             self._handing_over = None
                             self._idle.set()
@@ -404,9 +491,11 @@ class _Consumer(faust_aiokafka.Consumer):
                                     and hand_over.result()):
                                 # zt: cancelled (flow suspended, or a seek)
                                 # before the message reached its stream: not
-                                # read (a seek follows or came).
+                                # read; fetched again below unless sought.
                                 break
                             set_read_offset(tp, offset)
+                            handled[(tp[0], tp[1])] = offset
+                    await self._refetch_unhanded(handled)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
