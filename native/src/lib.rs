@@ -13,6 +13,11 @@
 
 use pyo3::prelude::*;
 
+pub mod bl;
+mod blcore;
+mod blengine;
+mod blfeat;
+mod blmap;
 mod context;
 mod engine;
 mod features;
@@ -33,5 +38,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     context::register(m)?;
     parse::register(m)?;
     engine::register(m)?;
+    blcore::register(m)?;
+    blfeat::register(m)?;
+    blmap::register(m)?;
+    blengine::register(m)?;
     Ok(())
 }
