@@ -833,6 +833,166 @@ impl PolicyGate {
             None
         }
     }
+
+    /// The thresholds of `ev`'s (service, peer group) from the cache, asking
+    /// Python (`thresholds_for`, through [`Self::thresholds`]) on a miss.
+    fn thresholds_bl<'py>(&self, event: &Bound<'py, PyAny>, e: &Bound<'py, PyTuple>, ev: &crate::bl::Ev) -> Option<Thr> {
+        let class = item(e, EV_ENTITY_CLASS);
+        let cls_ptr = class.as_ptr() as usize;
+        {
+            let cache = self.cache.lock().ok()?;
+            let (_, ct) = cache.classes.iter().find(|(p, _)| *p == cls_ptr)?;
+            let hit = match ev.service {
+                None => ct.none,
+                Some(s) => ct.by_service.get(s).copied(),
+            };
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        self.thresholds(event, &item(e, EV_SERVICE), &class)
+    }
+
+    /// [`Self::proves_allow`] on Rust values: the event's fields from `ev`,
+    /// the feature row from `row`, the baseline from `b`, the context from
+    /// `cx` (`event` is read only for the thresholds cache, which may call
+    /// Python's `thresholds_for` on a miss). `Some(())` only when
+    /// `Policy.decide` surely returns the plain allow verdict; `None`: ask Python.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn proves_allow_bl(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        ev: &crate::bl::Ev,
+        row: &[f64],
+        risk: f64,
+        cx: &crate::bl::Cx,
+        b: &crate::bl::Bl,
+    ) -> Option<()> {
+        let _ = py;
+        let e = typed_tuple(event, &self.event_cls)?;
+        if e.len() < EVENT_FIELDS.len() {
+            return None;
+        }
+        let thr = self.thresholds_bl(event, e, ev)?;
+        if !(risk < thr.step && risk < thr.revoke) {
+            return None;
+        }
+        if row.len() <= self.i.max {
+            return None;
+        }
+        let feat = |i: usize| row[i];
+        let c = &self.c;
+        if ev.is_auth {
+            if let Some((_, _, fail_users)) = cx.ip {
+                if fail_users >= c.spray_fail_users {
+                    return None;
+                }
+            }
+            // `if changes:` a non-empty tuple always adds a rule.
+            if cx.session_changes.is_some_and(|n| n != 0) {
+                return None;
+            }
+            let is_true = ev.success == Some(true);
+            let is_false = ev.success == Some(false);
+            let (count, last) = b.fail_burst;
+            let burst = if count != 0.0 {
+                let dt = ev.ts_ms.checked_sub(last)?.max(0);
+                count * (-LN2 * dt as f64 / self.half_life_ms).exp()
+            } else {
+                0.0
+            };
+            if is_false && maybe_ge(burst + 1.0, c.fail_burst_step_up) {
+                return None;
+            }
+            if !is_true {
+                return Some(());
+            }
+            if maybe_ge(burst, c.brute_step_up) {
+                return None;
+            }
+            self.no_travel_bl(ev, b)?;
+            let country_r = feat(self.i.country);
+            let asn_r = feat(self.i.asn);
+            let new_place = country_r >= c.new || asn_r >= c.new;
+            if feat(self.i.hosting_asn) == 1.0 && country_r >= c.new {
+                return None;
+            }
+            let service_r = feat(self.i.service);
+            if asn_r >= c.new || service_r >= c.new {
+                // _unfamiliar, exactly (comparisons of row values only).
+                let device_r = feat(self.i.device);
+                let ua_r = feat(self.i.ua);
+                let new_location = asn_r >= c.new && country_r + asn_r >= 2.0 * c.new;
+                let new_client = device_r >= c.new || ua_r >= c.new;
+                // min_events is an int below 2**53 (checked by the builder):
+                // as a float it is exact, so this is Python's float < int.
+                let cold = b.n_learned < self.min_events;
+                let no_client_history = cold || ev.entity_class == crate::bl::EC_VENDOR;
+                let stranger = cold && asn_r >= c.new && ua_r >= c.new;
+                if (new_location && (new_client || no_client_history)) || stranger {
+                    return None;
+                }
+                let hour_r = feat(self.i.hour);
+                let odd_context = hour_r >= c.rare_hour || country_r >= c.new;
+                let tier_hi = thr.tier.is_none_or(|t| t >= c.sensitive_tier);
+                if tier_hi && service_r >= c.new && odd_context {
+                    return None;
+                }
+            }
+            if new_place {
+                let idle = feat(self.i.days_idle_log);
+                if !idle.is_nan() && maybe_ge(idle.exp_m1(), c.dormant_days) {
+                    return None;
+                }
+            }
+            Some(())
+        } else {
+            let nb = feat(self.i.new_hosts_burst_log);
+            if !nb.is_nan() && maybe_ge(nb.exp_m1(), c.lateral_step_up) {
+                return None;
+            }
+            if ev.dst_internal == Some(false) {
+                let z = feat(self.i.bytes_out_z);
+                if z >= c.exfil_z {
+                    if let Some(bo) = ev.bytes_out {
+                        if bo >= c.exfil_min_bytes {
+                            return None;
+                        }
+                    }
+                }
+            }
+            Some(())
+        }
+    }
+
+    /// [`Self::no_travel`] on Rust values: `Some(())` when impossible_travel cannot fire.
+    fn no_travel_bl(&self, ev: &crate::bl::Ev, b: &crate::bl::Bl) -> Option<()> {
+        let (Some(lat), Some(lon), Some(ls)) = (ev.src_lat, ev.src_lon, &b.last_success) else {
+            return Some(());
+        };
+        let lim = self.impossible_kmh;
+        if lim.is_nan() || lim <= MARGIN {
+            return None; // a speed of 0.0 would fire: let Python decide
+        }
+        let km = if ls.lat == lat && ls.lon == lon {
+            0.0
+        } else {
+            haversine_km(ls.lat, ls.lon, lat, lon)
+        };
+        let min_km = self.travel_min_km;
+        if km < min_km - MARGIN * min_km.abs().max(1.0) {
+            return Some(()); // no travel: speed 0.0
+        }
+        let hours = ((ev.ts_ms.checked_sub(ls.ts)? as f64) / 3_600_000.0).max(1.0 / 60.0);
+        let kmh = km / hours;
+        // Python fires on kmh > lim: prove kmh clearly below it.
+        if kmh < lim - MARGIN * lim.abs().max(1.0) {
+            Some(())
+        } else {
+            None
+        }
+    }
 }
 
 #[pymethods]
