@@ -29,7 +29,13 @@ from detector.config import DetectorConfig
 from detector.context import IpStats
 from detector.engine import Detector, EngineState
 from detector.events import EntityKind, Event, EventKind, parse_event
-from detector.features import EMPTY_CONTEXT, FEATURE_INDEX, FEATURE_NAMES, EventContext, FeatureExtractor
+from detector.features import (
+    EMPTY_CONTEXT,
+    FEATURE_INDEX,
+    FEATURE_NAMES,
+    EventContext,
+    FeatureExtractor,
+)
 from detector.generate import GeneratorConfig, write_dataset
 from detector.model import Model, load_model
 from detector.policy import _ALLOW, Verdict
@@ -76,7 +82,8 @@ def assert_same_row(fx: FeatureExtractor, e: Event, b: Baseline, ctx: EventConte
         assert got is None, (e, b)
         return
     if got != want and got is not None:
-        diff = [(FEATURE_NAMES[i], x, y) for i, (x, y) in enumerate(zip(want, got)) if x != y]
+        pairs = enumerate(zip(want, got, strict=True))
+        diff = [(FEATURE_NAMES[i], x, y) for i, (x, y) in pairs if x != y]
         raise AssertionError(f"{e.kind} {e.event_id}: {diff}")
     assert got == want, "representable input: the Rust path must not bail"
 
@@ -213,7 +220,8 @@ def test_a_wrong_gate_is_caught(model: Model, recorded: list[Call], change: dict
     for (e, row, risk, _cold, ctx, b, _prof), verdict in cases:
         wrong += bool(_native._gate_bl(gate, e, row, risk, ctx, b)) and verdict is not _ALLOW
         # The right gate never allows these.
-        assert not (_native._gate_bl(right.__self__, e, row, risk, ctx, b) and verdict is not _ALLOW)
+        allowed = _native._gate_bl(right.__self__, e, row, risk, ctx, b)
+        assert not (allowed and verdict is not _ALLOW)
     assert wrong > 0
 
 
@@ -513,7 +521,7 @@ def test_measure_extract_bl_vs_feature_kernel(model: Model, recorded: list[Call]
         return bench(fx, events, bs, ctxs, 0)
 
     def existing() -> None:
-        for e, b, c in zip(events, bs, ctxs):
+        for e, b, c in zip(events, bs, ctxs, strict=True):
             kernel(e, b, c)
 
     t_rust = min(timeit.repeat(rust, number=1, repeat=5))

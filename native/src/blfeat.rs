@@ -21,6 +21,7 @@ use pyo3::types::{PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString};
 
 use crate::bl::{Bl, Cx, Ev, EvTypes, EC_ADMIN, EC_DEVICE, EC_SERVICE, EC_VENDOR};
 use crate::fnv::FnvMap;
+use crate::blcore::BlTypes;
 
 /// Length of `FEATURE_NAMES` (checked against Python in [`FeatCfg::from_py`]).
 pub const N_FEATURES: usize = 35;
@@ -590,16 +591,16 @@ fn inputs(
     event: &Bound<'_, PyAny>,
     b: &Bound<'_, PyAny>,
     ctx: &Bound<'_, PyAny>,
-    bt: &conv::BlTypes,
+    bt: &BlTypes,
     ip_type: &Py<PyAny>,
 ) -> PyResult<Option<Inputs>> {
     let Some(cx) = Cx::from_py(ctx, ip_type) else { return Ok(None) };
-    let Some(bl) = conv::bl_from_py(b, bt) else { return Ok(None) };
+    let Some(bl) = Bl::from_py(b, bt) else { return Ok(None) };
     let (mut peer, mut peer_is_b) = (None, false);
     if c.is_cold(&bl) {
         if let Some(p) = peer_of(fx, event)? {
             peer_is_b = p.as_ptr() == b.as_ptr();
-            let Some(pb) = conv::bl_from_py(&p, bt) else { return Ok(None) };
+            let Some(pb) = Bl::from_py(&p, bt) else { return Ok(None) };
             peer = Some(pb);
         }
     }
@@ -629,7 +630,7 @@ fn _bl_extract(
     let Some(c) = FeatCfg::from_py(fx) else { return Ok(None) };
     let types = EvTypes::new(py)?;
     let Some(ev) = Ev::from_py(event, &types) else { return Ok(None) };
-    let bt = conv::BlTypes::new(py)?;
+    let bt = BlTypes::new(py)?;
     let Some(x) = inputs(&c, fx, event, b, ctx, &bt, &ip_stats_type(py)?)? else {
         return Ok(None);
     };
@@ -652,7 +653,7 @@ fn _bl_extract_bench(
     let py = fx.py();
     let Some(c) = FeatCfg::from_py(fx) else { return Ok(None) };
     let types = EvTypes::new(py)?;
-    let bt = conv::BlTypes::new(py)?;
+    let bt = BlTypes::new(py)?;
     let ip_type = ip_stats_type(py)?;
     let events: Vec<Bound<'_, PyAny>> = events.iter().collect();
     let mut evs = Vec::with_capacity(events.len());
@@ -695,8 +696,8 @@ fn _gate_bl(
     let types = EvTypes::new(py)?;
     let Some(ev) = Ev::from_py(event, &types) else { return Ok(None) };
     let Some(cx) = Cx::from_py(ctx, &ip_stats_type(py)?) else { return Ok(None) };
-    let bt = conv::BlTypes::new(py)?;
-    let Some(bl) = conv::bl_from_py(b, &bt) else { return Ok(None) };
+    let bt = BlTypes::new(py)?;
+    let Some(bl) = Bl::from_py(b, &bt) else { return Ok(None) };
     let g = gate.get();
     Ok(Some(g.proves_allow_bl(py, event, &ev, &row, risk, &cx, &bl).is_some()))
 }
@@ -707,170 +708,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_bl_extract_bench, m)?)?;
     m.add_function(wrap_pyfunction!(_gate_bl, m)?)?;
     Ok(())
-}
-
-/// A minimal `Baseline -> Bl` converter for the test hooks, used until
-/// `blcore.rs`' `Bl::from_py` lands (same contract: exact types only, None
-/// for anything else).
-mod conv {
-    use pyo3::prelude::*;
-    use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
-
-    use crate::bl::{Bl, Dim, Entry, LastSuccess};
-    use crate::layout::*;
-
-    pub struct BlTypes {
-        baseline: Py<PyAny>,
-        no_map: Py<PyAny>,
-    }
-
-    impl BlTypes {
-        pub fn new(py: Python<'_>) -> PyResult<Self> {
-            let m = py.import("detector.baseline")?;
-            Ok(BlTypes {
-                baseline: m.getattr("Baseline")?.unbind(),
-                no_map: m.getattr("_NO_MAP")?.unbind(),
-            })
-        }
-    }
-
-    fn int(o: &Bound<'_, PyAny>) -> Option<i64> {
-        if o.is_exact_instance_of::<PyInt>() { o.extract::<i64>().ok() } else { None }
-    }
-
-    fn flt(o: &Bound<'_, PyAny>) -> Option<f64> {
-        o.cast_exact::<PyFloat>().ok().map(|f| f.value())
-    }
-
-    fn s(o: &Bound<'_, PyAny>) -> Option<String> {
-        Some(o.cast_exact::<PyString>().ok()?.to_str().ok()?.to_owned())
-    }
-
-    fn opt_int(o: &Bound<'_, PyAny>) -> Option<Option<i64>> {
-        if o.is_none() { Some(None) } else { int(o).map(Some) }
-    }
-
-    fn tup<'py>(o: &Bound<'py, PyAny>, n: usize) -> Option<Vec<Bound<'py, PyAny>>> {
-        let t = o.cast_exact::<PyTuple>().ok()?;
-        if t.len() != n {
-            return None;
-        }
-        Some(t.iter().collect())
-    }
-
-    /// `None` for `_NO_MAP`, `Some(items)` for an exact dict.
-    fn map<'py>(
-        o: &Bound<'py, PyAny>,
-        t: &BlTypes,
-    ) -> Option<Option<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>>> {
-        if o.as_ptr() == t.no_map.as_ptr() {
-            return Some(None);
-        }
-        let d = o.cast_exact::<PyDict>().ok()?;
-        Some(Some(d.iter().collect()))
-    }
-
-    fn pair(o: &Bound<'_, PyAny>) -> Option<(f64, i64)> {
-        let p = tup(o, 2)?;
-        Some((flt(&p[0])?, int(&p[1])?))
-    }
-
-    pub fn bl_from_py(o: &Bound<'_, PyAny>, t: &BlTypes) -> Option<Bl> {
-        if o.get_type().as_ptr() != t.baseline.as_ptr() {
-            return None;
-        }
-        let f = tup_any(o)?;
-        let hours = match map(&f[BL_HOURS], t)? {
-            None => None,
-            Some(items) => Some(
-                items
-                    .iter()
-                    .map(|(k, v)| Some((u8::try_from(int(k)?).ok()?, int(v)?)))
-                    .collect::<Option<Vec<_>>>()?,
-            ),
-        };
-        let seen = match map(&f[BL_SEEN], t)? {
-            None => None,
-            Some(items) => {
-                let mut dims = Vec::new();
-                for (k, v) in items {
-                    let entries = match map(&v, t)? {
-                        None => Vec::new(),
-                        Some(es) => es
-                            .iter()
-                            .map(|(val, e)| {
-                                let e = tup(e, 2)?;
-                                Some(Entry { value: s(val)?, w: int(&e[0])?, last_s: int(&e[1])? })
-                            })
-                            .collect::<Option<Vec<_>>>()?,
-                    };
-                    dims.push(Dim { name: s(&k)?, entries });
-                }
-                Some(dims)
-            }
-        };
-        let seen_totals = match map(&f[BL_SEEN_TOTALS], t)? {
-            None => None,
-            Some(items) => Some(
-                items.iter().map(|(k, v)| Some((s(k)?, int(v)?))).collect::<Option<Vec<_>>>()?,
-            ),
-        };
-        let last_success = if f[BL_LAST_SUCCESS].is_none() {
-            None
-        } else {
-            let l = tup(&f[BL_LAST_SUCCESS], 4)?;
-            Some(LastSuccess {
-                ts: int(&l[0])?,
-                lat: flt(&l[1])?,
-                lon: flt(&l[2])?,
-                country: if l[3].is_none() { None } else { Some(s(&l[3])?) },
-            })
-        };
-        let traffic = match map(&f[BL_TRAFFIC], t)? {
-            None => None,
-            Some(items) => Some(
-                items
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = tup(v, 3)?;
-                        Some((s(k)?, [flt(&v[0])?, flt(&v[1])?, flt(&v[2])?]))
-                    })
-                    .collect::<Option<Vec<_>>>()?,
-            ),
-        };
-        let signals = f[BL_SIGNALS]
-            .cast_exact::<PyTuple>()
-            .ok()?
-            .iter()
-            .map(|x| {
-                let x = tup(&x, 3)?;
-                Some((s(&x[0])?, int(&x[1])?, int(&x[2])?))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Bl {
-            n_seen: int(&f[BL_N_SEEN])?,
-            n_learned: flt(&f[BL_N_LEARNED])?,
-            first_ts: opt_int(&f[BL_FIRST_TS])?,
-            last_ts: opt_int(&f[BL_LAST_TS])?,
-            t0: int(&f[BL_T0])?,
-            hours,
-            hours_total: int(&f[BL_HOURS_TOTAL])?,
-            seen,
-            seen_totals,
-            last_success,
-            fail_rate: flt(&f[BL_FAIL_RATE])?,
-            fail_burst: pair(&f[BL_FAIL_BURST])?,
-            new_hosts: pair(&f[BL_NEW_HOSTS])?,
-            traffic,
-            signals,
-        })
-    }
-
-    fn tup_any<'py>(o: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
-        let t = o.cast::<PyTuple>().ok()?;
-        if t.len() != BASELINE_FIELDS.len() {
-            return None;
-        }
-        Some(t.iter().collect())
-    }
 }
