@@ -19,6 +19,10 @@ Figures, for ``N`` entities (default 100,000):
   interns. This is what ``detector replay`` and the engine hold;
 * **table**: the same for a dict of ``N`` serialised values (what the
   worker's ``memory://`` table holds between batches);
+* **native**: RSS growth of a ``BaselineMap`` (``Detector.new_state``: the
+  baselines held as Rust values, what the compiled engine, ``detector
+  replay`` and the demo hold) of ``N`` entities, each decoded from its own
+  bytes and stored (tracemalloc does not see Rust's allocations: RSS only);
 * serialised bytes per entity (mean, p99) over the replayed baselines;
 * **RocksDB**: the ``N`` values written with rocksdict (the worker's store
   driver), with faust's own RocksDB options, flushed and compacted; the
@@ -52,8 +56,9 @@ import numpy as np
 import orjson
 from common import generated_lines
 
+from detector import native
 from detector.baseline import Baseline
-from detector.engine import Detector, EngineState
+from detector.engine import Detector
 from detector.events import parse_event
 from detector.model import Model, load_model
 from detector.stream.stages import encode_state
@@ -62,7 +67,7 @@ from detector.stream.stages import encode_state
 def template_values(model: Model, lines: Sequence[bytes]) -> list[bytes]:
     """Replay ``lines`` through ``model``; return every entity's serialised baseline."""
     det = Detector(model)
-    state = EngineState()
+    state = det.new_state()
     for i in range(0, len(lines), 1000):
         det.process([parse_event(raw) for raw in lines[i : i + 1000]], state)
     return [encode_state(b) for b in state.baselines.values()]
@@ -78,33 +83,42 @@ def _key(i: int) -> str:
     return f"user:bench-{i:07d}"
 
 
-def _build(blobs: Sequence[bytes], n: int, decoded: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _build(blobs: Sequence[bytes], n: int, form: str) -> Any:
+    out: Any = {}
+    if form == "native":
+        module = native.load()
+        assert module is not None, "the native form needs detector._native"
+        out = module.BaselineMap()
     m = len(blobs)
     for i in range(n):
         blob = blobs[i % m]
-        # bytes(...) copies, so each entity owns its own buffer like a table value does.
-        out[_key(i)] = Baseline.from_dict(orjson.loads(blob)) if decoded else bytes(bytearray(blob))
+        if form == "table":
+            # bytes(...) copies, so each entity owns its own buffer like a table value does.
+            out[_key(i)] = bytes(bytearray(blob))
+        else:
+            out[_key(i)] = Baseline.from_dict(orjson.loads(blob))
     return out
 
 
-def child(blobs: Sequence[bytes], n: int, decoded: bool) -> dict[str, float]:
+def child(blobs: Sequence[bytes], n: int, form: str) -> dict[str, float]:
     """Measure RSS growth, then tracemalloc-traced bytes, of ``n`` entities in one form.
 
     Run once per form in a fresh process: memory freed by one measurement
-    would be reused by the next and hide its growth. Returns bytes per entity.
+    would be reused by the next and hide its growth. Returns bytes per entity
+    (no traced figure for the native form: Rust allocates outside tracemalloc).
     """
-    form = "decoded" if decoded else "table"
     gc.collect()
     before = _rss_bytes()
-    held = _build(blobs, n, decoded)
+    held = _build(blobs, n, form)
     gc.collect()
     rss = (_rss_bytes() - before) / n
     del held
     gc.collect()
+    if form == "native":
+        return {"native_rss_per_entity": rss}
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    held = _build(blobs, n, decoded)
+    held = _build(blobs, n, form)
     gc.collect()
     traced = (tracemalloc.get_traced_memory()[0] - base) / n
     tracemalloc.stop()
@@ -155,7 +169,7 @@ def measure_memory(model: Model, lines: Sequence[bytes], entities: int) -> dict[
         tfile = Path(tmp) / "templates.json"
         tfile.write_bytes(orjson.dumps([b.decode() for b in blobs]))
         res: dict[str, Any] = {}
-        for form in ("decoded", "table"):
+        for form in ("decoded", "table", "native"):
             proc = subprocess.run(  # noqa: S603
                 [sys.executable, str(Path(__file__).resolve()), "--child", str(tfile),
                  "--form", form, "--entities", str(entities)],
@@ -173,6 +187,8 @@ def measure_memory(model: Model, lines: Sequence[bytes], entities: int) -> dict[
         rocksdb_write_s=rocks["write_s"],
         decoded_rss_per_100k=res["decoded_rss_per_entity"] * 100_000,
         table_rss_per_100k=res["table_rss_per_entity"] * 100_000,
+        native_rss_per_100k=res["native_rss_per_entity"] * 100_000,
+        native_rss_1m_gb=res["native_rss_per_entity"] * entities * per_1m / 1e9,
         decoded_rss_1m_gb=res["decoded_rss_per_entity"] * entities * per_1m / 1e9,
         table_rss_1m_gb=res["table_rss_per_entity"] * entities * per_1m / 1e9,
         rocksdb_1m_gb=rocks["dir_bytes"] * per_1m / 1e9,
@@ -184,7 +200,7 @@ def main() -> int:
     """Run the memory benchmark alone (or, with ``--child``, the measuring child)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--form", choices=["decoded", "table"], help=argparse.SUPPRESS)
+    p.add_argument("--form", choices=["decoded", "table", "native"], help=argparse.SUPPRESS)
     p.add_argument("--entities", type=int, default=100_000)
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--days", type=int, default=14)
@@ -193,7 +209,7 @@ def main() -> int:
     args = p.parse_args()
     if args.child:
         blobs = [s.encode() for s in orjson.loads(Path(args.child).read_bytes())]
-        print(json.dumps(child(blobs, args.entities, args.form == "decoded")))
+        print(json.dumps(child(blobs, args.entities, args.form)))
         return 0
     res = measure_memory(load_model(args.model), generated_lines(args.users, args.days,
                                                                  args.seed), args.entities)

@@ -73,19 +73,33 @@ def _constant_scorer(rows: list[list[float]]) -> Any:
     return zeros, zeros
 
 
-def detector_for(model: Model, with_model: bool, native: bool) -> tuple[Detector, ScorerClock]:
+def detector_for(
+    model: Model, with_model: bool, use_native: bool
+) -> tuple[Detector, ScorerClock]:
     """Return a detector on ``model`` (compiled kernels or pure Python) and its scorer clock.
 
     Without model, each kind's scorer is replaced by a constant one (risk 0:
     the policy decides on its rules alone), so what remains is the pipeline's
     floor: parse, context, baseline, features and decide. The scorers are
     replaced in place, where the engine (Python or compiled loop) reads them.
+
+    The compiled engine scores one event at a time inside Rust: a Python
+    clock around its scorer would be called per event and cost more than the
+    forest, so its scorers are left unwrapped (the clock reads 0; the
+    model's share comes from with/without) and its floor's constant scorer
+    is the compiled one.
     """
-    det = Detector(model, native=native)
+    det = Detector(model, native=use_native)
     clock = ScorerClock()
     scorers = det.scorers
+    module = native.load() if use_native else None
+    engine = use_native and det.new_state().baselines.__class__ is not dict
     for kind in list(scorers):
-        scorers[kind] = clock.wrap(scorers[kind] if with_model else _constant_scorer)
+        if engine and module is not None:
+            if not with_model:
+                scorers[kind] = module.ConstantScorer(0.0, 0.0)
+        else:
+            scorers[kind] = clock.wrap(scorers[kind] if with_model else _constant_scorer)
     return det, clock
 
 
@@ -95,8 +109,9 @@ def trees_of(model: Model) -> int:
 
 
 def copy_state(s: EngineState) -> EngineState:
-    """Return an independent copy (values are immutable, so shallow dict copies suffice)."""
-    return EngineState(dict(s.baselines), dict(s.ips), dict(s.sessions))
+    """Return an independent copy: a ``dict``'s values are immutable, a ``BaselineMap`` copies."""
+    baselines: Any = s.baselines
+    return EngineState(baselines.copy(), dict(s.ips), dict(s.sessions))
 
 
 def run(det: Detector, lines: Sequence[bytes], batch: int,
@@ -106,7 +121,7 @@ def run(det: Detector, lines: Sequence[bytes], batch: int,
     Returns (seconds, per-batch latency in ms, final state). ``state`` is
     modified in place (a fresh one when omitted).
     """
-    state = state if state is not None else EngineState()
+    state = state if state is not None else det.new_state()
     lat: list[float] = []
     clock = time.perf_counter
     started = clock()

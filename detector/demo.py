@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detector.config import DAY_MS
-from detector.engine import Decision, Detector, EngineState
+from detector.engine import Decision, Detector
 from detector.evaluate import load_labels
 from detector.generate import GeneratorConfig, write_dataset
 from detector.metrics import join, quality
@@ -55,7 +55,7 @@ def run_demo(
         summary = write_dataset(gen, Path(tmp))
         labels = load_labels(Path(tmp) / "labels.jsonl")
         rejects: list[Reject] = []
-        state = EngineState()
+        state = det.new_state()
         live_from = gen.start_ms + warmup_days * DAY_MS
         day_decisions: list[Decision] = []
         shown = 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final, NamedTuple
@@ -58,9 +58,14 @@ class EngineState:
     ``baselines`` by entity key (``user:alice``), ``ips`` by source IP,
     ``sessions`` by session id. The stream adapter fills it from its tables
     before a batch and writes back the keys the batch touched.
+
+    ``baselines`` is a ``dict`` by default; :meth:`Detector.new_state` gives
+    a ``BaselineMap`` instead (the compiled table that holds baselines as
+    Rust values, read back as equal ``Baseline`` values), on which the
+    compiled engine updates baselines in place.
     """
 
-    baselines: dict[str, Baseline] = field(default_factory=dict)
+    baselines: MutableMapping[str, Baseline] = field(default_factory=dict)
     ips: dict[str, IpContext] = field(default_factory=dict)
     sessions: dict[str, SessionContext] = field(default_factory=dict)
 
@@ -183,6 +188,8 @@ class Detector:
         self._ip_stats_kernel: Any = None
         self._session_changes_kernel: Any = None
         self._process_kernel: Any = None
+        self._bl_engine: Any = None
+        self._baseline_map: type | None = None
         self.native = _native_module(native)
         if self.native is not None:
             self._use_native(self.native)
@@ -206,6 +213,20 @@ class Detector:
         if ctx is not None:
             self._ip_stats_kernel, self._session_changes_kernel = ctx
         self._process_kernel = native_kernels.process_kernel(module, self)
+        self._bl_engine = native_kernels.bl_engine(module, self)
+        if self._bl_engine is not None:
+            self._baseline_map = module.BaselineMap
+
+    def new_state(self) -> EngineState:
+        """Return an empty state for this detector: its fastest baseline table.
+
+        With the compiled engine, baselines live in a ``BaselineMap`` (Rust
+        values updated in place; reading one gives an equal ``Baseline``);
+        otherwise in a ``dict``. Decisions are the same either way.
+        """
+        if self._baseline_map is not None:
+            return EngineState(baselines=self._baseline_map())
+        return EngineState()
 
     def ip_stats(
         self, events: Sequence[Event], ips: dict[str, IpContext]
@@ -291,6 +312,36 @@ class Detector:
             contexts = self.context(events, state)
         elif len(contexts) != len(events):
             raise ValueError("one context per event is required")
+        if self._baseline_map is not None and type(state.baselines) is self._baseline_map:
+            # The compiled engine, one event at a time on the Rust-held
+            # baselines; it hands events it cannot decide to _process_one.
+            engine_decisions: list[Decision] = self._bl_engine.run(
+                events, state.baselines, contexts, keep_features
+            )
+            return engine_decisions
+        return self._process_with(events, state, keep_features, contexts)
+
+    def _process_one(
+        self, event: Event, baseline: Baseline | None, ctx: EventContext, keep_features: bool
+    ) -> tuple[Decision, Baseline]:
+        """Decide one event against ``baseline`` (None: a new entity); return it and the new one.
+
+        The compiled engine's way back into the Python pipeline for an event
+        it does not decide itself.
+        """
+        key = event.entity_key
+        baselines: dict[str, Baseline] = {} if baseline is None else {key: baseline}
+        decision = self._process_with([event], EngineState(baselines), keep_features, [ctx])[0]
+        return decision, baselines[key]
+
+    def _process_with(
+        self,
+        events: Sequence[Event],
+        state: EngineState,
+        keep_features: bool,
+        contexts: Sequence[EventContext],
+    ) -> list[Decision]:
+        """The batch loop of :meth:`process` once the contexts are known."""
         if self._process_kernel is not None:
             # The compiled loop; None when the input needs this Python loop.
             kernel_decisions: list[Decision] | None = self._process_kernel(

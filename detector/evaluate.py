@@ -603,7 +603,7 @@ def run_model(
     ('allow', ['user:ana'])
     """
     det = Detector(model)
-    state = state if state is not None else EngineState()
+    state = state if state is not None else det.new_state()
     out: list[Decision] = []
     for start in range(0, len(events), batch_size):
         out.extend(det.process(events[start : start + batch_size], state, keep_features))

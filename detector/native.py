@@ -15,6 +15,7 @@ build never decides in place of the code under test.
 from __future__ import annotations
 
 import importlib
+from collections.abc import MutableMapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
@@ -78,6 +79,9 @@ def load() -> ModuleType | None:
                 f"native/ holds ({current}): rebuild it with scripts/build-native "
                 "or pip install -e ."
             )
+    if module is not None and hasattr(module, "BaselineMap"):
+        # A mutable mapping in every respect (isinstance checks included).
+        MutableMapping.register(module.BaselineMap)
     _loaded, _tried = module, True
     return module
 
@@ -399,3 +403,46 @@ def process_kernel(module: ModuleType, detector: Any) -> Any:
         EntityKind,
         engine.Decision,
     )
+
+
+def bl_engine(module: ModuleType, detector: Any) -> Any:
+    """Return the compiled engine on Rust-held baselines (``BlEngine``), or None.
+
+    ``Detector.process`` uses it for a state whose baselines are a
+    ``BaselineMap`` (``Detector.new_state``). It reads the detector's
+    configuration, feature extractor, peer baselines, policy gate and
+    scorers dict (read again at every batch), and hands every event it does
+    not decide itself to ``detector._process_one``. None when one of these
+    is not the compiled piece or the configuration is out of its range.
+    """
+    factory = getattr(module, "BlEngine", None)
+    gate = getattr(detector._verdict, "__self__", None)
+    if factory is None or gate is None or type(gate) is not getattr(module, "PolicyGate", None):
+        return None
+    # Imported here: detector.engine imports this module.
+    from detector import engine, features, policy
+    from detector.context import IpStats
+    from detector.policy import Action
+
+    if type(detector.features) is not features.FeatureExtractor:
+        return None
+    try:
+        return factory(
+            detector.cfg,
+            detector.features,
+            detector._peers,
+            gate,
+            detector._scorers,
+            detector._process_one,
+            engine._new_decision,
+            engine.Decision,
+            Action.ALLOW,
+            policy._ALLOW.reasons,
+            detector.model.version,
+            features.NAN,
+            len(features.FEATURE_NAMES),
+            IpStats,
+            engine._NO_CTX,
+        )
+    except ValueError:  # a configuration the engine does not model
+        return None

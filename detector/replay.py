@@ -123,7 +123,7 @@ def replay(
     import time
 
     stats = ReplayStats()
-    state = state if state is not None else EngineState()
+    state = state if state is not None else detector.new_state()
 
     def on_reject(r: Reject) -> None:
         stats.rejected += 1

@@ -29,7 +29,7 @@ import orjson
 
 from detector.baseline import EMPTY, Baseline, update
 from detector.config import DAY_MS, DetectorConfig
-from detector.engine import Detector, EngineState
+from detector.engine import Detector
 from detector.events import Event, EventKind
 from detector.features import AUTH_FEATURES, FEATURE_INDEX, FEATURE_NAMES, NETWORK_FEATURES
 from detector.forest import compile_forest, save_forest
@@ -145,7 +145,7 @@ def collect_rows(
 ) -> dict[EventKind, np.ndarray]:
     """Replay ``events`` through the engine and return feature rows per kind."""
     det = Detector(model)
-    state = EngineState()
+    state = det.new_state()
     rows: dict[EventKind, list[list[float]]] = {k: [] for k in EventKind}
     for start in range(0, len(events), batch_size):
         for d in det.process(events[start : start + batch_size], state, keep_features=True):

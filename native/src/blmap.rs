@@ -1,8 +1,309 @@
-//! placeholder, filled in by its owner.
+//! `BaselineMap`: the entity -> baseline table of an `EngineState`, held in Rust.
+//!
+//! A mutable mapping from entity key (`user:alice`) to `Baseline`, in
+//! insertion order like the `dict` it replaces. Each value is held as a Rust
+//! [`Bl`] when its Python form converts exactly (`Bl::from_py`), otherwise as
+//! the Python object itself. Reading a value (`m[key]`, `get`, `values`,
+//! `items`) builds a fresh Python `Baseline` equal to what was stored; the
+//! compiled engine (`blengine.rs`) reads and updates the Rust values in
+//! place, which is what makes it fast: no dict copies, no objects for the
+//! cyclic GC, nothing to free per event.
 
+use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-/// Registers this file's classes and functions.
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::bl::Bl;
+use crate::blcore::BlTypes;
+use crate::fnv::FnvMap;
+
+/// One stored value.
+pub(crate) enum Slot {
+    /// Held in Rust.
+    Native(Bl),
+    /// A value `Bl` cannot represent exactly: kept as the Python object.
+    Py(Py<PyAny>),
+}
+
+/// The mapping: see the module documentation.
+#[pyclass(module = "detector._native", mapping)]
+pub struct BaselineMap {
+    types: BlTypes,
+    /// Keys and values in insertion order.
+    entries: Vec<(String, Slot)>,
+    /// Key -> position in `entries`.
+    index: FnvMap<String, usize>,
+}
+
+impl BaselineMap {
+    /// The slot of `key`, mutable.
+    pub(crate) fn slot_mut(&mut self, key: &str) -> Option<&mut Slot> {
+        let i = *self.index.get(key)?;
+        Some(&mut self.entries[i].1)
+    }
+
+    /// `Some(true)` when `key` is held in Rust, `Some(false)` as a Python value, `None` if absent.
+    pub(crate) fn holds_native(&self, key: &str) -> Option<bool> {
+        let i = *self.index.get(key)?;
+        Some(matches!(self.entries[i].1, Slot::Native(_)))
+    }
+
+    /// Stores `slot` under `key`: replaced in place, or appended.
+    pub(crate) fn put(&mut self, key: &str, slot: Slot) {
+        match self.index.get(key) {
+            Some(&i) => self.entries[i].1 = slot,
+            None => {
+                self.index.insert(key.to_owned(), self.entries.len());
+                self.entries.push((key.to_owned(), slot));
+            }
+        }
+    }
+
+    /// The slot for a Python value: Rust-held when it converts exactly.
+    pub(crate) fn slot_of(&self, value: &Bound<'_, PyAny>) -> Slot {
+        match Bl::from_py(value, &self.types) {
+            Some(b) => Slot::Native(b),
+            None => Slot::Py(value.clone().unbind()),
+        }
+    }
+
+    /// The Python value of a slot.
+    pub(crate) fn value_of<'py>(&self, py: Python<'py>, slot: &Slot) -> PyResult<Bound<'py, PyAny>> {
+        match slot {
+            Slot::Native(b) => b.to_py(py, &self.types),
+            Slot::Py(o) => Ok(o.bind(py).clone()),
+        }
+    }
+
+    pub(crate) fn types(&self) -> &BlTypes {
+        &self.types
+    }
+
+    fn key_of(key: &Bound<'_, PyAny>) -> PyResult<String> {
+        match key.cast_exact::<PyString>() {
+            Ok(s) => Ok(s.to_str()?.to_owned()),
+            Err(_) => Err(PyTypeError::new_err("BaselineMap keys are str")),
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Slot> {
+        let i = self.index.remove(key)?;
+        let (_, slot) = self.entries.remove(i);
+        for (_, pos) in self.index.iter_mut() {
+            if *pos > i {
+                *pos -= 1;
+            }
+        }
+        Some(slot)
+    }
+}
+
+#[pymethods]
+impl BaselineMap {
+    /// An empty map, or one filled from a mapping or an iterable of pairs.
+    #[new]
+    #[pyo3(signature = (source=None))]
+    fn new(py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let mut m = BaselineMap { types: BlTypes::new(py)?, entries: Vec::new(), index: FnvMap::default() };
+        if let Some(src) = source {
+            m.update(src)?;
+        }
+        Ok(m)
+    }
+
+    fn __len__(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> bool {
+        match key.cast_exact::<PyString>() {
+            Ok(s) => s.to_str().is_ok_and(|k| self.index.contains_key(k)),
+            Err(_) => false,
+        }
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let k = Self::key_of(key).map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
+        match self.index.get(k.as_str()) {
+            Some(&i) => self.value_of(py, &self.entries[i].1),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let k = Self::key_of(key)?;
+        let slot = self.slot_of(value);
+        self.put(&k, slot);
+        Ok(())
+    }
+
+    fn __delitem__(&mut self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let k = Self::key_of(key).map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
+        match self.remove(&k) {
+            Some(_) => Ok(()),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// Iterates over a snapshot of the keys, in insertion order.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.keys(py)?.into_any().try_iter()?.into_any())
+    }
+
+    /// `m.get(key, default=None)`.
+    #[pyo3(signature = (key, default=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(s) = key.cast_exact::<PyString>() {
+            if let Some(&i) = self.index.get(s.to_str()?) {
+                return self.value_of(py, &self.entries[i].1);
+            }
+        }
+        Ok(default.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    /// `m.pop(key[, default])`.
+    #[pyo3(signature = (key, *default))]
+    fn pop<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let found = match key.cast_exact::<PyString>() {
+            Ok(s) => self.remove(s.to_str()?),
+            Err(_) => None,
+        };
+        match found {
+            Some(slot) => self.value_of(py, &slot),
+            None if !default.is_empty() => default.get_item(0),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// The keys, in insertion order (a list).
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.entries.iter().map(|(k, _)| k.as_str()))
+    }
+
+    /// The values, as fresh `Baseline`s, in insertion order (a list).
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (_, slot) in &self.entries {
+            out.append(self.value_of(py, slot)?)?;
+        }
+        Ok(out)
+    }
+
+    /// `(key, Baseline)` pairs in insertion order (a list).
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (k, slot) in &self.entries {
+            out.append(PyTuple::new(py, [PyString::new(py, k).into_any(), self.value_of(py, slot)?])?)?;
+        }
+        Ok(out)
+    }
+
+    /// `m.update(other)`: from a mapping (its `keys()` order) or an iterable of pairs.
+    fn update(&mut self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = other.py();
+        if let Ok(d) = other.cast_exact::<PyDict>() {
+            for (k, v) in d.iter() {
+                self.__setitem__(&k, &v)?;
+            }
+            return Ok(());
+        }
+        if let Ok(keys) = other.getattr(pyo3::intern!(py, "keys")) {
+            for k in keys.call0()?.try_iter()? {
+                let k = k?;
+                let v = other.get_item(&k)?;
+                self.__setitem__(&k, &v)?;
+            }
+            return Ok(());
+        }
+        for pair in other.try_iter()? {
+            let pair = pair?;
+            let k = pair.get_item(0)?;
+            let v = pair.get_item(1)?;
+            self.__setitem__(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// `m.setdefault(key, default)`: the stored value, storing `default` first if absent.
+    fn setdefault<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let k = Self::key_of(key)?;
+        if !self.index.contains_key(k.as_str()) {
+            let slot = self.slot_of(default);
+            self.put(&k, slot);
+        }
+        let i = self.index[k.as_str()];
+        self.value_of(py, &self.entries[i].1)
+    }
+
+    /// Removes every entry.
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.index.clear();
+    }
+
+    /// An independent copy (the Rust values are cloned).
+    fn copy(&self, py: Python<'_>) -> PyResult<Self> {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(k, slot)| {
+                let s = match slot {
+                    Slot::Native(b) => Slot::Native(b.clone()),
+                    Slot::Py(o) => Slot::Py(o.clone_ref(py)),
+                };
+                (k.clone(), s)
+            })
+            .collect();
+        Ok(BaselineMap { types: BlTypes::new(py)?, entries, index: self.index.clone() })
+    }
+
+    /// How many values are held in Rust (the rest are Python objects).
+    fn native_count(&self) -> usize {
+        self.entries.iter().filter(|(_, s)| matches!(s, Slot::Native(_))).count()
+    }
+
+    /// A plain `dict` with the same items, in the same order.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, slot) in &self.entries {
+            d.set_item(k, self.value_of(py, slot)?)?;
+        }
+        Ok(d)
+    }
+
+    /// Equal to another `BaselineMap` or a mapping with equal items (order aside, as `dict`).
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let mine = self.to_dict(py)?;
+        if let Ok(o) = other.cast::<BaselineMap>() {
+            return mine.eq(o.borrow().to_dict(py)?);
+        }
+        if other.cast::<PyDict>().is_ok() {
+            return mine.eq(other);
+        }
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("BaselineMap({} entities, {} held in Rust)", self.entries.len(), self.native_count())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BaselineMap>()?;
     Ok(())
 }

@@ -179,7 +179,7 @@ const DECISION_FIELDS: usize = 11;
 
 /// True when `tp` is a tuple subclass with tuple's own layout and
 /// `DECISION_FIELDS` fields: a `NamedTuple` (no `__dict__`, no extra slots).
-fn tuple_layout(tp: &Bound<'_, PyType>) -> PyResult<bool> {
+pub(crate) fn tuple_layout(tp: &Bound<'_, PyType>) -> PyResult<bool> {
     let py = tp.py();
     if !tp.is_subclass_of::<PyTuple>()? {
         return Ok(false);
@@ -215,7 +215,20 @@ fn new_decision<'py>(
     let Some(tp) = &p.decision_type else {
         return p.new_decision.bind(py).call1((PyTuple::new(py, fields)?,));
     };
-    let tp = tp.bind(py).as_type_ptr();
+    let Some(obj) = new_tuple_subtype(py, tp.bind(py), &fields)? else {
+        return p.new_decision.bind(py).call1((PyTuple::new(py, fields)?,));
+    };
+    Ok(obj)
+}
+
+/// `tuple.__new__(tp, fields)` for a tuple subtype `tp` that `tuple_layout`
+/// accepted; `None` when the type has no allocator (use `tuple.__new__`).
+pub(crate) fn new_tuple_subtype<'py>(
+    py: Python<'py>,
+    tp: &Bound<'py, PyType>,
+    fields: &[&Bound<'py, PyAny>],
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let tp = tp.as_type_ptr();
     // SAFETY: `tp` is a live tuple subtype with tuple's basic and item sizes
     // and an allocator (checked in `tuple_layout`), so, as in CPython's
     // `tuple_subtype_new`, `tp_alloc(tp, n)` returns a new zero-filled tuple
@@ -225,24 +238,24 @@ fn new_decision<'py>(
     // slots anyway); then the object is tracked if the allocator did not.
     unsafe {
         let Some(alloc) = (*tp).tp_alloc else {
-            return p.new_decision.bind(py).call1((PyTuple::new(py, fields)?,));
+            return Ok(None);
         };
-        let obj = alloc(tp, DECISION_FIELDS as pyo3::ffi::Py_ssize_t);
+        let obj = alloc(tp, fields.len() as pyo3::ffi::Py_ssize_t);
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
-        for (i, item) in fields.into_iter().enumerate() {
-            pyo3::ffi::PyTuple_SET_ITEM(obj, i as pyo3::ffi::Py_ssize_t, item.clone().into_ptr());
+        for (i, item) in fields.iter().enumerate() {
+            pyo3::ffi::PyTuple_SET_ITEM(obj, i as pyo3::ffi::Py_ssize_t, (*item).clone().into_ptr());
         }
         if pyo3::ffi::PyObject_GC_IsTracked(obj) == 0 {
             pyo3::ffi::PyObject_GC_Track(obj.cast());
         }
-        Ok(Bound::from_owned_ptr(py, obj))
+        Ok(Some(Bound::from_owned_ptr(py, obj)))
     }
 }
 
 /// Returns the items of `seq` (a list, a tuple or any iterable), in order.
-fn items<'py>(seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+pub(crate) fn items<'py>(seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     if let Ok(l) = seq.cast::<PyList>() {
         return Ok(l.iter().collect());
     }
@@ -253,7 +266,7 @@ fn items<'py>(seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
 }
 
 /// `a, b = obj`, with Python's errors.
-fn unpack2<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+pub(crate) fn unpack2<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     if let Ok(t) = obj.cast::<PyTuple>() {
         if t.len() == 2 {
             return Ok((t.get_item(0)?, t.get_item(1)?));

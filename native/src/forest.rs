@@ -160,6 +160,31 @@ fn check_index(what: &str, i: i64, n: usize, at: usize) -> PyResult<u32> {
 }
 
 impl ForestScorer {
+    /// `(score, risk)` of one full feature row, as `__call__` computes each
+    /// row (the compiled engine scores one event at a time with it); `None`
+    /// when the row is shorter than the forest's columns need. `x` and
+    /// `lengths` are scratch buffers reused across calls.
+    pub(crate) fn score_row(&self, row: &[f64], x: &mut Vec<f32>, lengths: &mut Vec<f64>) -> Option<(f64, f64)> {
+        if row.len() < self.min_row_len {
+            return None;
+        }
+        x.clear();
+        for (&c, &med) in self.columns.iter().zip(self.impute.iter()) {
+            let v = row[c];
+            let v = if v.is_nan() { med } else { v };
+            x.push(v as f32); // numpy's cast: nearest float32, overflow to infinity
+        }
+        let score = if self.denominator == 0.0 {
+            0.5
+        } else {
+            lengths.resize(self.roots.len(), 0.0);
+            self.leaf_values(x, lengths);
+            let depth = 0.0 + pairwise_sum(lengths);
+            std::hint::black_box(2.0f64).powf(-(depth / self.denominator))
+        };
+        Some((score, interp_one(score, &self.calib_x, &self.calib_y)))
+    }
+
     /// Path length of every tree for one row of float32 inputs, into `out`.
     fn leaf_values(&self, x: &[f32], out: &mut [f64]) {
         let nodes = &self.nodes[..];
@@ -399,7 +424,33 @@ impl ForestScorer {
 }
 
 /// Adds this file's kernels to the module.
+/// A scorer that gives every row the same `(score, risk)`: the model taken
+/// out of the pipeline, for the benchmark's "without model" floor. The
+/// compiled engine recognises it and does not call back into Python.
+#[pyclass(frozen, module = "detector._native")]
+pub struct ConstantScorer {
+    pub(crate) score: f64,
+    pub(crate) risk: f64,
+}
+
+#[pymethods]
+impl ConstantScorer {
+    #[new]
+    fn new(score: f64, risk: f64) -> Self {
+        ConstantScorer { score, risk }
+    }
+
+    /// `(scores, risks)`: two lists of `len(rows)` constants.
+    fn __call__<'py>(&self, py: Python<'py>, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let n = rows.len()?;
+        let scores = PyList::new(py, vec![self.score; n])?;
+        let risks = PyList::new(py, vec![self.risk; n])?;
+        Ok(PyTuple::new(py, [scores.into_any(), risks.into_any()])?.into_any())
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ConstantScorer>()?;
     m.add_class::<ForestScorer>()?;
     Ok(())
 }
