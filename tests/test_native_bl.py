@@ -142,6 +142,16 @@ def test_roundtrip_empty_and_from_dict(replay_calls: list[Call]) -> None:
 
 _I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 _TEXT = st.text(max_size=6)
+# Values around the 22-byte inline limit of the Rust strings (SStr), in bytes.
+_VALUE = (
+    _TEXT
+    | st.text(min_size=5, max_size=30)
+    | st.text(alphabet="aé€😀", min_size=5, max_size=12)
+)
+# The map keys a Rust-held baseline models (DIMENSIONS, TRAFFIC_KEYS); any
+# other key keeps the baseline a Python value.
+_KNOWN_NAMES = (*DIMENSIONS, *TRAFFIC_KEYS)
+_NAME = st.sampled_from(_KNOWN_NAMES) | _TEXT
 _FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 
 
@@ -158,21 +168,22 @@ _BASELINES = st.builds(
     t0=_I64,
     hours=_map(st.integers(0, 167), _I64),
     hours_total=_I64,
-    seen=_map(_TEXT, st.dictionaries(_TEXT, st.tuples(_I64, _I64), max_size=4)),
-    seen_totals=_map(_TEXT, _I64),
-    last_success=st.none() | st.tuples(_I64, _FLOAT, _FLOAT, st.none() | _TEXT),
+    seen=_map(_NAME, st.dictionaries(_VALUE, st.tuples(_I64, _I64), max_size=4)),
+    seen_totals=_map(_NAME, _I64),
+    last_success=st.none() | st.tuples(_I64, _FLOAT, _FLOAT, st.none() | _VALUE),
     fail_rate=_FLOAT,
     fail_burst=st.tuples(_FLOAT, _I64),
     new_hosts=st.tuples(_FLOAT, _I64),
-    traffic=_map(_TEXT, st.tuples(_FLOAT, _FLOAT, _FLOAT)),
-    signals=st.lists(st.tuples(_TEXT, _I64, _I64), max_size=4).map(tuple),
+    traffic=_map(_NAME, st.tuples(_FLOAT, _FLOAT, _FLOAT)),
+    signals=st.lists(st.tuples(_VALUE, _I64, _I64), max_size=4).map(tuple),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(_BASELINES)
 def test_roundtrip_hypothesis(b: Baseline) -> None:
-    if any(not _utf8(s) for s in _strings(b)):
+    names = [*b.seen, *b.seen_totals, *b.traffic]
+    if any(not _utf8(s) for s in _strings(b)) or any(n not in _KNOWN_NAMES for n in names):
         assert _native._bl_roundtrip(b) is None
     else:
         check_roundtrip(b)

@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::Borrowed;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString, PyTuple};
 
+use crate::sstr::SStr;
 use crate::layout::{
     EV_BYTES_IN, EV_BYTES_OUT, EV_DEVICE_ID, EV_DST_ASN, EV_DST_COUNTRY, EV_DST_HOSTNAME,
     EV_DST_INTERNAL, EV_DST_IP, EV_DST_PORT, EV_ENTITY_CLASS, EV_ENTITY_KIND, EV_IS_MFA, EV_KIND,
@@ -31,10 +32,96 @@ use crate::layout::{
     EV_SUCCESS, EV_TS_MS, EV_USER_AGENT, EVENT_FIELDS,
 };
 
+/// The keys of a Rust-held baseline's `seen`, `seen_totals` and `traffic`
+/// maps: `detector.baseline.DIMENSIONS`, then `TRAFFIC_KEYS`. The update
+/// only ever writes these; a baseline keyed by any other name (only a
+/// foreign or hand-made state can be) stays a Python value.
+pub const NAMES: [&str; 15] = [
+    "country",
+    "city",
+    "asn",
+    "prefix",
+    "device",
+    "ua",
+    "service",
+    "host",
+    "port",
+    "dst_country",
+    "dst_asn",
+    "int_out",
+    "int_in",
+    "ext_out",
+    "ext_in",
+];
+/// Position of the first traffic key in [`NAMES`].
+pub const FIRST_TRAFFIC_NAME: usize = 11;
+
+/// One of [`NAMES`], by position: one byte where a `String` took 24 plus a
+/// heap block (a baseline holds ~25 such keys).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name(u8);
+
+impl Name {
+    /// The name `s`, if it is one of [`NAMES`].
+    #[inline]
+    pub fn of(s: &str) -> Option<Name> {
+        NAMES.iter().position(|n| *n == s).map(|i| Name(i as u8))
+    }
+
+    /// `NAMES[i]` (`i` in range: a constant index of the caller's).
+    #[inline]
+    pub const fn at(i: usize) -> Name {
+        assert!(i < NAMES.len());
+        Name(i as u8)
+    }
+
+    #[inline]
+    pub fn as_str(self) -> &'static str {
+        NAMES[self.0 as usize]
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for Name {
+    #[inline]
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    #[inline]
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// One `hours` item: hour of week -> weight. Packed (9 bytes, not 16): a
+/// baseline holds up to 168 of them, and they are only ever copied out.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HourW {
+    pub h: u8,
+    pub w: i64,
+}
+
 /// One distinct value of a dimension: Python's `value -> (weight, last_seen_s)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
-    pub value: String,
+    pub value: SStr,
     /// Landmark-scaled weight in thousandths (a Python int).
     pub w: i64,
     /// Last seen, epoch seconds (a Python int).
@@ -44,7 +131,7 @@ pub struct Entry {
 /// One dimension's value set: Python's `seen[name]`, entries in insertion order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dim {
-    pub name: String,
+    pub name: Name,
     pub entries: Vec<Entry>,
 }
 
@@ -54,7 +141,7 @@ pub struct LastSuccess {
     pub ts: i64,
     pub lat: f64,
     pub lon: f64,
-    pub country: Option<String>,
+    pub country: Option<SStr>,
 }
 
 /// One entity's baseline: the fields of `detector.baseline.Baseline`, in its order.
@@ -71,14 +158,14 @@ pub struct Bl {
     pub last_ts: Option<i64>,
     pub t0: i64,
     /// `hours`: hour of week (a Python int in 0..168) -> weight, insertion order.
-    pub hours: Option<Vec<(u8, i64)>>,
+    pub hours: Option<Vec<HourW>>,
     pub hours_total: i64,
     /// `seen`: dimension name -> values, insertion order of both levels.
     pub seen: Option<Vec<Dim>>,
     /// `seen_totals`: dimension name -> total weight, insertion order (its
     /// keys need not match `seen`'s: `from_dict` reads totals of dimensions
     /// without values).
-    pub seen_totals: Option<Vec<(String, i64)>>,
+    pub seen_totals: Option<Vec<(Name, i64)>>,
     pub last_success: Option<LastSuccess>,
     pub fail_rate: f64,
     /// `(decayed count, ts_ms)`: a Python (float, int).
@@ -86,9 +173,9 @@ pub struct Bl {
     /// `(decayed count, ts_ms)`: a Python (float, int).
     pub new_hosts: (f64, i64),
     /// `traffic`: key -> (n, mean, var), insertion order.
-    pub traffic: Option<Vec<(String, [f64; 3])>>,
+    pub traffic: Option<Vec<(Name, [f64; 3])>>,
     /// `signals`: (dedup key, level, ts_ms), oldest first.
-    pub signals: Vec<(String, i64, i64)>,
+    pub signals: Vec<(SStr, i64, i64)>,
 }
 
 impl Default for Bl {
@@ -119,7 +206,7 @@ impl Bl {
     #[inline]
     pub fn hour(&self, h: u8) -> i64 {
         match &self.hours {
-            Some(v) => v.iter().find(|(k, _)| *k == h).map_or(0, |(_, w)| *w),
+            Some(v) => v.iter().find(|x| x.h == h).map_or(0, |x| x.w),
             None => 0,
         }
     }

@@ -18,7 +18,8 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
 
-use crate::bl::{Bl, Dim, Entry, Ev, EvTypes, LastSuccess, EK_USER};
+use crate::bl::{Bl, Dim, Entry, Ev, EvTypes, HourW, LastSuccess, Name, EK_USER, FIRST_TRAFFIC_NAME, NAMES};
+use crate::sstr::SStr;
 use crate::layout::{
     BASELINE_FIELDS, BL_FAIL_BURST, BL_FAIL_RATE, BL_FIRST_TS, BL_HOURS, BL_HOURS_TOTAL,
     BL_LAST_SUCCESS, BL_LAST_TS, BL_NEW_HOSTS, BL_N_LEARNED, BL_N_SEEN, BL_SEEN,
@@ -41,6 +42,17 @@ impl BlTypes {
     /// Reads `Baseline`, `_NO_MAP` and `_new_baseline` from `detector.baseline`.
     pub fn new(py: Python<'_>) -> PyResult<BlTypes> {
         let m = py.import("detector.baseline")?;
+        // `Name` positions stand for these names (the update writes
+        // `Name::at(dimension)` and `Name::at(FIRST_TRAFFIC_NAME + key)`).
+        let python: Vec<String> = m.getattr("DIMENSIONS")?.extract()?;
+        let traffic: Vec<String> = m.getattr("TRAFFIC_KEYS")?.extract()?;
+        let expected: Vec<&str> = DIMENSIONS.iter().chain(TRAFFIC_KEYS.iter()).copied().collect();
+        let got: Vec<&str> = python.iter().chain(traffic.iter()).map(String::as_str).collect();
+        if expected != NAMES || got != NAMES || DIMENSIONS.len() != FIRST_TRAFFIC_NAME {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "detector.baseline's DIMENSIONS/TRAFFIC_KEYS differ from the names blcore was built for",
+            ));
+        }
         Ok(BlTypes {
             baseline_type: m.getattr("Baseline")?.unbind(),
             no_map: m.getattr("_NO_MAP")?.unbind(),
@@ -73,9 +85,14 @@ fn x_f64(o: &Bound<'_, PyAny>) -> Option<f64> {
 }
 
 /// An exact `str` that encodes to UTF-8 (no lone surrogates).
-fn x_str(o: &Bound<'_, PyAny>) -> Option<String> {
+fn x_str(o: &Bound<'_, PyAny>) -> Option<SStr> {
     let s = o.cast_exact::<PyString>().ok()?;
-    s.to_str().ok().map(str::to_owned)
+    s.to_str().ok().map(SStr::new)
+}
+
+/// An exact `str` that is one of the map keys a Rust-held baseline models.
+fn x_name(o: &Bound<'_, PyAny>) -> Option<Name> {
+    Name::of(o.cast_exact::<PyString>().ok()?.to_str().ok()?)
 }
 
 /// An exact tuple of `n` items.
@@ -145,7 +162,7 @@ impl Bl {
             if !(0..168).contains(&h) {
                 return None;
             }
-            Some((h as u8, x_i64(v)?))
+            Some(HourW { h: h as u8, w: x_i64(v)? })
         })?;
         let seen = x_vec(&f(BL_SEEN)?, no_map, |k, v| {
             let d = v.cast_exact::<PyDict>().ok()?;
@@ -158,9 +175,9 @@ impl Bl {
                     last_s: x_i64(&e.get_item(1).ok()?)?,
                 });
             }
-            Some(Dim { name: x_str(k)?, entries })
+            Some(Dim { name: x_name(k)?, entries })
         })?;
-        let seen_totals = x_vec(&f(BL_SEEN_TOTALS)?, no_map, |k, v| Some((x_str(k)?, x_i64(v)?)))?;
+        let seen_totals = x_vec(&f(BL_SEEN_TOTALS)?, no_map, |k, v| Some((x_name(k)?, x_i64(v)?)))?;
         let ls = f(BL_LAST_SUCCESS)?;
         let last_success = if ls.is_none() {
             None
@@ -177,7 +194,7 @@ impl Bl {
         let traffic = x_vec(&f(BL_TRAFFIC)?, no_map, |k, v| {
             let s = x_tuple(v, 3)?;
             Some((
-                x_str(k)?,
+                x_name(k)?,
                 [
                     x_f64(&s.get_item(0).ok()?)?,
                     x_f64(&s.get_item(1).ok()?)?,
@@ -245,7 +262,10 @@ impl Bl {
         let flt = |x: f64| PyFloat::new(py, x).into_any();
         let str_ = |s: &str| PyString::new(py, s).into_any();
         let no_map = &t.no_map;
-        let hours = map(py, no_map, &self.hours, |(h, w), d| d.set_item(*h, *w))?;
+        let hours = map(py, no_map, &self.hours, |x, d| {
+            let (h, w) = (x.h, x.w);
+            d.set_item(h, w)
+        })?;
         let seen = map(py, no_map, &self.seen, |dim, d| {
             let entries = PyDict::new(py);
             for e in &dim.entries {
@@ -487,10 +507,10 @@ fn scale(w: i64, f: f64) -> i64 {
 
 /// `_renormalise`'s result: fresh maps at the new landmark.
 struct Renorm {
-    hours: Vec<(u8, i64)>,
+    hours: Vec<HourW>,
     hours_total: i64,
     seen: Vec<Dim>,
-    totals: Vec<(String, i64)>,
+    totals: Vec<(Name, i64)>,
 }
 
 /// What one (dimension, value) pair does to `seen`, decided before any change.
@@ -562,8 +582,8 @@ impl Bl {
             .hours
             .iter()
             .flatten()
-            .map(|&(h, w)| (h, scale(w, f)))
-            .filter(|&(_, w)| w > 0)
+            .map(|x| HourW { h: x.h, w: scale(x.w, f) })
+            .filter(|x| { let w = x.w; w > 0 })
             .collect();
         let mut seen = Vec::new();
         let mut totals = Vec::new();
@@ -575,8 +595,8 @@ impl Bl {
                 .filter(|e| e.w > 0)
                 .collect();
             if !kept.is_empty() {
-                totals.push((dim.name.clone(), scale(self.total(&dim.name), f)));
-                seen.push(Dim { name: dim.name.clone(), entries: kept });
+                totals.push((dim.name, scale(self.total(&dim.name), f)));
+                seen.push(Dim { name: dim.name, entries: kept });
             }
         }
         Renorm { hours, hours_total: scale(self.hours_total, f), seen, totals }
@@ -665,7 +685,7 @@ impl Bl {
             let how = (ts.div_euclid(HOUR_MS) + 72).rem_euclid(168) as u8;
 
             // The maps the event is folded into: renormalised, or self's.
-            let (b_hours, b_ht, b_seen, b_totals): (&[(u8, i64)], i64, &[Dim], &[(String, i64)]) =
+            let (b_hours, b_ht, b_seen, b_totals): (&[HourW], i64, &[Dim], &[(Name, i64)]) =
                 match &renorm {
                     Some(r) => (&r.hours, r.hours_total, &r.seen, &r.totals),
                     None => (
@@ -675,8 +695,8 @@ impl Bl {
                         self.seen_totals.as_deref().unwrap_or(&[]),
                     ),
                 };
-            let hour_pos = b_hours.iter().position(|&(h, _)| h == how);
-            let hour = hour_pos.map_or(0, |i| b_hours[i].1).checked_add(w).ok_or(Bail)?;
+            let hour_pos = b_hours.iter().position(|x| x.h == how);
+            let hour = hour_pos.map_or(0, |i| b_hours[i].w).checked_add(w).ok_or(Bail)?;
             let hours_total = b_ht.checked_add(w).ok_or(Bail)?;
 
             let (pairs, np) = dimension_values(ev, host);
@@ -687,9 +707,9 @@ impl Bl {
             for ((d, value), plan) in pairs.iter().zip(plans.iter_mut()).take(np) {
                 let name = DIMENSIONS[*d];
                 plan.dim = *d;
-                plan.dim_pos = b_seen.iter().position(|x| x.name == name);
+                plan.dim_pos = b_seen.iter().position(|x| x.name == Name::at(*d));
                 let entries: &[Entry] = plan.dim_pos.map_or(&[], |i| &b_seen[i].entries);
-                match entries.iter().position(|e| e.value == *value) {
+                match entries.iter().position(|e| e.value.as_str() == &**value) {
                     Some(i) => {
                         let old = &entries[i];
                         let nw = old.w.checked_add(w).ok_or(Bail)?;
@@ -732,7 +752,7 @@ impl Bl {
                                 ts,
                                 lat,
                                 lon,
-                                country: ev.src_country.map(str::to_owned),
+                                country: ev.src_country.map(SStr::new),
                             });
                         }
                     }
@@ -786,19 +806,18 @@ impl Bl {
             self.n_learned = l.n_learned;
             let hours = self.hours.get_or_insert_with(Vec::new);
             match l.hour_pos {
-                Some(i) => hours[i].1 = l.hour,
-                None => hours.push((l.how, l.hour)),
+                Some(i) => hours[i].w = l.hour,
+                None => hours.push(HourW { h: l.how, w: l.hour }),
             }
             self.hours_total = l.hours_total;
             if l.np > 0 {
                 let seen = self.seen.get_or_insert_with(Vec::new);
                 let totals = self.seen_totals.get_or_insert_with(Vec::new);
                 for ((_, value), plan) in l.pairs.into_iter().zip(l.plans).take(l.np) {
-                    let name = DIMENSIONS[plan.dim];
                     let di = match plan.dim_pos {
                         Some(i) => i,
                         None => {
-                            seen.push(Dim { name: name.to_owned(), entries: Vec::new() });
+                            seen.push(Dim { name: Name::at(plan.dim), entries: Vec::new() });
                             seen.len() - 1
                         }
                     };
@@ -814,12 +833,12 @@ impl Bl {
                             if let Some(v) = plan.evict {
                                 entries.remove(v);
                             }
-                            entries.push(Entry { value: value.into_owned(), w: l.w, last_s: l.ts_s });
+                            entries.push(Entry { value: SStr::new(&value), w: l.w, last_s: l.ts_s });
                         }
                     }
                     match plan.total_pos {
                         Some(i) => totals[i].1 = plan.total,
-                        None => totals.push((name.to_owned(), plan.total)),
+                        None => totals.push((Name::at(plan.dim), plan.total)),
                     }
                 }
             }
@@ -835,7 +854,7 @@ impl Bl {
                     let key = TRAFFIC_KEYS[k];
                     match traffic.iter().position(|(x, _)| x == key) {
                         Some(i) => traffic[i].1 = stat,
-                        None => traffic.push((key.to_owned(), stat)),
+                        None => traffic.push((Name::at(FIRST_TRAFFIC_NAME + k), stat)),
                     }
                 }
             }

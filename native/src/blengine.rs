@@ -263,14 +263,14 @@ impl BlEngine {
                 out.append(self.hand_over(py, &mut map, &key, event, ctx, keep_features)?)?;
                 continue;
             }
-            let mut fresh: Option<Bl> = None;
+            let mut fresh: Option<Box<Bl>> = None;
             let b: &mut Bl = if held.is_some() {
                 match map.slot_mut(&key) {
                     Some(Slot::Native(b)) => b,
                     _ => unreachable!("checked by holds_native"),
                 }
             } else {
-                fresh.insert(Bl::default())
+                fresh.insert(Box::default())
             };
             let cold = self.feat.is_cold(b);
             let peer = if cold { self.peers[ev.entity_kind as usize].as_ref() } else { None };

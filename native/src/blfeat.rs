@@ -19,7 +19,7 @@ use std::hint::black_box;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString};
 
-use crate::bl::{Bl, Cx, Ev, EvTypes, EC_ADMIN, EC_DEVICE, EC_SERVICE, EC_VENDOR};
+use crate::bl::{Bl, Cx, Ev, HourW, EvTypes, EC_ADMIN, EC_DEVICE, EC_SERVICE, EC_VENDOR};
 use crate::fnv::FnvMap;
 use crate::blcore::BlTypes;
 
@@ -315,15 +315,15 @@ impl FeatCfg {
 /// One pass over the hours instead of ten lookups: the seven hour-of-day
 /// bins are the keys in 0..168 congruent to `hod` mod 24, and an int sum
 /// does not depend on its order.
-fn hour_share(hours: &[(u8, i64)], hours_total: i64, ts: i64, factor: f64) -> f64 {
+fn hour_share(hours: &[HourW], hours_total: i64, ts: i64, factor: f64) -> f64 {
     let h = (i128::from(ts).div_euclid(3_600_000) + 72).rem_euclid(168) as i64;
     let hm = (h - 1).rem_euclid(168);
     let hp = (h + 1).rem_euclid(168);
     let hod = h % 24;
     let (mut wm, mut w0, mut wp) = (0i64, 0i64, 0i64);
     let mut day: i128 = 0;
-    for &(k, w) in hours {
-        let k = i64::from(k);
+    for x in hours {
+        let (k, w) = (i64::from(x.h), x.w);
         if k == hm {
             wm = w;
         }

@@ -15,12 +15,15 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::bl::Bl;
 use crate::blcore::BlTypes;
-use crate::fnv::FnvMap;
+use crate::sstr::SStr;
+
+use std::collections::HashMap;
 
 /// One stored value.
 pub(crate) enum Slot {
-    /// Held in Rust.
-    Native(Bl),
+    /// Held in Rust (boxed: the table's vector then holds 40-byte items, so
+    /// its growth slack stays small next to the baselines themselves).
+    Native(Box<Bl>),
     /// A value `Bl` cannot represent exactly: kept as the Python object.
     Py(Py<PyAny>),
 }
@@ -30,9 +33,11 @@ pub(crate) enum Slot {
 pub struct BaselineMap {
     types: BlTypes,
     /// Keys and values in insertion order.
-    entries: Vec<(String, Slot)>,
-    /// Key -> position in `entries`.
-    index: FnvMap<String, usize>,
+    entries: Vec<(SStr, Slot)>,
+    /// Key -> position in `entries`. std's keyed SipHash, not FNV: entity
+    /// keys come from the input, and an unkeyed hash would let a producer
+    /// choose names that all land in one bucket.
+    index: HashMap<SStr, usize>,
 }
 
 impl BaselineMap {
@@ -53,8 +58,8 @@ impl BaselineMap {
         match self.index.get(key) {
             Some(&i) => self.entries[i].1 = slot,
             None => {
-                self.index.insert(key.to_owned(), self.entries.len());
-                self.entries.push((key.to_owned(), slot));
+                self.index.insert(SStr::new(key), self.entries.len());
+                self.entries.push((SStr::new(key), slot));
             }
         }
     }
@@ -62,7 +67,7 @@ impl BaselineMap {
     /// The slot for a Python value: Rust-held when it converts exactly.
     pub(crate) fn slot_of(&self, value: &Bound<'_, PyAny>) -> Slot {
         match Bl::from_py(value, &self.types) {
-            Some(b) => Slot::Native(b),
+            Some(b) => Slot::Native(Box::new(b)),
             None => Slot::Py(value.clone().unbind()),
         }
     }
@@ -104,7 +109,7 @@ impl BaselineMap {
     #[new]
     #[pyo3(signature = (source=None))]
     fn new(py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let mut m = BaselineMap { types: BlTypes::new(py)?, entries: Vec::new(), index: FnvMap::default() };
+        let mut m = BaselineMap { types: BlTypes::new(py)?, entries: Vec::new(), index: HashMap::new() };
         if let Some(src) = source {
             m.update(src)?;
         }
@@ -281,7 +286,7 @@ impl BaselineMap {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (k, slot) in &self.entries {
-            d.set_item(k, self.value_of(py, slot)?)?;
+            d.set_item(k.as_str(), self.value_of(py, slot)?)?;
         }
         Ok(d)
     }

@@ -25,6 +25,7 @@ mod fnv;
 mod forest;
 pub mod layout;
 mod parse;
+pub mod sstr;
 mod update;
 
 /// The module: one `register` per kernel file, so that kernels land independently.
