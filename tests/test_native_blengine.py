@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detector import native
 from detector.baseline import EMPTY, Baseline
@@ -238,6 +240,61 @@ def test_map_is_an_insertion_ordered_mutable_mapping() -> None:
     assert m.native_count() == 4
     m.clear()
     assert len(m) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["set", "del", "pop", "setdefault", "copy"]), st.integers(0, 150)
+        ),
+        max_size=600,
+    )
+)
+def test_map_behaves_as_a_dict_under_any_sequence_of_changes(ops: list[tuple[str, int]]) -> None:
+    """Same items, order and length as a dict after sets, deletes (holes squeezed out), copies."""
+    assert _mod is not None
+    m = _mod.BaselineMap()
+    d: dict[str, Baseline] = {}
+    for i, (op, n) in enumerate(ops):
+        key, value = f"user:{n}", EMPTY._replace(n_seen=i)
+        if op == "set":
+            m[key] = value
+            d[key] = value
+        elif op == "del":
+            if key in d:
+                del m[key]
+                del d[key]
+            else:
+                with pytest.raises(KeyError):
+                    del m[key]
+        elif op == "pop":
+            assert m.pop(key, None) == d.pop(key, None)
+        elif op == "setdefault":
+            assert m.setdefault(key, value) == d.setdefault(key, value)
+        else:
+            m = m.copy()
+        assert len(m) == len(d)
+    assert list(m.items()) == list(d.items())
+    assert all(m[k] == v for k, v in d.items())
+
+
+def test_map_squeezes_out_removed_items() -> None:
+    """Many removals: the holes go, order and lookups stay (the O(1) delete path)."""
+    assert _mod is not None
+    m = _mod.BaselineMap()
+    for i in range(300):
+        m[f"user:{i}"] = EMPTY._replace(n_seen=i)
+    for i in range(0, 300, 4):
+        m[f"user:{i + 1}"] = EMPTY._replace(n_seen=-i)
+    for i in range(300):
+        if i % 4 != 1:
+            del m[f"user:{i}"]
+    keys = [f"user:{i}" for i in range(1, 300, 4)]
+    assert list(m) == keys and len(m) == 75
+    assert [m[k].n_seen for k in keys] == [-(i - 1) for i in range(1, 300, 4)]
+    m["user:new"] = EMPTY
+    assert list(m)[-1] == "user:new" and len(m) == 76
 
 
 def test_map_gives_back_exactly_what_it_was_given(model: Model, stream: list[Event]) -> None:

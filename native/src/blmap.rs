@@ -33,7 +33,12 @@ pub(crate) enum Slot {
 pub struct BaselineMap {
     types: BlTypes,
     /// Keys and values in insertion order.
-    entries: Vec<(SStr, Slot)>,
+    /// Removed items leave a hole (`None`) so that the positions of the
+    /// others stay valid; holes are squeezed out once they outnumber the
+    /// live items, so a removal costs O(1) amortised, as in a `dict`.
+    entries: Vec<Option<(SStr, Slot)>>,
+    /// Live items in `entries`.
+    live: usize,
     /// Key -> position in `entries`. std's keyed SipHash, not FNV: entity
     /// keys come from the input, and an unkeyed hash would let a producer
     /// choose names that all land in one bucket.
@@ -44,22 +49,27 @@ impl BaselineMap {
     /// The slot of `key`, mutable.
     pub(crate) fn slot_mut(&mut self, key: &str) -> Option<&mut Slot> {
         let i = *self.index.get(key)?;
-        Some(&mut self.entries[i].1)
+        self.entries[i].as_mut().map(|e| &mut e.1)
     }
 
     /// `Some(true)` when `key` is held in Rust, `Some(false)` as a Python value, `None` if absent.
     pub(crate) fn holds_native(&self, key: &str) -> Option<bool> {
         let i = *self.index.get(key)?;
-        Some(matches!(self.entries[i].1, Slot::Native(_)))
+        Some(matches!(self.entries[i], Some((_, Slot::Native(_)))))
     }
 
     /// Stores `slot` under `key`: replaced in place, or appended.
     pub(crate) fn put(&mut self, key: &str, slot: Slot) {
         match self.index.get(key) {
-            Some(&i) => self.entries[i].1 = slot,
+            Some(&i) => {
+                if let Some(e) = self.entries[i].as_mut() {
+                    e.1 = slot;
+                }
+            }
             None => {
                 self.index.insert(SStr::new(key), self.entries.len());
-                self.entries.push((SStr::new(key), slot));
+                self.entries.push(Some((SStr::new(key), slot)));
+                self.live += 1;
             }
         }
     }
@@ -93,13 +103,31 @@ impl BaselineMap {
 
     fn remove(&mut self, key: &str) -> Option<Slot> {
         let i = self.index.remove(key)?;
-        let (_, slot) = self.entries.remove(i);
-        for (_, pos) in self.index.iter_mut() {
-            if *pos > i {
-                *pos -= 1;
+        let (_, slot) = self.entries[i].take()?;
+        self.live -= 1;
+        let holes = self.entries.len() - self.live;
+        if holes > 64 && holes > self.live {
+            self.entries.retain(Option::is_some);
+            for (pos, (k, _)) in self.entries.iter().flatten().enumerate() {
+                if let Some(p) = self.index.get_mut(k.as_str()) {
+                    *p = pos;
+                }
             }
         }
         Some(slot)
+    }
+
+    /// The live items, in insertion order.
+    fn items_iter(&self) -> impl Iterator<Item = &(SStr, Slot)> {
+        self.entries.iter().flatten()
+    }
+
+    /// The slot at a position the index holds (always live).
+    fn at(&self, i: usize) -> &Slot {
+        match &self.entries[i] {
+            Some((_, slot)) => slot,
+            None => unreachable!("the index only holds live positions"),
+        }
     }
 }
 
@@ -109,7 +137,7 @@ impl BaselineMap {
     #[new]
     #[pyo3(signature = (source=None))]
     fn new(py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let mut m = BaselineMap { types: BlTypes::new(py)?, entries: Vec::new(), index: HashMap::new() };
+        let mut m = BaselineMap { types: BlTypes::new(py)?, entries: Vec::new(), live: 0, index: HashMap::new() };
         if let Some(src) = source {
             m.update(src)?;
         }
@@ -117,7 +145,7 @@ impl BaselineMap {
     }
 
     fn __len__(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> bool {
@@ -130,7 +158,7 @@ impl BaselineMap {
     fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let k = Self::key_of(key).map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
         match self.index.get(k.as_str()) {
-            Some(&i) => self.value_of(py, &self.entries[i].1),
+            Some(&i) => self.value_of(py, self.at(i)),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
     }
@@ -165,7 +193,7 @@ impl BaselineMap {
     ) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(s) = key.cast_exact::<PyString>() {
             if let Some(&i) = self.index.get(s.to_str()?) {
-                return self.value_of(py, &self.entries[i].1);
+                return self.value_of(py, self.at(i));
             }
         }
         Ok(default.unwrap_or_else(|| py.None().into_bound(py)))
@@ -192,13 +220,13 @@ impl BaselineMap {
 
     /// The keys, in insertion order (a list).
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.entries.iter().map(|(k, _)| k.as_str()))
+        PyList::new(py, self.items_iter().map(|(k, _)| k.as_str()))
     }
 
     /// The values, as fresh `Baseline`s, in insertion order (a list).
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        for (_, slot) in &self.entries {
+        for (_, slot) in self.items_iter() {
             out.append(self.value_of(py, slot)?)?;
         }
         Ok(out)
@@ -207,7 +235,7 @@ impl BaselineMap {
     /// `(key, Baseline)` pairs in insertion order (a list).
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        for (k, slot) in &self.entries {
+        for (k, slot) in self.items_iter() {
             out.append(PyTuple::new(py, [PyString::new(py, k).into_any(), self.value_of(py, slot)?])?)?;
         }
         Ok(out)
@@ -252,40 +280,41 @@ impl BaselineMap {
             self.put(&k, slot);
         }
         let i = self.index[k.as_str()];
-        self.value_of(py, &self.entries[i].1)
+        self.value_of(py, self.at(i))
     }
 
     /// Removes every entry.
     fn clear(&mut self) {
         self.entries.clear();
         self.index.clear();
+        self.live = 0;
     }
 
     /// An independent copy (the Rust values are cloned).
     fn copy(&self, py: Python<'_>) -> PyResult<Self> {
-        let entries = self
-            .entries
-            .iter()
+        let entries: Vec<Option<(SStr, Slot)>> = self
+            .items_iter()
             .map(|(k, slot)| {
                 let s = match slot {
                     Slot::Native(b) => Slot::Native(b.clone()),
                     Slot::Py(o) => Slot::Py(o.clone_ref(py)),
                 };
-                (k.clone(), s)
+                Some((k.clone(), s))
             })
             .collect();
-        Ok(BaselineMap { types: BlTypes::new(py)?, entries, index: self.index.clone() })
+        let index = entries.iter().flatten().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+        Ok(BaselineMap { types: BlTypes::new(py)?, live: entries.len(), entries, index })
     }
 
     /// How many values are held in Rust (the rest are Python objects).
     fn native_count(&self) -> usize {
-        self.entries.iter().filter(|(_, s)| matches!(s, Slot::Native(_))).count()
+        self.items_iter().filter(|(_, s)| matches!(s, Slot::Native(_))).count()
     }
 
     /// A plain `dict` with the same items, in the same order.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (k, slot) in &self.entries {
+        for (k, slot) in self.items_iter() {
             d.set_item(k.as_str(), self.value_of(py, slot)?)?;
         }
         Ok(d)
@@ -304,7 +333,7 @@ impl BaselineMap {
     }
 
     fn __repr__(&self) -> String {
-        format!("BaselineMap({} entities, {} held in Rust)", self.entries.len(), self.native_count())
+        format!("BaselineMap({} entities, {} held in Rust)", self.live, self.native_count())
     }
 }
 
