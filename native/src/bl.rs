@@ -81,6 +81,26 @@ impl Name {
     }
 }
 
+/// The [`Name`]s by what they stand for.
+pub mod names {
+    use super::Name;
+    pub const COUNTRY: Name = Name::at(0);
+    pub const CITY: Name = Name::at(1);
+    pub const ASN: Name = Name::at(2);
+    pub const PREFIX: Name = Name::at(3);
+    pub const DEVICE: Name = Name::at(4);
+    pub const UA: Name = Name::at(5);
+    pub const SERVICE: Name = Name::at(6);
+    pub const HOST: Name = Name::at(7);
+    pub const PORT: Name = Name::at(8);
+    pub const DST_COUNTRY: Name = Name::at(9);
+    pub const DST_ASN: Name = Name::at(10);
+    pub const INT_OUT: Name = Name::at(11);
+    pub const INT_IN: Name = Name::at(12);
+    pub const EXT_OUT: Name = Name::at(13);
+    pub const EXT_IN: Name = Name::at(14);
+}
+
 impl std::ops::Deref for Name {
     type Target = str;
     #[inline]
@@ -213,23 +233,23 @@ impl Bl {
 
     /// `seen.get(name)`: the dimension's values, if any.
     #[inline]
-    pub fn dim(&self, name: &str) -> Option<&Dim> {
+    pub fn dim(&self, name: Name) -> Option<&Dim> {
         self.seen.as_ref()?.iter().find(|d| d.name == name)
     }
 
     /// `seen_totals.get(name, 0)`.
     #[inline]
-    pub fn total(&self, name: &str) -> i64 {
+    pub fn total(&self, name: Name) -> i64 {
         match &self.seen_totals {
-            Some(v) => v.iter().find(|(k, _)| k == name).map_or(0, |(_, t)| *t),
+            Some(v) => v.iter().find(|(k, _)| *k == name).map_or(0, |(_, t)| *t),
             None => 0,
         }
     }
 
     /// `traffic.get(key)`.
     #[inline]
-    pub fn traffic_of(&self, key: &str) -> Option<&[f64; 3]> {
-        self.traffic.as_ref()?.iter().find(|(k, _)| k == key).map(|(_, s)| s)
+    pub fn traffic_of(&self, key: Name) -> Option<&[f64; 3]> {
+        self.traffic.as_ref()?.iter().find(|(k, _)| *k == key).map(|(_, s)| s)
     }
 }
 

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
 
-use crate::bl::{Bl, Dim, Entry, Ev, EvTypes, HourW, LastSuccess, Name, EK_USER, FIRST_TRAFFIC_NAME, NAMES};
+use crate::bl::{names, Bl, Dim, Entry, Ev, EvTypes, HourW, LastSuccess, Name, EK_USER, FIRST_TRAFFIC_NAME, NAMES};
 use crate::sstr::SStr;
 use crate::layout::{
     BASELINE_FIELDS, BL_FAIL_BURST, BL_FAIL_RATE, BL_FIRST_TS, BL_HOURS, BL_HOURS_TOTAL,
@@ -595,7 +595,7 @@ impl Bl {
                 .filter(|e| e.w > 0)
                 .collect();
             if !kept.is_empty() {
-                totals.push((dim.name, scale(self.total(&dim.name), f)));
+                totals.push((dim.name, scale(self.total(dim.name), f)));
                 seen.push(Dim { name: dim.name, entries: kept });
             }
         }
@@ -628,7 +628,7 @@ impl Bl {
                 _ => ev.dst_ip,
             };
             if let Some(h) = host {
-                if !self.dim("host").is_some_and(|d| d.get(h).is_some()) {
+                if !self.dim(names::HOST).is_some_and(|d| d.get(h).is_some()) {
                     new_hosts = bump(self.new_hosts, ts, cfg.host_hl_ms, ln2)?;
                 }
             }
@@ -768,7 +768,7 @@ impl Bl {
                             if n < 0 {
                                 return Err(Bail); // log1p(n <= -1) raises ValueError
                             }
-                            let stat = ew(self.traffic_of(TRAFFIC_KEYS[k]), (n as f64).ln_1p(), cfg.ew_alpha)?;
+                            let stat = ew(self.traffic_of(Name::at(FIRST_TRAFFIC_NAME + k)), (n as f64).ln_1p(), cfg.ew_alpha)?;
                             *slot = Some((k, stat));
                         }
                     }

@@ -19,7 +19,7 @@ use std::hint::black_box;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString};
 
-use crate::bl::{Bl, Cx, Ev, HourW, EvTypes, EC_ADMIN, EC_DEVICE, EC_SERVICE, EC_VENDOR};
+use crate::bl::{names, Bl, Cx, Ev, HourW, Name, EvTypes, EC_ADMIN, EC_DEVICE, EC_SERVICE, EC_VENDOR};
 use crate::fnv::FnvMap;
 use crate::blcore::BlTypes;
 
@@ -262,7 +262,7 @@ impl FeatCfg {
     }
 
     /// `_rarity_of(prof.seen, prof.seen_totals, dim, value, f)`.
-    fn rarity_of(&self, prof: &Bl, dim: &str, value: &str, f: f64) -> R<f64> {
+    fn rarity_of(&self, prof: &Bl, dim: Name, value: &str, f: f64) -> R<f64> {
         if let Some(d) = prof.dim(dim) {
             // `if entries:` an empty dict is false (and holds no value anyway).
             if let Some(entry) = d.get(value) {
@@ -435,17 +435,17 @@ fn auth(
         r[0] = if success { 0.0 } else { 1.0 };
     }
     if let Some(v) = ev.src_country {
-        r[4] = c.rarity_of(prof, "country", v, f)?;
+        r[4] = c.rarity_of(prof, names::COUNTRY, v, f)?;
     }
     if let Some(v) = ev.src_city {
-        r[5] = c.rarity_of(prof, "city", v, f)?;
+        r[5] = c.rarity_of(prof, names::CITY, v, f)?;
     }
     if let Some(asn) = ev.src_asn {
-        r[6] = c.rarity_of(prof, "asn", &asn.to_string(), f)?;
+        r[6] = c.rarity_of(prof, names::ASN, &asn.to_string(), f)?;
         r[19] = if c.hosting.binary_search(&asn).is_ok() { 1.0 } else { 0.0 };
     }
     if let Some(v) = ev.src_prefix {
-        r[7] = c.rarity_of(prof, "prefix", v, f)?;
+        r[7] = c.rarity_of(prof, names::PREFIX, v, f)?;
     }
     if let (Some(elat), Some(ls)) = (ev.src_lat, &b.last_success) {
         // travel(): None without a longitude.
@@ -469,14 +469,14 @@ fn auth(
     }
     if let Some(v) = ev.device_id {
         if !cold {
-            r[9] = c.rarity_of(prof, "device", v, f)?;
+            r[9] = c.rarity_of(prof, names::DEVICE, v, f)?;
         }
     }
     if let Some(v) = ev.user_agent {
-        r[10] = c.rarity_of(prof, "ua", v, f)?;
+        r[10] = c.rarity_of(prof, names::UA, v, f)?;
     }
     if let Some(service) = ev.service {
-        r[11] = c.rarity_of(prof, "service", service, f)?;
+        r[11] = c.rarity_of(prof, names::SERVICE, service, f)?;
         r[25] = c.tiers.get(service).map_or(0.0, |t| *t as f64);
     } else {
         r[25] = 0.0;
@@ -521,32 +521,33 @@ fn network(
             _ => ev.dst_ip,
         };
         let fresh = if let Some(host) = host {
-            r[27] = c.rarity_of(prof, "host", host, f)?;
+            r[27] = c.rarity_of(prof, names::HOST, host, f)?;
             // `b.seen.get("host") or _NO_VALUES`: the entity's own hosts.
-            let known = b.dim("host").is_some_and(|d| d.get(host).is_some());
+            let known = b.dim(names::HOST).is_some_and(|d| d.get(host).is_some());
             if known { 0.0 } else { 1.0 }
         } else {
             0.0
         };
         if let Some(port) = ev.dst_port {
-            r[28] = c.rarity_of(prof, "port", &port.to_string(), f)?;
+            r[28] = c.rarity_of(prof, names::PORT, &port.to_string(), f)?;
         }
         let burst = c.decayed(b.new_hosts, ev.ts_ms, c.host_half_life_ms)?;
         r[29] = log1p(burst + fresh)?;
     } else if internal == Some(false) {
         r[26] = 0.0;
         if let Some(v) = ev.dst_country {
-            r[30] = c.rarity_of(prof, "dst_country", v, f)?;
+            r[30] = c.rarity_of(prof, names::DST_COUNTRY, v, f)?;
         }
         if let Some(asn) = ev.dst_asn {
-            r[31] = c.rarity_of(prof, "dst_asn", &asn.to_string(), f)?;
+            r[31] = c.rarity_of(prof, names::DST_ASN, &asn.to_string(), f)?;
         }
     }
     if let Some(internal) = internal {
         // `b.traffic if b.traffic else prof.traffic`.
         let own = matches!(&b.traffic, Some(t) if !t.is_empty());
         let stats = if own { b } else { prof };
-        let (out_key, in_key) = if internal { ("int_out", "int_in") } else { ("ext_out", "ext_in") };
+        let (out_key, in_key) =
+            if internal { (names::INT_OUT, names::INT_IN) } else { (names::EXT_OUT, names::EXT_IN) };
         if let Some(bo) = ev.bytes_out {
             r[32] = zscore(stats.traffic_of(out_key), log1p(bo as f64)?)?;
         }
