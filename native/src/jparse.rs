@@ -29,6 +29,8 @@ use crate::parse::{
 /// Deepest nesting read (objects and arrays); deeper documents are a doubt.
 /// orjson accepts far deeper ones: this only bounds our recursion.
 const MAX_DEPTH: usize = 32;
+/// `events.MAX_EVENT_BYTES`: parse_event rejects larger documents before reading them.
+pub(crate) const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// One JSON value, as read from the buffer (no Python objects).
 #[derive(Clone, Copy, Debug)]
@@ -52,9 +54,17 @@ enum Val {
 /// A string's bytes between its quotes (`s..e`) and whether it holds a backslash.
 #[derive(Clone, Copy, Debug)]
 struct Span {
-    s: usize,
-    e: usize,
+    s: u32,
+    e: u32,
     esc: bool,
+}
+
+impl Span {
+    /// The byte range of the string's text, between its quotes.
+    #[inline]
+    fn range(self) -> std::ops::Range<usize> {
+        self.s as usize..self.e as usize
+    }
 }
 
 /// An object member (or the root): its key, its value and where its subtree ends.
@@ -63,7 +73,7 @@ struct Node {
     key: Span,
     val: Val,
     /// Index of the first node after this node's subtree (its next sibling).
-    end: usize,
+    end: u32,
 }
 
 /// The flat tree of a document: node 0 is the root object, members in document
@@ -93,29 +103,63 @@ fn hex4(b: &[u8], i: usize) -> R<u32> {
 
 impl<'a> Reader<'a> {
     /// The byte at the cursor (0 past the end: never valid JSON there).
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> u8 {
         self.b.get(self.i).copied().unwrap_or(0)
     }
 
     /// Skips JSON whitespace (space, tab, LF, CR: nothing else, like orjson).
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
     }
 
+    /// Moves the cursor to the next byte of a string that is not plain text:
+    /// a quote, a backslash or a control character (or the end of the buffer).
+    #[inline(always)]
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // Eight bytes at a time: a word holds a special byte when one of its
+        // bytes equals '"' or '\\' or is below 0x20 (the classic "has zero
+        // byte" / "has less than" bit tricks; exact for bytes < 0x80, and a
+        // byte >= 0x80 is never flagged by the `!w & HIGH` mask).
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let q = w ^ (ONES * b'"' as u64);
+            let bs = w ^ (ONES * b'\\' as u64);
+            let special = (q.wrapping_sub(ONES) & !q)
+                | (bs.wrapping_sub(ONES) & !bs)
+                | (w.wrapping_sub(ONES * 0x20) & !w);
+            let special = special & HIGH;
+            if special != 0 {
+                self.i += (special.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.i += 8;
+        }
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return;
+            }
+            self.i += 1;
+        }
+    }
+
     /// A string at the cursor (on its opening quote): its span; escapes checked.
+    #[inline(always)]
     fn string(&mut self) -> R<Span> {
         self.i += 1;
-        let s = self.i;
+        let s = self.i as u32; // documents are at most MAX_EVENT_BYTES long
         let mut esc = false;
         loop {
+            self.skip_plain();
             let c = *self.b.get(self.i).ok_or(Doubt)?;
             match c {
                 b'"' => {
-                    let e = self.i;
+                    let e = self.i as u32;
                     self.i += 1;
                     return Ok(Span { s, e, esc });
                 }
@@ -143,28 +187,40 @@ impl<'a> Reader<'a> {
                         _ => return Err(Doubt),
                     }
                 }
-                0..=0x1f => return Err(Doubt), // control characters must be escaped
-                _ => self.i += 1,
+                _ => return Err(Doubt), // control characters must be escaped
             }
         }
     }
 
-    /// A number at the cursor: grammar checked, value parsed.
-    fn number(&mut self) -> R<Val> {
-        let b = self.b;
-        let s = self.i;
-        if self.peek() == b'-' {
+    /// Skips digits; returns their value when it fits a u64 (None on overflow).
+    #[inline(always)]
+    fn digits(&mut self) -> Option<u64> {
+        let mut v: Option<u64> = Some(0);
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            v = v.and_then(|v| v.checked_mul(10)).and_then(|v| v.checked_add((c - b'0') as u64));
             self.i += 1;
         }
-        match self.peek() {
-            b'0' => self.i += 1, // no leading zeros: a digit after it ends the number
-            b'1'..=b'9' => {
-                while self.peek().is_ascii_digit() {
-                    self.i += 1;
-                }
-            }
-            _ => return Err(Doubt),
+        v
+    }
+
+    /// A number at the cursor: grammar checked, value parsed.
+    fn number(&mut self) -> R<Val> {
+        let s = self.i;
+        let neg = self.peek() == b'-';
+        if neg {
+            self.i += 1;
         }
+        let int = match self.peek() {
+            b'0' => {
+                self.i += 1; // no leading zeros: a digit after it ends the number
+                Some(0)
+            }
+            b'1'..=b'9' => self.digits(),
+            _ => return Err(Doubt),
+        };
         let mut is_float = false;
         if self.peek() == b'.' {
             is_float = true;
@@ -172,9 +228,7 @@ impl<'a> Reader<'a> {
             if !self.peek().is_ascii_digit() {
                 return Err(Doubt);
             }
-            while self.peek().is_ascii_digit() {
-                self.i += 1;
-            }
+            self.digits();
         }
         if matches!(self.peek(), b'e' | b'E') {
             is_float = true;
@@ -185,16 +239,19 @@ impl<'a> Reader<'a> {
             if !self.peek().is_ascii_digit() {
                 return Err(Doubt);
             }
-            while self.peek().is_ascii_digit() {
-                self.i += 1;
-            }
+            self.digits();
         }
-        // ASCII only, so the span is valid UTF-8.
-        let text = std::str::from_utf8(&b[s..self.i]).map_err(|_| Doubt)?;
         if !is_float {
             // "-0" is the int 0, as for orjson; beyond int64 orjson differs (big int, float)
-            return Ok(text.parse::<i64>().map(Val::Int).unwrap_or(Val::BigInt));
+            let v = match (int, neg) {
+                (Some(v), false) => i64::try_from(v).ok(),
+                (Some(v), true) => 0i64.checked_sub_unsigned(v),
+                (None, _) => None,
+            };
+            return Ok(v.map(Val::Int).unwrap_or(Val::BigInt));
         }
+        // ASCII only, so the span is valid UTF-8.
+        let text = std::str::from_utf8(&self.b[s..self.i]).map_err(|_| Doubt)?;
         // Rust's parse is correctly rounded, as orjson's is; orjson rejects infinities.
         let x: f64 = text.parse().map_err(|_| Doubt)?;
         if !x.is_finite() {
@@ -258,9 +315,9 @@ impl<'a> Reader<'a> {
             self.ws();
             if keep {
                 let at = self.nodes.len();
-                self.nodes.push(Node { key, val: Val::Null, end: at + 1 });
+                self.nodes.push(Node { key, val: Val::Null, end: at as u32 + 1 });
                 let val = self.value(depth, true)?;
-                let end = self.nodes.len();
+                let end = self.nodes.len() as u32;
                 self.nodes[at].val = val;
                 self.nodes[at].end = end;
             } else {
@@ -313,6 +370,9 @@ impl<'a> Reader<'a> {
 impl<'a> Doc<'a> {
     /// Reads a whole document: a top-level object and nothing but whitespace around it.
     fn read(data: &'a [u8]) -> R<Doc<'a>> {
+        if data.len() > MAX_EVENT_BYTES {
+            return Err(Doubt); // positions are u32; parse_event rejects it anyway
+        }
         // orjson rejects invalid UTF-8 anywhere (surrogates, overlong forms,
         // beyond U+10FFFF), as Rust's validation does.
         let text = std::str::from_utf8(data).map_err(|_| Doubt)?;
@@ -323,7 +383,7 @@ impl<'a> Doc<'a> {
         }
         r.nodes.push(Node { key: Span { s: 0, e: 0, esc: false }, val: Val::Obj, end: 1 });
         r.object(1, true)?;
-        r.nodes[0].end = r.nodes.len();
+        r.nodes[0].end = r.nodes.len() as u32;
         r.ws();
         if r.i != data.len() {
             return Err(Doubt); // trailing content
@@ -339,7 +399,7 @@ impl<'a> Doc<'a> {
     /// The raw text of a span (escapes not decoded).
     #[inline]
     fn raw(&self, sp: Span) -> R<&'a str> {
-        self.text.get(sp.s..sp.e).ok_or(Doubt)
+        self.text.get(sp.range()).ok_or(Doubt)
     }
 
     /// A string's value, escapes decoded as JSON defines them.
@@ -399,7 +459,7 @@ macro_rules! find {
         $(let mut $var: Option<Option<usize>> = None;)+
         if let Some(parent) = $parent {
             let doc: &Doc<'_> = $doc;
-            let end = doc.nodes[parent].end;
+            let end = doc.nodes[parent].end as usize;
             let mut c = parent + 1;
             while c < end {
                 let node = &doc.nodes[c];
@@ -407,7 +467,7 @@ macro_rules! find {
                     return Err(Doubt);
                 }
                 let value = (!matches!(node.val, Val::Null)).then_some(c);
-                match doc.text.as_bytes().get(node.key.s..node.key.e).ok_or(Doubt)? {
+                match doc.text.as_bytes().get(node.key.range()).ok_or(Doubt)? {
                     $($name => {
                         if $var.is_some() {
                             return Err(Doubt);
@@ -416,7 +476,7 @@ macro_rules! find {
                     })+
                     _ => {}
                 }
-                c = node.end;
+                c = node.end as usize;
             }
         }
         $(let $var: Option<usize> = $var.flatten();)+
@@ -969,23 +1029,23 @@ impl<'a, 'py> Fields<'a, 'py> {
         let mut event_key = false;
         let mut kind: Option<Val> = None;
         let mut c = 1;
-        let end = doc.nodes[0].end;
+        let end = doc.nodes[0].end as usize;
         while c < end {
             let node = &doc.nodes[c];
             if node.key.esc {
                 return Err(Doubt);
             }
-            let slot = match doc.text.as_bytes().get(node.key.s..node.key.e).ok_or(Doubt)? {
+            let slot = match doc.text.as_bytes().get(node.key.range()).ok_or(Doubt)? {
                 b"class_uid" => &mut class_uid,
                 b"kind" => &mut kind,
                 b"event" => {
                     // ECS (or a native document with an "event" key): the Python path's
                     event_key = true;
-                    c = node.end;
+                    c = node.end as usize;
                     continue;
                 }
                 _ => {
-                    c = node.end;
+                    c = node.end as usize;
                     continue;
                 }
             };
@@ -993,7 +1053,7 @@ impl<'a, 'py> Fields<'a, 'py> {
                 return Err(Doubt); // a repeated key: Python keeps the last value
             }
             *slot = Some(node.val);
-            c = node.end;
+            c = node.end as usize;
         }
         if let Some(v) = class_uid {
             return match v {
@@ -1019,6 +1079,10 @@ impl<'a, 'py> Fields<'a, 'py> {
 /// `ParseKernels.raw(data)`: the Event `parse_event(data)` returns, or a doubt.
 pub(crate) fn raw_event<'py>(k: &ParseKernels, data: &Bound<'py, PyBytes>) -> R<Bound<'py, PyAny>> {
     let py = data.py();
-    let doc = Doc::read(data.as_bytes())?;
+    let bytes = data.as_bytes();
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(Doubt); // too_large: parse_event's
+    }
+    let doc = Doc::read(bytes)?;
     Fields { py, doc, k }.event()
 }

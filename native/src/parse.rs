@@ -825,6 +825,7 @@ impl ParseKernels {
             ("_MAX_ASN", MAX_ASN),
             ("_MAX_COUNT", i64::MAX),
             ("_NO_LONG_STRINGS", NO_LONG_STRINGS as i64),
+            ("MAX_EVENT_BYTES", crate::jparse::MAX_EVENT_BYTES as i64),
         ] {
             let got: i64 = events.getattr(name)?.extract()?;
             if got != expected {
