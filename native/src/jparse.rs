@@ -90,6 +90,7 @@ struct Reader<'a> {
     nodes: Vec<Node>,
 }
 
+/// The value of the four hex digits at `b[i..i + 4]`, else a doubt.
 #[inline]
 fn hex4(b: &[u8], i: usize) -> R<u32> {
     let mut v = 0u32;
@@ -391,6 +392,7 @@ impl<'a> Doc<'a> {
         Ok(Doc { text, nodes: r.nodes })
     }
 
+    /// The value of node `n`.
     #[inline]
     fn val(&self, n: usize) -> Val {
         self.nodes[n].val
@@ -418,29 +420,30 @@ impl<'a> Doc<'a> {
             };
             out.push_str(&raw[i..i + j]);
             i += j;
-            let c = match b[i + 1] {
-                b'"' => '"',
-                b'\\' => '\\',
-                b'/' => '/',
-                b'b' => '\u{8}',
-                b'f' => '\u{c}',
-                b'n' => '\n',
-                b'r' => '\r',
-                b't' => '\t',
+            // (the reader checked every escape; `get` only keeps this panic-free)
+            let (c, len) = match b.get(i + 1).ok_or(Doubt)? {
+                b'"' => ('"', 2),
+                b'\\' => ('\\', 2),
+                b'/' => ('/', 2),
+                b'b' => ('\u{8}', 2),
+                b'f' => ('\u{c}', 2),
+                b'n' => ('\n', 2),
+                b'r' => ('\r', 2),
+                b't' => ('\t', 2),
                 b'u' => {
                     let hi = hex4(b, i + 2)?;
                     if (0xD800..0xDC00).contains(&hi) {
-                        let lo = hex4(b, i + 8)?;
-                        i += 6;
-                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)).ok_or(Doubt)?
+                        // a surrogate pair (the reader checked the low half follows)
+                        let lo = hex4(b, i + 8)?.checked_sub(0xDC00).filter(|x| *x < 0x400).ok_or(Doubt)?;
+                        (char::from_u32(0x10000 + ((hi - 0xD800) << 10) + lo).ok_or(Doubt)?, 12)
                     } else {
-                        char::from_u32(hi).ok_or(Doubt)?
+                        (char::from_u32(hi).ok_or(Doubt)?, 6)
                     }
                 }
                 _ => return Err(Doubt),
             };
             out.push(c);
-            i += if b[i + 1] == b'u' { 6 } else { 2 };
+            i += len;
         }
         Ok(out.into())
     }
