@@ -18,6 +18,7 @@
 //! than [`MAX_DEPTH`], a missing event id (its derived id hashes orjson's own
 //! dump), ECS documents, and every case where the Python fast path gives up.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyString};
 
@@ -449,6 +450,33 @@ impl<'a> Doc<'a> {
     }
 }
 
+/// A new Python str of `text`, as `PyString::new` makes it (a compact str of
+/// the narrowest kind), with a shortcut for ASCII text, by far the most
+/// common: allocated at its final size and copied, without CPython's UTF-8
+/// decoder (a tenth of the kernel's time otherwise).
+#[inline]
+fn new_str<'py>(py: Python<'py>, text: &str) -> R<Bound<'py, PyString>> {
+    if !text.is_ascii() || text.len() < 2 {
+        // (0 and 1 characters: CPython's shared singletons, as the decoder returns them)
+        return Ok(PyString::new(py, text));
+    }
+    // SAFETY: PyUnicode_New(n, 127) returns a new, compact ASCII str of n
+    // characters (or NULL with an exception set, handled), whose data are the
+    // n bytes after its header plus a NUL it already wrote. We copy exactly n
+    // ASCII bytes there before anything else can see the object (no Python code
+    // runs in between), which is how CPython's own decoder fills it for ASCII
+    // input; its hash is not computed yet (-1), as for any new str.
+    unsafe {
+        let n = text.len();
+        let obj = ffi::PyUnicode_New(n as ffi::Py_ssize_t, 127);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py).into());
+        }
+        std::ptr::copy_nonoverlapping(text.as_ptr(), ffi::PyUnicode_1BYTE_DATA(obj), n);
+        Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyString>())
+    }
+}
+
 /// Finds the members of an object by key, in one pass over its members.
 ///
 /// `find!(doc, obj; b"a" => a, b"b" => b)` declares `a` and `b` as
@@ -506,30 +534,40 @@ impl<'a, 'py> Fields<'a, 'py> {
         }
     }
 
-    /// A string field (`None` when absent) as a Python str; a doubt when not a
-    /// string or longer than MAX_STR_LEN characters.
-    fn string(&self, v: Option<usize>) -> R<Option<Bound<'py, PyString>>> {
+    /// A string field checked (`None` when absent, or empty for an identifier):
+    /// a doubt when not a string or longer than MAX_STR_LEN characters. The
+    /// Python str is made later, only for the strings the Event holds.
+    #[inline]
+    fn checked(&self, v: Option<usize>, ident: bool) -> R<Option<Span>> {
         let Some(n) = v else { return Ok(None) };
         let Val::Str(sp) = self.doc.val(n) else { return Err(Doubt) };
-        let text = self.doc.decoded(sp)?;
+        if ident && sp.s == sp.e {
+            return Ok(None); // an empty identifier counts as missing
+        }
         // characters, not bytes: only a long text can have too many
-        if text.len() > MAX_STR_LEN && text.chars().count() > MAX_STR_LEN {
+        if sp.e - sp.s > MAX_STR_LEN as u32 && self.doc.decoded(sp)?.chars().count() > MAX_STR_LEN {
             return Err(Doubt);
         }
-        Ok(Some(PyString::new(self.py, &text)))
+        Ok(Some(sp))
+    }
+
+    /// The Python str of a checked string.
+    #[inline]
+    fn make(&self, sp: Option<Span>) -> R<Option<Bound<'py, PyString>>> {
+        sp.map(|sp| new_str(self.py, &self.doc.decoded(sp)?)).transpose()
+    }
+
+    /// A string field (`None` when absent) as a Python str; a doubt when not a
+    /// string or longer than MAX_STR_LEN characters.
+    #[inline]
+    fn string(&self, v: Option<usize>) -> R<Option<Bound<'py, PyString>>> {
+        self.make(self.checked(v, false)?)
     }
 
     /// An identifier: like `string`, but an empty string counts as missing.
     #[inline]
     fn ident(&self, v: Option<usize>) -> R<Option<Bound<'py, PyString>>> {
-        if let Some(n) = v {
-            if let Val::Str(sp) = self.doc.val(n) {
-                if sp.s == sp.e {
-                    return Ok(None);
-                }
-            }
-        }
-        self.string(v)
+        self.make(self.checked(v, true)?)
     }
 
     /// An int literal within `lo..=hi`, else `None`.
@@ -594,7 +632,7 @@ impl<'a, 'py> Fields<'a, 'py> {
         let Val::Str(sp) = self.doc.val(n) else { return Err(Doubt) };
         let b = self.doc.raw(sp)?.as_bytes(); // an escape is a doubt: not two letters raw
         if b.len() == 2 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() {
-            Ok(Some(PyString::new(self.py, self.doc.raw(sp)?).into_any()))
+            Ok(Some(new_str(self.py, self.doc.raw(sp)?)?.into_any()))
         } else {
             Err(Doubt)
         }
@@ -615,7 +653,7 @@ impl<'a, 'py> Fields<'a, 'py> {
     fn event_id(&self, v: Option<usize>) -> R<Bound<'py, PyAny>> {
         let n = v.ok_or(Doubt)?;
         if let Val::Int(x) = self.doc.val(n) {
-            return Ok(PyString::new(self.py, &x.to_string()).into_any());
+            return Ok(new_str(self.py, &x.to_string())?.into_any());
         }
         Ok(self.ident(Some(n))?.ok_or(Doubt)?.into_any())
     }
@@ -632,7 +670,7 @@ impl<'a, 'py> Fields<'a, 'py> {
         let Val::Str(sp) = self.doc.val(n) else { return Err(Doubt) };
         // like the fast paths: no length check here (an address that long is no address)
         let text = self.doc.decoded(sp)?;
-        self.k.ip(Some(PyString::new(self.py, &text).into_any()))
+        self.k.ip(Some(new_str(self.py, &text)?.into_any()))
     }
 
     /// OCSF `user.type` as sent, else the caption of `user.type_id` (checked as a code).
@@ -676,13 +714,13 @@ impl<'a, 'py> Fields<'a, 'py> {
             b"location" => src_loc_v, b"autonomous_system" => src_as_v,
         );
         let src_ip = self.ip(src_ip_v)?;
-        let src_uid = self.ident(src_uid_v)?;
+        let src_uid = self.checked(src_uid_v, true)?; // made into a str where used
         let src_hostname = self.ident(src_hostname_v)?;
         let src_loc = self.obj(src_loc_v)?;
         let src_as = self.obj(src_as_v)?;
         let device = self.obj(device_v)?;
         find!(doc, device; b"uid" => device_uid_v);
-        let device_uid = self.ident(device_uid_v)?;
+        let device_uid = self.checked(device_uid_v, true)?;
         let dst = self.obj(dst_endpoint)?;
         find!(doc, dst;
             b"ip" => dst_ip_v, b"hostname" => dst_hostname_v, b"port" => dst_port_v,
@@ -718,11 +756,11 @@ impl<'a, 'py> Fields<'a, 'py> {
                 b"uid" => uid_v, b"name" => name_v, b"email_addr" => email_v,
                 b"type" => type_v, b"type_id" => type_id_v,
             );
-            let uid = self.ident(uid_v)?;
-            let name = self.ident(name_v)?;
-            let email = self.ident(email_v)?;
+            let uid = self.checked(uid_v, true)?;
+            let name = self.checked(name_v, true)?;
+            let email = self.checked(email_v, true)?;
             user_type = self.ocsf_user_type(type_v, type_id_v)?;
-            user = uid.or(name).or(email);
+            user = self.make(uid.or(name).or(email))?;
             if let Some(sid) = self.code(status_id)? {
                 success = match sid {
                     1 => Some(py_bool(py, true)),
@@ -735,7 +773,7 @@ impl<'a, 'py> Fields<'a, 'py> {
             let service_obj = self.obj(service_v)?;
             find!(doc, service_obj; b"name" => service_name_v);
             service = self.string(service_name_v)?;
-            device_id = device_uid.clone().or_else(|| src_uid.clone());
+            device_id = self.make(device_uid.or(src_uid))?;
             entity = user.clone().ok_or(Doubt)?;
         } else {
             kind = &k.network;
@@ -746,10 +784,10 @@ impl<'a, 'py> Fields<'a, 'py> {
             find!(doc, actor_user;
                 b"uid" => uid_v, b"name" => name_v, b"type" => type_v, b"type_id" => type_id_v,
             );
-            let uid = self.ident(uid_v)?;
-            let name = self.ident(name_v)?;
+            let uid = self.checked(uid_v, true)?;
+            let name = self.checked(name_v, true)?;
             user_type = self.ocsf_user_type(type_v, type_id_v)?;
-            user = uid.or(name);
+            user = self.make(uid.or(name))?;
             let conn = self.obj(connection_info)?;
             find!(doc, conn; b"protocol_name" => protocol_v, b"direction_id" => direction_v);
             protocol = self.lowered(protocol_v)?;
@@ -771,12 +809,14 @@ impl<'a, 'py> Fields<'a, 'py> {
             find!(doc, dst_as; b"number" => dst_asn_v);
             // anything but an int in range (e.g. a string) is the careful parser's
             dst_asn = self.int_field(dst_asn_v, 0, MAX_ASN)?;
-            device_id = src_uid.clone().or_else(|| device_uid.clone());
+            device_id = self.make(src_uid.or(device_uid))?;
             entity = match user.clone() {
                 Some(u) => u,
                 None => {
                     entity_is_user = false;
-                    match src_uid.clone().or_else(|| src_hostname.clone()) {
+                    // src_uid, when there is one, is device_id's very str
+                    let src_uid = if src_uid.is_some() { device_id.clone() } else { None };
+                    match src_uid.or_else(|| src_hostname.clone()) {
                         Some(e) => e,
                         None => match src_ip.as_ref() {
                             Some(ip) => ip[0].clone().cast_into_exact::<PyString>().map_err(|_| Doubt)?,
