@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -79,6 +80,16 @@ def test_raw_reader_is_bound_and_switched_with_the_compiled_parser() -> None:
     finally:
         assert events_mod.use_native_parser(True)
     assert events_mod._raw_event is not None
+
+
+def test_parse_event_takes_the_raw_reader_first() -> None:
+    """With the raw reader on, an ordinary document never reaches orjson.loads."""
+    raw = dump(DOCS["ocsf_4001"])
+    want = typed(parse_event(raw))
+    with mock.patch.object(events_mod.orjson, "loads", side_effect=AssertionError("orjson")):
+        assert typed(parse_event(raw)) == want
+        with pytest.raises(AssertionError, match="orjson"):
+            parse_event(bytearray(raw))  # not bytes: the usual path
 
 
 def test_the_comparison_can_fail() -> None:
