@@ -1892,6 +1892,13 @@ def parse_event(raw: bytes | str) -> Event:
     data: bytes | bytearray
     if type(raw) is bytes:  # the usual case, first: cheaper than the isinstance chain
         data = raw
+        # The compiled raw reader: the very Event the path below returns, read
+        # straight from the bytes without decoding the whole document into
+        # Python objects; None at any doubt, and then the path below decides.
+        if _raw_event is not None and len(raw) <= MAX_EVENT_BYTES:
+            fast = _raw_event(raw)
+            if fast is not None:
+                return fast
     elif isinstance(raw, str):
         if len(raw) > MAX_EVENT_BYTES:  # each char is at least one UTF-8 byte
             raise ParseError("too_large", "document exceeds MAX_EVENT_BYTES")
@@ -1957,10 +1964,19 @@ def parse_event(raw: bytes | str) -> Event:
 # ``_fast_ocsf``, ``_fast_ecs`` and ``_fast_native``; when the compiled module is
 # built, those names are bound to the compiled kernels, and the Python
 # functions stay available below as the specification (``tests/test_native_parse.py``
-# holds the two to each other).
+# holds the two to each other). In front of them all, ``_raw_event``
+# (``native/src/jparse.rs``) reads a document's bytes without orjson and returns
+# the Event the whole path returns, or None at any doubt
+# (``tests/test_native_jparse.py``).
 
 _FastOcsf = Callable[[dict[str, Any], bytes | bytearray, bool], Event | None]
 _FastNative = Callable[[dict[str, Any], bytes | bytearray, EventKind], Event | None]
+_RawEvent = Callable[[bytes], Event | None]
+
+#: ``ParseKernels.raw`` (``native/src/jparse.rs``) when the compiled parser is
+#: on: one document's bytes straight to the Event parse_event returns for them,
+#: or None at any doubt (then the orjson path runs as if it were not there).
+_raw_event: _RawEvent | None = None
 
 #: The Python fast parsers: the specification of the compiled ones.
 _py_fast_ocsf: Final[_FastOcsf] = _fast_ocsf
@@ -1978,18 +1994,22 @@ def _native_fast_paths() -> dict[str, Any]:
     if module is None or not hasattr(module, "ParseKernels"):
         return {}
     kernels = module.ParseKernels(sys.modules[__name__])
-    return {"_fast_ocsf": kernels.ocsf, "_fast_native": kernels.native}
+    return {"_fast_ocsf": kernels.ocsf, "_fast_native": kernels.native, "_raw_event": kernels.raw}
 
 
-def use_native_parser(enabled: bool) -> bool:
+def use_native_parser(enabled: bool, raw: bool = True) -> bool:
     """Route parse_event's fast paths through the compiled kernels, or back to Python.
 
     For tests and benchmarks that compare the two (the module turns the
-    compiled kernels on at import when they are built). Returns True when the
-    compiled kernels are in use afterwards.
+    compiled kernels on at import when they are built). ``raw=False`` keeps
+    the compiled fast paths but not the raw reader in front of orjson (to
+    measure or test it alone). Returns True when the compiled kernels are in
+    use afterwards.
     """
-    python = {"_fast_ocsf": _py_fast_ocsf, "_fast_native": _py_fast_native}
+    python = {"_fast_ocsf": _py_fast_ocsf, "_fast_native": _py_fast_native, "_raw_event": None}
     compiled = _native_fast_paths() if enabled else {}
+    if not raw:
+        compiled.pop("_raw_event", None)
     globals().update(python)
     globals().update(compiled)
     return bool(compiled)

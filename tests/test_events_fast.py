@@ -48,6 +48,7 @@ def careful_only() -> Iterator[None]:
         mock.patch.object(events_mod, "_fast_ocsf", never),
         mock.patch.object(events_mod, "_fast_ecs", never),
         mock.patch.object(events_mod, "_fast_native", never),
+        mock.patch.object(events_mod, "_raw_event", None),  # the compiled raw reader too
     ):
         yield
 

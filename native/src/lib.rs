@@ -23,6 +23,7 @@ mod engine;
 mod features;
 mod fnv;
 mod forest;
+mod jparse;
 pub mod layout;
 mod parse;
 pub mod sstr;

@@ -13,26 +13,26 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 
 use crate::layout::*;
 
 /// Longest accepted string, in characters (`events.MAX_STR_LEN`).
-const MAX_STR_LEN: usize = 1024;
+pub(crate) const MAX_STR_LEN: usize = 1024;
 /// A document of at most this many bytes cannot hold a too-long string (`events._NO_LONG_STRINGS`).
 const NO_LONG_STRINGS: usize = MAX_STR_LEN + 2;
 /// `events.MAX_TS_MS`: 2100-01-01T00:00:00Z, excluded.
-const MAX_TS_MS: i64 = 4_102_444_800_000;
+pub(crate) const MAX_TS_MS: i64 = 4_102_444_800_000;
 /// `events._MAX_CODE`: a non-negative int32.
-const MAX_CODE: i64 = 2_147_483_647;
+pub(crate) const MAX_CODE: i64 = 2_147_483_647;
 /// `events._MAX_ASN`.
-const MAX_ASN: i64 = 4_294_967_295;
+pub(crate) const MAX_ASN: i64 = 4_294_967_295;
 /// 2**63 as a float: `0 <= v <= 2**63 - 1` for a float `v` is `0.0 <= v < 2**63`
 /// (Python compares floats and ints exactly; no float lies in (2**63 - 1, 2**63)).
-const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+pub(crate) const TWO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// Why a kernel gives up: always "ask the careful parser" (`None`).
-struct Doubt;
+pub(crate) struct Doubt;
 
 impl From<std::convert::Infallible> for Doubt {
     fn from(x: std::convert::Infallible) -> Self {
@@ -48,7 +48,7 @@ impl From<PyErr> for Doubt {
     }
 }
 
-type R<T> = Result<T, Doubt>;
+pub(crate) type R<T> = Result<T, Doubt>;
 
 /// Binds the values of an object's keys, by one pass over its items.
 ///
@@ -79,29 +79,29 @@ macro_rules! scan {
 /// The parser's fast paths, bound to `detector.events`' own objects.
 #[pyclass(frozen, module = "detector._native")]
 pub struct ParseKernels {
-    event_type: Py<PyType>,
+    pub(crate) event_type: Py<PyType>,
     /// True when `Event` is a plain tuple subtype whose instances can be
     /// allocated with `tp_alloc` and filled in place (checked at construction).
-    alloc_in_place: bool,
-    tuple_new: Py<PyAny>,
-    auth: Py<PyAny>,
-    network: Py<PyAny>,
-    user_kind: Py<PyAny>,
-    device_kind: Py<PyAny>,
-    employee: Py<PyAny>,
-    device_class: Py<PyAny>,
-    ocsf: Py<PyString>,
-    native: Py<PyString>,
-    ms_from_iso: Py<PyAny>,
+    pub(crate) alloc_in_place: bool,
+    pub(crate) tuple_new: Py<PyAny>,
+    pub(crate) auth: Py<PyAny>,
+    pub(crate) network: Py<PyAny>,
+    pub(crate) user_kind: Py<PyAny>,
+    pub(crate) device_kind: Py<PyAny>,
+    pub(crate) employee: Py<PyAny>,
+    pub(crate) device_class: Py<PyAny>,
+    pub(crate) ocsf: Py<PyString>,
+    pub(crate) native: Py<PyString>,
+    pub(crate) ms_from_iso: Py<PyAny>,
     /// `_OCSF_USER_TYPE_BY_ID` as (id, caption).
-    user_type_by_id: Vec<(i64, Py<PyAny>)>,
+    pub(crate) user_type_by_id: Vec<(i64, Py<PyAny>)>,
     /// `_CLASS_BY_TAG` as (tag, class), for ASCII tags.
-    class_by_tag: Vec<(String, Py<PyAny>)>,
-    class_by_tag_dict: Py<PyDict>,
-    ip_memo: Py<PyDict>,
-    ip_info: Py<PyAny>,
-    derived_id: Py<PyAny>,
-    lower_name: Py<PyString>,
+    pub(crate) class_by_tag: Vec<(String, Py<PyAny>)>,
+    pub(crate) class_by_tag_dict: Py<PyDict>,
+    pub(crate) ip_memo: Py<PyDict>,
+    pub(crate) ip_info: Py<PyAny>,
+    pub(crate) derived_id: Py<PyAny>,
+    pub(crate) lower_name: Py<PyString>,
 }
 
 /// A nested object: `None` when absent or null, a doubt when not a dict.
@@ -144,7 +144,7 @@ impl Strs {
 }
 
 #[inline]
-fn is_empty(s: &Bound<'_, PyString>) -> bool {
+pub(crate) fn is_empty(s: &Bound<'_, PyString>) -> bool {
     // SAFETY: `s` is a live str object; PyUnicode_GET_LENGTH reads its length field.
     unsafe { ffi::PyUnicode_GET_LENGTH(s.as_ptr()) == 0 }
 }
@@ -239,7 +239,7 @@ fn boolean<'py>(v: Option<Bound<'py, PyAny>>) -> R<Option<Bound<'py, PyAny>>> {
 
 /// An int value, as a new Python int.
 #[inline]
-fn int_obj(py: Python<'_>, x: i64) -> R<Bound<'_, PyAny>> {
+pub(crate) fn int_obj(py: Python<'_>, x: i64) -> R<Bound<'_, PyAny>> {
     Ok(x.into_pyobject(py)?.into_any())
 }
 
@@ -247,13 +247,13 @@ fn opt_int(py: Python<'_>, x: Option<i64>) -> R<Option<Bound<'_, PyAny>>> {
     x.map(|x| int_obj(py, x)).transpose()
 }
 
-fn py_bool(py: Python<'_>, b: bool) -> Bound<'_, PyAny> {
+pub(crate) fn py_bool(py: Python<'_>, b: bool) -> Bound<'_, PyAny> {
     PyBool::new(py, b).to_owned().into_any()
 }
 
 impl ParseKernels {
     /// `x.lower()` for a str: ASCII in Rust, anything else by Python's own `str.lower`.
-    fn lower<'py>(&self, s: Bound<'py, PyString>) -> R<Bound<'py, PyAny>> {
+    pub(crate) fn lower<'py>(&self, s: Bound<'py, PyString>) -> R<Bound<'py, PyAny>> {
         let py = s.py();
         let text = s.to_str()?;
         if text.is_ascii() {
@@ -266,7 +266,7 @@ impl ParseKernels {
     }
 
     /// `_CLASS_BY_TAG.get(tag.lower(), _EMPLOYEE) if tag else _EMPLOYEE`.
-    fn classify<'py>(&self, py: Python<'py>, tag: Option<&Bound<'py, PyString>>) -> R<Bound<'py, PyAny>> {
+    pub(crate) fn classify<'py>(&self, py: Python<'py>, tag: Option<&Bound<'py, PyString>>) -> R<Bound<'py, PyAny>> {
         let employee = || self.employee.bind(py).clone();
         let Some(tag) = tag else { return Ok(employee()) };
         let text = tag.to_str()?;
@@ -287,7 +287,7 @@ impl ParseKernels {
     }
 
     /// The memoised `(normalized, prefix, internal)` of an IP text, or a doubt.
-    fn ip<'py>(&self, v: Option<Bound<'py, PyAny>>) -> R<Option<[Bound<'py, PyAny>; 3]>> {
+    pub(crate) fn ip<'py>(&self, v: Option<Bound<'py, PyAny>>) -> R<Option<[Bound<'py, PyAny>; 3]>> {
         let Some(v) = v else { return Ok(None) };
         let py = v.py();
         if !v.is_exact_instance_of::<PyString>() {
@@ -308,7 +308,7 @@ impl ParseKernels {
     }
 
     /// Builds an `Event` from its 39 values in field order.
-    fn new_event<'py>(&self, py: Python<'py>, items: [Option<Bound<'py, PyAny>>; 39]) -> R<Bound<'py, PyAny>> {
+    pub(crate) fn new_event<'py>(&self, py: Python<'py>, items: [Option<Bound<'py, PyAny>>; 39]) -> R<Bound<'py, PyAny>> {
         if self.alloc_in_place {
             // SAFETY: `Event` was checked at construction to be a tuple subtype
             // with tuple's instance layout (same basic and item sizes), so, as
@@ -825,6 +825,7 @@ impl ParseKernels {
             ("_MAX_ASN", MAX_ASN),
             ("_MAX_COUNT", i64::MAX),
             ("_NO_LONG_STRINGS", NO_LONG_STRINGS as i64),
+            ("MAX_EVENT_BYTES", crate::jparse::MAX_EVENT_BYTES as i64),
         ] {
             let got: i64 = events.getattr(name)?.extract()?;
             if got != expected {
@@ -903,6 +904,13 @@ impl ParseKernels {
         kind: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyAny>> {
         self.native_impl(doc, raw, kind).ok()
+    }
+
+    /// `parse_event(data)` for the bytes of one document, read straight from
+    /// them (native/src/jparse.rs): the very Event the Python path returns, or
+    /// None at any doubt (then `parse_event` takes its usual path).
+    fn raw<'py>(&self, data: &Bound<'py, PyBytes>) -> Option<Bound<'py, PyAny>> {
+        crate::jparse::raw_event(self, data).ok()
     }
 
     /// Whether Events are allocated in place (else through `tuple.__new__`), for tests.
