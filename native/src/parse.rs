@@ -910,7 +910,13 @@ impl ParseKernels {
     /// them (native/src/jparse.rs): the very Event the Python path returns, or
     /// None at any doubt (then `parse_event` takes its usual path).
     fn raw<'py>(&self, data: &Bound<'py, PyBytes>) -> Option<Bound<'py, PyAny>> {
-        crate::jparse::raw_event(self, data).ok()
+        // The reader sees untrusted bytes first: should it ever panic (a bug),
+        // that is a doubt like any other, not a PanicException (a
+        // BaseException) escaping parse_event into a worker.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::jparse::raw_event(self, data).ok()
+        }))
+        .unwrap_or(None)
     }
 
     /// Whether Events are allocated in place (else through `tuple.__new__`), for tests.
