@@ -67,8 +67,9 @@ struct Node {
 /// `2*i + (x[feat] > thr)` of the next level.
 #[derive(Clone, Copy)]
 struct Split {
-    /// As `Node::thr`; `+inf` below an early leaf: `x > +inf` is false for
-    /// every float32, infinity and NaN included, so the walk goes left there.
+    /// As `Node::thr`. Below an early leaf every bottom slot holds the leaf's
+    /// value, so any route there is right; `+inf` sends every float32 (infinity
+    /// and NaN included) left, down the slots next to the leaf's own.
     thr: f32,
     /// As `Node::feat` (0 below an early leaf: any column does).
     feat: u8,
