@@ -35,8 +35,10 @@ use pyo3::types::{PyFloat, PyList, PyTuple};
 const LANES: usize = 8;
 
 /// Deepest forest walked in the complete layout. A tree then takes at most
-/// `2**10 - 1` splits and `2**10` leaf slots (16 KB); deeper forests keep the
-/// node table, whose size follows the real tree rather than doubling per level.
+/// `2**10 - 1` splits and `2**10` leaf slots (16 KB; still faster than the
+/// node table at depths 9 and 10 in bench/bench_forest_layout.py); deeper
+/// forests keep the node table, whose size follows the real tree rather than
+/// doubling per level.
 const MAX_COMPLETE_DEPTH: usize = 10;
 
 /// Trees walked together, level by level, in the complete layout: one block
@@ -246,8 +248,9 @@ pub struct ForestScorer {
     columns: Vec<usize>,
     /// Training median of each input column, replacing NaN.
     impute: Vec<f64>,
+    /// The node table (empty when `complete` is set).
     nodes: Vec<Node>,
-    /// Path length of each leaf (0 for internal nodes).
+    /// Path length of each leaf (0 for internal nodes; empty when `complete` is set).
     value: Vec<f64>,
     roots: Vec<u32>,
     /// The forest in the complete layout, walked instead of `nodes` when
@@ -484,6 +487,8 @@ impl ForestScorer {
             })?),
             _ => return Err(PyValueError::new_err(format!("layout: {layout:?} is not auto, nodes or complete"))),
         };
+        // The node table is walked only without the complete layout.
+        let (nodes, value) = if complete.is_some() { (Vec::new(), Vec::new()) } else { (nodes, value) };
         let min_row_len = cols.iter().max().map_or(0, |&m| m + 1);
         Ok(ForestScorer {
             complete,
@@ -582,7 +587,7 @@ impl ForestScorer {
     /// kinds interleaved row by row (row 0 of each scorer, then row 1, ...),
     /// `reps` times over, scratch buffers reused. Rows are cut to the
     /// shortest list. Raises ValueError if a row is too short for its scorer
-    /// or the lists differ in length.
+    /// or `rows` does not hold one list per scorer.
     #[staticmethod]
     fn _bench_score_row(scorers: Vec<PyRef<'_, ForestScorer>>, rows: Vec<Vec<Vec<f64>>>, reps: usize) -> PyResult<f64> {
         if scorers.len() != rows.len() {
