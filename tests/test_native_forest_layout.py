@@ -91,6 +91,7 @@ def test_shipped_model_uses_complete_layout() -> None:
     for kind, km in MODEL.kinds.items():
         assert km.forest is not None and km.forest.max_depth <= 10
         assert kernels[kind].layout == "complete"
+        assert kernels[kind]._leaf_table == _leaf_table(km.forest)  # the one-byte table
         assert _scorer(km).layout == "complete"
         assert _scorer(km, "nodes").layout == "nodes"
     det = Detector(MODEL, native=True)
@@ -143,19 +144,22 @@ THRESHOLDS = [0.0, -0.0, 0.1, -0.1, 1.0, 2.5, -3.0, 1e30, -1e30, 3.4e38, -3.4e38
 
 
 def _random_forest(rng: np.random.Generator, n_trees: int, depth: int, n_feat: int,
-                   p_leaf: float = 0.3, root_feature: int | None = None) -> CompiledForest:
+                   p_leaf: float = 0.3, root_feature: int | None = None,
+                   leaf_values: Sequence[float] | None = None) -> CompiledForest:
     """A valid forest of ``n_trees`` trees, deepest leaf at ``depth``, early leaves at random.
 
     Internal nodes split on random columns at thresholds from ``THRESHOLDS`` or
     random normals; leaf values are random path lengths (not round, so the sum
     order shows in the bits). Tree 0's leftmost path reaches ``depth``; with
-    ``root_feature`` every root (of depth >= 1) splits on that column.
+    ``root_feature`` every root (of depth >= 1) splits on that column; with
+    ``leaf_values`` the leaves take these values in turn.
     """
     feature: list[int] = []
     threshold: list[float] = []
     left: list[int] = []
     right: list[int] = []
     value: list[float] = []
+    n_leaves = [0]
 
     def grow(d: int, force: bool) -> int:
         i = len(feature)
@@ -166,7 +170,11 @@ def _random_forest(rng: np.random.Generator, n_trees: int, depth: int, n_feat: i
         value.append(0.0)
         leaf = d == depth or (not force and d >= 1 and rng.random() < p_leaf)
         if leaf:
-            value[i] = d + float(rng.uniform(0.0, 6.0))
+            if leaf_values is None:
+                value[i] = d + float(rng.uniform(0.0, 6.0))
+            else:
+                value[i] = float(leaf_values[n_leaves[0] % len(leaf_values)])
+                n_leaves[0] += 1
             return i
         feature[i] = (int(rng.integers(0, n_feat)) if d or root_feature is None
                       else root_feature)
@@ -194,6 +202,13 @@ def _leaf_depths(forest: CompiledForest) -> set[int]:
         else:
             stack += [(int(forest.left[i]), d + 1), (int(forest.right[i]), d + 1)]
     return depths
+
+
+def _leaf_table(forest: CompiledForest) -> int | None:
+    """The size of the scorer's leaf table: distinct leaf value bits, None above 256."""
+    leaf = forest.left == np.arange(forest.n_nodes)
+    n = len(set(forest.value[leaf].view(np.uint64).tolist()))
+    return n if n <= 256 else None
 
 
 def _kind_model(forest: CompiledForest, rng: np.random.Generator) -> KindModel:
@@ -231,6 +246,8 @@ def test_generated_forests_every_depth(depth: int) -> None:
         km = _kind_model(forest, rng)
         scorers = [_scorer(km), _scorer(km, "complete"), _scorer(km, "nodes")]
         assert [s.layout for s in scorers] == ["complete", "complete", "nodes"]
+        assert scorers[0]._leaf_table == _leaf_table(forest)
+        assert scorers[2]._leaf_table is None
         _assert_layouts_agree(km, scorers, _rows(forest, rng, 300), one_by_one=60)
 
 
@@ -243,6 +260,25 @@ def test_generated_forests_block_boundaries(n_trees: int) -> None:
     scorers = [_scorer(km), _scorer(km, "nodes")]
     assert scorers[0].layout == "complete"
     _assert_layouts_agree(km, scorers, _rows(forest, rng, 200), one_by_one=40)
+
+
+@pytest.mark.parametrize("n_values", [1, 2, 255, 256, 257, 400])
+def test_leaf_table_sizes(n_values: int) -> None:
+    """Up to 256 distinct leaf values (by bits: 0.0 and -0.0 differ) take the one-byte
+    table, more the direct values; early leaves copied down, all bits kept."""
+    rng = np.random.default_rng(n_values)
+    values = [0.0, -0.0, 5e-324, 1.5, 1.5 + 2.0**-52][:n_values]
+    values += (8.0 + rng.random(n_values - len(values)) * 3.0).tolist()
+    for p_leaf in (0.0, 0.2):
+        forest = _random_forest(rng, 12, 6, n_feat=5, p_leaf=p_leaf, leaf_values=values)
+        km = _kind_model(forest, rng)
+        expect = n_values if n_values <= 256 else None
+        if p_leaf == 0.0:  # 768 leaves take the values in turn: all of them
+            assert _leaf_table(forest) == expect
+        scorers = [_scorer(km), _scorer(km, "nodes")]
+        assert scorers[0].layout == "complete"
+        assert scorers[0]._leaf_table == _leaf_table(forest)
+        _assert_layouts_agree(km, scorers, _rows(forest, rng, 300), one_by_one=60)
 
 
 @pytest.mark.parametrize("depth", [11, 12])
