@@ -13,6 +13,8 @@
 //!   overflow to infinity, as numpy's cast), routed left when
 //!   `x32 <= threshold32` where `threshold32` is the largest float32 not above
 //!   the float64 threshold (`detector.forest._round_down_float32`, passed in);
+//!   the trees are walked in the implicit complete layout (`Complete`) when
+//!   the forest is shallow enough, else in the node table, to the same leaves;
 //!   the trees' leaf path lengths summed in tree order with numpy's pairwise
 //!   summation (`np.add.reduce` over a contiguous axis, initial value 0.0);
 //!   then `2 ** -(sum / denominator)` with libm's `pow` (numpy's scalar
@@ -24,6 +26,8 @@
 //! floats, too short rows, an empty batch) is handed to the Python scorer
 //! given at construction, so errors and odd conversions are Python's own.
 
+use std::collections::HashMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyList, PyTuple};
@@ -31,6 +35,22 @@ use pyo3::types::{PyFloat, PyList, PyTuple};
 /// Trees walked side by side: independent dependency chains keep the core busy
 /// while one node load is in flight, also for a single row.
 const LANES: usize = 8;
+
+/// Deepest forest walked in the complete layout. A tree then takes at most
+/// `2**10 - 1` splits and `2**10` leaf slots (16 KB; still faster than the
+/// node table at depths 9 and 10 in bench/bench_forest_layout.py); deeper
+/// forests keep the node table, whose size follows the real tree rather than
+/// doubling per level.
+const MAX_COMPLETE_DEPTH: usize = 10;
+
+/// Trees walked together, level by level, in the complete layout: one block
+/// of independent walks keeps many node loads in flight (measured best among
+/// 16, 32, 64 and 128 for 100 trees), and its indices stay in L1.
+const COMPLETE_BLOCK: usize = 64;
+
+/// Input columns the complete layout takes: the row is copied into a
+/// `[f32; 256]` and split features are `u8`, so indexing needs no bounds check.
+const COMPLETE_MAX_FEATURES: usize = 256;
 
 /// numpy's `PW_BLOCKSIZE` (loops_utils.h.src): the largest block summed with 8 accumulators.
 const PW_BLOCKSIZE: usize = 128;
@@ -45,6 +65,150 @@ struct Node {
     feat: u32,
     left: u32,
     right: u32,
+}
+
+/// One split of the complete layout: from slot `i`, go to slot
+/// `2*i + (x[feat] > thr)` of the next level.
+#[derive(Clone, Copy)]
+struct Split {
+    /// As `Node::thr`. Below an early leaf every bottom slot holds the leaf's
+    /// value, so any route there is right; `+inf` sends every float32 (infinity
+    /// and NaN included) left, down the slots next to the leaf's own.
+    thr: f32,
+    /// As `Node::feat` (0 below an early leaf: any column does).
+    feat: u8,
+}
+
+/// The path lengths of the complete layout's bottom slots.
+enum Leaves {
+    /// Per slot, an index into `values`: a forest has few distinct path
+    /// lengths (depth plus `c(n)` of the leaf's sample count; 141 and 127 in
+    /// the shipped model), so one byte a slot instead of eight: the layout
+    /// then takes about as much memory as the node table (the shipped
+    /// 100-tree forests: 230 KB each instead of 409 KB with `Direct`; 213 and
+    /// 234 KB as node tables), at the speed of `Direct` (within noise) in
+    /// bench/bench_forest_layout.py.
+    Table { slot: Vec<u8>, values: Box<[f64; 256]> },
+    /// The path length of each slot, for forests with more than 256 distinct values.
+    Direct(Vec<f64>),
+}
+
+/// The forest as complete binary trees of depth `max_depth`, stored level by
+/// level across trees (as `detector.forest._Plan` with `complete`): slot
+/// `t * 2**l + j` of level `l` is node `j` of tree `t` at depth `l`, and its
+/// children are slots `2*s` and `2*s + 1` of level `l + 1`. A leaf above the
+/// bottom is continued by always-left splits and its path length copied into
+/// every bottom slot below it, so each walk takes exactly `max_depth` steps
+/// and ends on the value of the leaf the node table leads to. The walk needs
+/// no child indices (8 instead of 16 bytes a node, no value per inner node),
+/// the top levels of all trees share a few cache lines, and each step is the
+/// same branch-free arithmetic.
+struct Complete {
+    /// The splits of all levels, level 0 first.
+    splits: Vec<Split>,
+    /// Start of each level in `splits`, and the end: `max_depth + 1` entries.
+    level_start: Vec<usize>,
+    /// Path length of each bottom slot: `n_trees * 2**max_depth`, tree by tree.
+    leaves: Leaves,
+}
+
+impl Complete {
+    /// The complete layout of a checked node table (leaves self-looping,
+    /// every leaf at most `max_depth` deep, features below `n_features`), or
+    /// None when the forest is too deep or has too many input columns.
+    fn build(nodes: &[Node], value: &[f64], roots: &[u32], max_depth: usize, n_features: usize) -> Option<Complete> {
+        // (slot indices are u32)
+        if max_depth > MAX_COMPLETE_DEPTH
+            || n_features > COMPLETE_MAX_FEATURES
+            || (roots.len() as u64) << (max_depth + 1) > u64::from(u32::MAX)
+        {
+            return None;
+        }
+        let mut splits = Vec::with_capacity(roots.len() * ((1 << max_depth) - 1));
+        let mut level_start = Vec::with_capacity(max_depth + 1);
+        let mut current: Vec<u32> = roots.to_vec();
+        for _ in 0..max_depth {
+            level_start.push(splits.len());
+            let mut next = Vec::with_capacity(current.len() * 2);
+            for &i in &current {
+                let node = nodes[i as usize];
+                let split = if node.left == i {
+                    Split { thr: f32::INFINITY, feat: 0 }
+                } else {
+                    Split { thr: node.thr, feat: u8::try_from(node.feat).ok()? }
+                };
+                splits.push(split);
+                // A leaf's children are itself: the slots below it copy it down.
+                next.push(node.left);
+                next.push(node.right);
+            }
+            current = next;
+        }
+        level_start.push(splits.len());
+        // Same bits, same index: a table lookup gives back the exact value.
+        let mut index: HashMap<u64, u8> = HashMap::new();
+        let mut values = Box::new([0.0f64; 256]);
+        let mut slot = Vec::with_capacity(current.len());
+        let mut fits = true;
+        for &i in &current {
+            let v = value[i as usize];
+            let k = match index.get(&v.to_bits()) {
+                Some(&k) => k,
+                None => {
+                    let Ok(k) = u8::try_from(index.len()) else {
+                        fits = false;
+                        break;
+                    };
+                    index.insert(v.to_bits(), k);
+                    values[usize::from(k)] = v;
+                    k
+                }
+            };
+            slot.push(k);
+        }
+        let leaves = if fits {
+            Leaves::Table { slot, values }
+        } else {
+            Leaves::Direct(current.iter().map(|&i| value[i as usize]).collect())
+        };
+        Some(Complete { splits, level_start, leaves })
+    }
+
+    /// Path length of every tree for one row of float32 inputs (at most
+    /// `COMPLETE_MAX_FEATURES`), into `out` (one per tree, in tree order).
+    fn leaf_values(&self, x: &[f32], out: &mut [f64]) {
+        let mut xa = [0f32; COMPLETE_MAX_FEATURES];
+        xa[..x.len()].copy_from_slice(x);
+        let mut first = 0u32;
+        for dst in out.chunks_mut(COMPLETE_BLOCK) {
+            let lanes = dst.len();
+            // Level 0: tree t's root is slot t.
+            let mut idx = [0u32; COMPLETE_BLOCK];
+            for (k, i) in idx[..lanes].iter_mut().enumerate() {
+                *i = first + k as u32;
+            }
+            for w in self.level_start.windows(2) {
+                let level = &self.splits[w[0]..w[1]];
+                for i in idx[..lanes].iter_mut() {
+                    let s = level[*i as usize];
+                    *i = 2 * *i + u32::from(xa[usize::from(s.feat)] > s.thr);
+                }
+            }
+            match &self.leaves {
+                Leaves::Table { slot, values } => {
+                    for (d, &i) in dst.iter_mut().zip(idx[..lanes].iter()) {
+                        *d = values[usize::from(slot[i as usize])];
+                    }
+                }
+                Leaves::Direct(leaf) => {
+                    for (d, &i) in dst.iter_mut().zip(idx[..lanes].iter()) {
+                        *d = leaf[i as usize];
+                    }
+                }
+            }
+            first += lanes as u32;
+        }
+    }
 }
 
 /// numpy's `pairwise_sum` for float64 (loops_utils.h.src), the order in which
@@ -134,10 +298,14 @@ pub struct ForestScorer {
     columns: Vec<usize>,
     /// Training median of each input column, replacing NaN.
     impute: Vec<f64>,
+    /// The node table (empty when `complete` is set).
     nodes: Vec<Node>,
-    /// Path length of each leaf (0 for internal nodes).
+    /// Path length of each leaf (0 for internal nodes; empty when `complete` is set).
     value: Vec<f64>,
     roots: Vec<u32>,
+    /// The forest in the complete layout, walked instead of `nodes` when
+    /// present (shallow forests, unless the constructor's `layout` says "nodes").
+    complete: Option<Complete>,
     max_depth: usize,
     /// `n_trees * c(max_samples)`, as `CompiledForest._plan.denominator`.
     denominator: f64,
@@ -187,6 +355,14 @@ impl ForestScorer {
 
     /// Path length of every tree for one row of float32 inputs, into `out`.
     fn leaf_values(&self, x: &[f32], out: &mut [f64]) {
+        match &self.complete {
+            Some(c) => c.leaf_values(x, out),
+            None => self.leaf_values_nodes(x, out),
+        }
+    }
+
+    /// `leaf_values` in the node table: `LANES` trees side by side, `max_depth` steps.
+    fn leaf_values_nodes(&self, x: &[f32], out: &mut [f64]) {
         let nodes = &self.nodes[..];
         for (roots, dst) in self.roots.chunks(LANES).zip(out.chunks_mut(LANES)) {
             let mut idx = [0u32; LANES];
@@ -260,9 +436,12 @@ impl ForestScorer {
     /// (`detector.forest._round_down_float32`), `denominator` is
     /// `n_trees * average_path_length_max_samples`, `calib_x`/`calib_y` are
     /// `calib_scores` and `CALIBRATION_LEVELS`, `fallback` the Python scorer.
-    /// Raises ValueError on inconsistent arrays.
+    /// `layout` (a test and benchmark hook) picks the walked layout: "auto"
+    /// the complete one when the forest allows it (`max_depth <= 10`, at most
+    /// 256 columns) else the node table, "nodes" the node table, "complete"
+    /// the complete one or ValueError. Raises ValueError on inconsistent arrays.
     #[new]
-    #[pyo3(signature = (columns, impute, feature, threshold32, left, right, value, roots, max_depth, denominator, calib_x, calib_y, fallback))]
+    #[pyo3(signature = (columns, impute, feature, threshold32, left, right, value, roots, max_depth, denominator, calib_x, calib_y, fallback, layout = "auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         columns: Vec<i64>,
@@ -278,6 +457,7 @@ impl ForestScorer {
         calib_x: Vec<f64>,
         calib_y: Vec<f64>,
         fallback: Py<PyAny>,
+        layout: &str,
     ) -> PyResult<Self> {
         let n_features = columns.len();
         if n_features == 0 || impute.len() != n_features {
@@ -346,8 +526,22 @@ impl ForestScorer {
         if calib_x.iter().any(|v| v.is_nan()) || calib_x.windows(2).any(|w| w[1] < w[0]) {
             return Err(PyValueError::new_err("calib_x must be sorted"));
         }
+        let complete = match layout {
+            "auto" => Complete::build(&nodes, &value, &root_idx, max_depth, n_features),
+            "nodes" => None,
+            "complete" => Some(Complete::build(&nodes, &value, &root_idx, max_depth, n_features).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "layout: the complete layout takes max_depth <= {MAX_COMPLETE_DEPTH} and at most \
+                     {COMPLETE_MAX_FEATURES} columns, not {max_depth} and {n_features}"
+                ))
+            })?),
+            _ => return Err(PyValueError::new_err(format!("layout: {layout:?} is not auto, nodes or complete"))),
+        };
+        // The node table is walked only without the complete layout.
+        let (nodes, value) = if complete.is_some() { (Vec::new(), Vec::new()) } else { (nodes, value) };
         let min_row_len = cols.iter().max().map_or(0, |&m| m + 1);
         Ok(ForestScorer {
+            complete,
             columns: cols,
             impute,
             nodes,
@@ -420,6 +614,61 @@ impl ForestScorer {
     #[getter]
     fn n_trees(&self) -> usize {
         self.roots.len()
+    }
+
+    /// The walked layout: "complete" or "nodes".
+    #[getter]
+    fn layout(&self) -> &'static str {
+        if self.complete.is_some() {
+            "complete"
+        } else {
+            "nodes"
+        }
+    }
+
+    /// Test hook: the number of distinct path lengths in the complete
+    /// layout's leaf table, None without one (node table, or over 256 values).
+    #[getter]
+    fn _leaf_table(&self) -> Option<usize> {
+        match self.complete.as_ref().map(|c| &c.leaves) {
+            Some(Leaves::Table { slot, .. }) => Some(slot.iter().map(|&k| usize::from(k) + 1).max().unwrap_or(0)),
+            _ => None,
+        }
+    }
+
+    /// Test hook: `(score, risk)` of one full feature row through `score_row`
+    /// (the compiled engine's path), None when the row is too short.
+    fn _score_row(&self, row: Vec<f64>) -> Option<(f64, f64)> {
+        self.score_row(&row, &mut Vec::new(), &mut Vec::new())
+    }
+
+    /// Benchmark hook: seconds per row of `score_row` with the engine's use
+    /// of it: `rows[k]` (full feature rows) scored by `scorers[k]`, event
+    /// kinds interleaved row by row (row 0 of each scorer, then row 1, ...),
+    /// `reps` times over, scratch buffers reused. Rows are cut to the
+    /// shortest list. Raises ValueError if a row is too short for its scorer
+    /// or `rows` does not hold one list per scorer.
+    #[staticmethod]
+    fn _bench_score_row(scorers: Vec<PyRef<'_, ForestScorer>>, rows: Vec<Vec<Vec<f64>>>, reps: usize) -> PyResult<f64> {
+        if scorers.len() != rows.len() {
+            return Err(PyValueError::new_err("one list of rows per scorer"));
+        }
+        let n = rows.iter().map(Vec::len).min().unwrap_or(0);
+        let (mut x, mut lengths) = (Vec::new(), Vec::new());
+        let mut acc = 0.0;
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            for i in 0..n {
+                for (s, r) in scorers.iter().zip(rows.iter()) {
+                    let (score, _) = s
+                        .score_row(std::hint::black_box(&r[i]), &mut x, &mut lengths)
+                        .ok_or_else(|| PyValueError::new_err("row too short"))?;
+                    acc += score;
+                }
+            }
+        }
+        std::hint::black_box(acc);
+        Ok(t0.elapsed().as_secs_f64() / (reps * n * scorers.len()).max(1) as f64)
     }
 }
 
