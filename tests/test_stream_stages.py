@@ -10,7 +10,10 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from detector import native
 from detector.baseline import Baseline
 from detector.context import IpContext, SessionContext
 from detector.engine import Decision, Detector, EngineState
@@ -271,6 +274,28 @@ def test_partition_for_matches_kafkas_default_partitioner() -> None:
     assert [stages.partition_for(k, 8) for k in keys] == [
         (murmur2(k.encode()) & 0x7FFFFFFF) % 8 for k in keys]
     assert len({stages.partition_for(f"user:{i}", 8) for i in range(100)}) == 8
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=40),
+    st.text(st.characters(exclude_categories=()), max_size=20),  # surrogates too
+    st.integers(1, 1000),
+)
+def test_compiled_murmur2_is_kafkas(data: bytes, key: str, partitions: int) -> None:
+    """native/src/kafka.rs against aiokafka's pure-Python murmur2, every tail length."""
+    from aiokafka.partitioner import murmur2
+
+    mod = native.load()
+    assert mod is not None and stages._partition_kernel is not None  # the worker uses it
+    assert mod.murmur2(data) == murmur2(data)
+    try:
+        want = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    except UnicodeEncodeError:  # lone surrogates: both refuse the key
+        with pytest.raises(UnicodeEncodeError):
+            stages.partition_for(key, partitions)
+        return
+    assert stages.partition_for(key, partitions) == want
 
 
 def test_keys_route_auth_by_ip_and_session_else_entity() -> None:

@@ -43,6 +43,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 import orjson
 from aiokafka.partitioner import murmur2
 
+from detector import native
 from detector.baseline import Baseline
 from detector.context import IpContext, IpStats, SessionContext
 from detector.engine import Detector, EngineState, combine_context
@@ -241,8 +242,25 @@ def partition_for(key: str, partitions: int) -> int:
     >>> partition_for("user:alice", 8) == partition_for("user:alice", 8) < 8
     True
     """
+    if _partition_kernel is not None and partitions >= 1:
+        # The compiled murmur2 (native/src/kafka.rs): the same partition,
+        # without aiokafka's Python loop over the key's bytes.
+        compiled: int = _partition_kernel(key, partitions)
+        return compiled
     h: int = murmur2(key.encode())
     return (h & 0x7FFFFFFF) % partitions
+
+
+def _load_partition_kernel() -> Callable[[str, int], int] | None:
+    """Return the compiled ``partition_for``, or None when the module is not built or stale."""
+    try:
+        module = native.load()
+    except native.NativeStale:  # the worker's Detector reports a stale build
+        return None
+    return getattr(module, "partition_for", None) if module is not None else None
+
+
+_partition_kernel: Final = _load_partition_kernel()
 
 
 def pack(

@@ -23,6 +23,7 @@ mod engine;
 mod features;
 mod fnv;
 mod forest;
+mod kafka;
 mod jparse;
 pub mod layout;
 mod parse;
@@ -44,5 +45,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     blfeat::register(m)?;
     blmap::register(m)?;
     blengine::register(m)?;
+    kafka::register(m)?;
     Ok(())
 }
