@@ -97,6 +97,28 @@ def status() -> str:
     return f"native {module.SOURCE_DIGEST}"
 
 
+def engine_faults() -> tuple[type[BaseException], ...]:
+    """Return the exception types a failing engine call can raise.
+
+    ``Exception``, plus the compiled module's ``PanicException`` when it is
+    built: a panic in a kernel (a bug) is raised as a ``BaseException``,
+    which ``except Exception`` lets through. Whoever isolates engine
+    failures (the stream stages) catches this tuple, so a kernel bug
+    dead-letters its event instead of stopping the worker.
+
+    Examples
+    --------
+    >>> Exception in engine_faults()
+    True
+    """
+    try:
+        module = load()
+    except NativeStale:  # the Detector reports a stale build and runs Python
+        module = None
+    panic = getattr(module, "PanicException", None) if module is not None else None
+    return (Exception,) if panic is None else (Exception, panic)
+
+
 # ---------------------------------------------------------------------------
 # Kernel builders. Each returns the compiled drop-in for one piece of the
 # Detector (bound to its model and configuration), or None to keep Python's.

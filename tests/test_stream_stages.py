@@ -234,6 +234,30 @@ def test_a_poison_event_is_isolated_and_its_batch_still_decided(
         k: v.to_dict() for k, v in clean.changed.items()}
 
 
+def test_a_kernel_panic_is_isolated_like_any_engine_error(
+    detector: Detector, raws: list[bytes]
+) -> None:
+    """A panic in compiled code (a BaseException) fails its event, not the worker."""
+    mod = native.load()
+    assert mod is not None
+    events = [parse_event(r) for r in raws[:40]]
+    items = [Routed(e, Source("in", 0, i)) for i, e in enumerate(events)]
+    poison_id = events[13].event_id
+
+    def run(b: Sequence[Routed], st: dict[str, Any], ap: dict[str, stages.Applied] | None
+            ) -> stages.StageResult:
+        if any(r.event.event_id == poison_id for r in b):
+            mod._panic("kernel bug")
+        return stages.entity_stage(detector, b, st, ap, 1)
+
+    with pytest.raises(mod.PanicException):
+        run(items, {}, {})
+    assert not issubclass(mod.PanicException, Exception)  # why it needs naming
+    result, failures = stages.run_isolated(run, items, {}, {}, stages.entity_state_key)
+    assert [(i, type(e).__name__) for i, e in failures] == [(13, "PanicException")]
+    assert len(result.out) == 39
+
+
 def test_applied_log_is_exact_per_path_and_bounded_by_its_window() -> None:
     log = stages.Applied()
     for off in range(0, 100, 3):

@@ -262,6 +262,9 @@ def _load_partition_kernel() -> Callable[[str, int], int] | None:
 
 _partition_kernel: Final = _load_partition_kernel()
 
+#: What an engine call can raise (a kernel panic included): see run_isolated.
+_ENGINE_FAULTS: Final = native.engine_faults()
+
 
 def pack(
     routed: Sequence[tuple[str, Routed]], partitions: int, max_bytes: int = MAX_RECORD_BYTES
@@ -642,7 +645,7 @@ def run_isolated(
     states: dict[str, Any],
     applied: dict[str, Applied] | None,
     key_of: Callable[[Event], str | None],
-) -> tuple[StageResult, list[tuple[int, Exception]]]:
+) -> tuple[StageResult, list[tuple[int, BaseException]]]:
     """Run a stage on a batch; when it raises, isolate the events that make it raise.
 
     The engine raising is a bug, but one poison event must not take its
@@ -658,7 +661,7 @@ def run_isolated(
     logs_before = None if applied is None else {k: dict(v.offsets) for k, v in applied.items()}
     try:
         return run(items, states, applied), []
-    except Exception:  # noqa: BLE001, S110 (isolated below; the caller reports each failure)
+    except _ENGINE_FAULTS:  # isolated below; the caller reports each failure
         pass
     states.clear()
     states.update(states_before)
@@ -668,7 +671,7 @@ def run_isolated(
     out: list[Any] = []
     changed: dict[str, Any] = {}
     dups: list[Routed] = []
-    failures: list[tuple[int, Exception]] = []
+    failures: list[tuple[int, BaseException]] = []
     for i, item in enumerate(items):
         key = key_of(item.event)
         had_state, state = (key in states, states.get(key)) if key is not None else (False, None)
@@ -676,7 +679,7 @@ def run_isolated(
         saved_log = dict(log.offsets) if log is not None else None
         try:
             result = run([item], states, applied)
-        except Exception as exc:  # noqa: BLE001 (reported by the caller)
+        except _ENGINE_FAULTS as exc:  # reported by the caller
             failures.append((i, exc))
             if key is not None:
                 if had_state:

@@ -214,7 +214,7 @@ class _Pipeline:
         self,
         out: _Outbox,
         stage: str,
-        failures: Sequence[tuple[int, Exception]],
+        failures: Sequence[tuple[int, BaseException]],
         items: Sequence[stages.Routed],
     ) -> None:
         """Dead-letter the events the engine raised on (a bug: counted and logged)."""

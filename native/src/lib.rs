@@ -46,5 +46,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     blmap::register(m)?;
     blengine::register(m)?;
     kafka::register(m)?;
+    // What a panic in a kernel (a bug) raises in Python: a BaseException,
+    // which `except Exception` does not catch. The stream stages catch it
+    // by name (`detector.native.engine_faults`) to dead-letter the event
+    // instead of stopping the worker.
+    m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
+    m.add_function(wrap_pyfunction!(_panic, m)?)?;
     Ok(())
+}
+
+/// Test hook: panics with `message`, as a kernel bug would.
+#[pyfunction]
+fn _panic(message: &str) {
+    panic!("{message}");
 }

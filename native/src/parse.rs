@@ -892,7 +892,9 @@ impl ParseKernels {
         raw: &Bound<'py, PyAny>,
         is_auth: bool,
     ) -> Option<Bound<'py, PyAny>> {
-        self.ocsf_impl(doc, raw, is_auth).ok()
+        // A panic (a bug) is a doubt too: the careful parser decides.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.ocsf_impl(doc, raw, is_auth).ok()))
+            .unwrap_or(None)
     }
 
     /// `_fast_native(doc, raw, kind) -> Event | None`: the Event the Python fast path
@@ -903,7 +905,8 @@ impl ParseKernels {
         raw: &Bound<'py, PyAny>,
         kind: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyAny>> {
-        self.native_impl(doc, raw, kind).ok()
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.native_impl(doc, raw, kind).ok()))
+            .unwrap_or(None)
     }
 
     /// `parse_event(data)` for the bytes of one document, read straight from
