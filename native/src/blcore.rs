@@ -44,11 +44,9 @@ impl BlTypes {
         let m = py.import("detector.baseline")?;
         // `Name` positions stand for these names (the update writes
         // `Name::at(dimension)` and `Name::at(FIRST_TRAFFIC_NAME + key)`).
-        let python: Vec<String> = m.getattr("DIMENSIONS")?.extract()?;
+        let dims: Vec<String> = m.getattr("DIMENSIONS")?.extract()?;
         let traffic: Vec<String> = m.getattr("TRAFFIC_KEYS")?.extract()?;
-        let expected: Vec<&str> = DIMENSIONS.iter().chain(TRAFFIC_KEYS.iter()).copied().collect();
-        let got: Vec<&str> = python.iter().chain(traffic.iter()).map(String::as_str).collect();
-        if expected != NAMES || got != NAMES || DIMENSIONS.len() != FIRST_TRAFFIC_NAME {
+        if dims != DIMENSIONS || traffic != TRAFFIC_KEYS {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "detector.baseline's DIMENSIONS/TRAFFIC_KEYS differ from the names blcore was built for",
             ));
@@ -344,20 +342,8 @@ const MAX_PAIRS: usize = 7;
 /// 2**63: the first float `int()` would turn into an int past i64.
 const I64_END: f64 = 9_223_372_036_854_775_808.0;
 
-/// `detector.baseline.DIMENSIONS`, in order: the `D_*` indices refer to it.
-const DIMENSIONS: [&str; 11] = [
-    "country",
-    "city",
-    "asn",
-    "prefix",
-    "device",
-    "ua",
-    "service",
-    "host",
-    "port",
-    "dst_country",
-    "dst_asn",
-];
+/// `detector.baseline.DIMENSIONS`, in order (the head of [`NAMES`]): the `D_*` indices refer to it.
+const DIMENSIONS: &[&str] = NAMES.split_at(FIRST_TRAFFIC_NAME).0;
 const D_COUNTRY: usize = 0;
 const D_CITY: usize = 1;
 const D_ASN: usize = 2;
@@ -370,8 +356,8 @@ const D_PORT: usize = 8;
 const D_DST_COUNTRY: usize = 9;
 const D_DST_ASN: usize = 10;
 
-/// `TRAFFIC_KEYS`: int_out, int_in, ext_out, ext_in.
-const TRAFFIC_KEYS: [&str; 4] = ["int_out", "int_in", "ext_out", "ext_in"];
+/// `TRAFFIC_KEYS`: int_out, int_in, ext_out, ext_in (the tail of [`NAMES`]).
+const TRAFFIC_KEYS: &[&str] = NAMES.split_at(FIRST_TRAFFIC_NAME).1;
 
 /// Python's `round(x, ndigits)` for ndigits 3 or 4 (`scale` = 10**ndigits):
 /// correctly rounded, ties to even on the exact binary value. A private copy

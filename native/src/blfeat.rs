@@ -17,6 +17,8 @@
 use std::hint::black_box;
 
 use pyo3::prelude::*;
+
+use crate::pynum::{float_lt_int, i2f, int_lt_float, square};
 use pyo3::types::{PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString};
 
 use crate::bl::{names, Bl, Cx, Ev, HourW, Name, EvTypes, EC_ADMIN, EC_DEVICE, EC_SERVICE, EC_VENDOR};
@@ -27,8 +29,6 @@ use crate::blcore::BlTypes;
 pub const N_FEATURES: usize = 35;
 /// `math.radians`'s factor: CPython's `degToRad = Py_MATH_PI / 180.0`.
 const DEG_TO_RAD: f64 = std::f64::consts::PI / 180.0;
-/// Bound inside which an f64 converts to i128 without overflow (2**100).
-const I128_SAFE: f64 = 1.2676506002282294e30;
 
 /// This event cannot be computed exactly here (Python would raise, or a value
 /// is out of the modelled range): run it through Python.
@@ -58,41 +58,6 @@ fn num(o: &Bound<'_, PyAny>) -> Option<Num> {
 /// Reads an exact `float`.
 fn float(o: &Bound<'_, PyAny>) -> Option<f64> {
     o.cast_exact::<PyFloat>().ok().map(|f| f.value())
-}
-
-/// `float(i)`: correctly rounded, ties to even (Python's int-to-float and `as`).
-#[inline]
-fn i2f(i: i128) -> f64 {
-    match i64::try_from(i) {
-        Ok(v) => v as f64,
-        Err(_) => i as f64,
-    }
-}
-
-/// `i < f`, exactly, as Python compares an int with a float.
-fn int_lt_float(i: i128, f: f64) -> bool {
-    if f.is_nan() {
-        false
-    } else if f >= I128_SAFE {
-        true
-    } else if f < -I128_SAFE {
-        false
-    } else {
-        // For an integer i: i < f  <=>  i < ceil(f).
-        i < f.ceil() as i128
-    }
-}
-
-/// `f < i`, exactly.
-fn float_lt_int(f: f64, i: i128) -> bool {
-    if f.is_nan() || f >= I128_SAFE {
-        false
-    } else if f < -I128_SAFE {
-        true
-    } else {
-        // For an integer i: f < i  <=>  floor(f) < i.
-        (f.floor() as i128) < i
-    }
 }
 
 /// Python's `x < n` for a float x and a configuration number.
@@ -133,26 +98,6 @@ fn exp(x: f64) -> R<f64> {
 #[inline]
 fn sqrt(x: f64) -> R<f64> {
     m1(x, x.sqrt())
-}
-
-/// Python's `x ** 2` on a float (`float_pow`): NaN is returned as is, the
-/// sign is dropped, 1 and 0 are special-cased, and the rest goes to libm's
-/// `pow` (black_box keeps LLVM from turning it into `x * x`, which may round
-/// differently).
-fn square(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    if a == 1.0 {
-        1.0
-    } else if a == 0.0 {
-        0.0
-    } else if a.is_infinite() {
-        f64::INFINITY
-    } else {
-        a.powf(black_box(2.0))
-    }
 }
 
 /// The extractor's configuration and the module constants `extract` reads.

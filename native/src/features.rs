@@ -13,11 +13,12 @@
 //! method given at construction, whose result (or exception) is returned:
 //! the kernel never has to reproduce Python's rarer behaviour itself.
 
-use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+
+use crate::pynum::{float_lt_int, i2f, int_lt_float, square, I128_SAFE};
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::CastError;
 
@@ -29,8 +30,6 @@ const N_EVENT_FIELDS: usize = EVENT_FIELDS.len();
 const N_BASELINE_FIELDS: usize = BASELINE_FIELDS.len();
 /// `math.radians`'s factor: CPython's `degToRad = Py_MATH_PI / 180.0`.
 const DEG_TO_RAD: f64 = std::f64::consts::PI / 180.0;
-/// Bound inside which an f64 converts to i128 without overflow (2**100).
-const I128_SAFE: f64 = 1.2676506002282294e30;
 
 /// Marker: this call goes to the Python implementation.
 struct Fallback;
@@ -82,42 +81,6 @@ fn to_f(n: Num) -> f64 {
     match n {
         Num::I(i) => i2f(i),
         Num::F(f) => f,
-    }
-}
-
-/// `float(i)`: through i64 when it fits (one instruction instead of the
-/// i128 library routine); both casts round to nearest, ties to even.
-#[inline]
-fn i2f(i: i128) -> f64 {
-    match i64::try_from(i) {
-        Ok(v) => v as f64,
-        Err(_) => i as f64,
-    }
-}
-
-/// `i < f`, exactly, as Python compares an int with a float.
-fn int_lt_float(i: i128, f: f64) -> bool {
-    if f.is_nan() {
-        false
-    } else if f >= I128_SAFE {
-        true
-    } else if f < -I128_SAFE {
-        false
-    } else {
-        // For an integer i: i < f  <=>  i < ceil(f).
-        i < f.ceil() as i128
-    }
-}
-
-/// `f < i`, exactly.
-fn float_lt_int(f: f64, i: i128) -> bool {
-    if f.is_nan() || f >= I128_SAFE {
-        false
-    } else if f < -I128_SAFE {
-        true
-    } else {
-        // For an integer i: f < i  <=>  floor(f) < i.
-        (f.floor() as i128) < i
     }
 }
 
@@ -183,26 +146,6 @@ fn exp(x: f64) -> R<f64> {
 
 fn sqrt(x: f64) -> R<f64> {
     m1(x, x.sqrt())
-}
-
-/// Python's `x ** 2` on a float (`float_pow`): NaN is returned as is, the
-/// sign is dropped, 1 and 0 are special-cased, and the rest goes to libm's
-/// `pow` (black_box keeps LLVM from turning it into `x * x`, which may round
-/// differently).
-fn square(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    if a == 1.0 {
-        1.0
-    } else if a == 0.0 {
-        0.0
-    } else if a.is_infinite() {
-        f64::INFINITY
-    } else {
-        a.powf(black_box(2.0))
-    }
 }
 
 /// `features.haversine_km`, the formula as written there.

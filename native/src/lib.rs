@@ -27,6 +27,7 @@ mod kafka;
 mod jparse;
 pub mod layout;
 mod parse;
+mod pynum;
 pub mod sstr;
 mod update;
 
