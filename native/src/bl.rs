@@ -56,6 +56,22 @@ pub const NAMES: [&str; 15] = [
 /// Position of the first traffic key in [`NAMES`].
 pub const FIRST_TRAFFIC_NAME: usize = 11;
 
+/// `detector.baseline.DIMENSIONS`, in order (the head of [`NAMES`]): the `D_*` indices refer to it.
+pub const DIMENSIONS: &[&str] = NAMES.split_at(FIRST_TRAFFIC_NAME).0;
+/// `detector.baseline.TRAFFIC_KEYS`: int_out, int_in, ext_out, ext_in (the tail of [`NAMES`]).
+pub const TRAFFIC_KEYS: &[&str] = NAMES.split_at(FIRST_TRAFFIC_NAME).1;
+pub const D_COUNTRY: usize = 0;
+pub const D_CITY: usize = 1;
+pub const D_ASN: usize = 2;
+pub const D_PREFIX: usize = 3;
+pub const D_DEVICE: usize = 4;
+pub const D_UA: usize = 5;
+pub const D_SERVICE: usize = 6;
+pub const D_HOST: usize = 7;
+pub const D_PORT: usize = 8;
+pub const D_DST_COUNTRY: usize = 9;
+pub const D_DST_ASN: usize = 10;
+
 /// One of [`NAMES`], by position: one byte where a `String` took 24 plus a
 /// heap block (a baseline holds ~25 such keys).
 #[derive(Clone, Copy, PartialEq, Eq)]

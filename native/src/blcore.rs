@@ -18,7 +18,12 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
 
-use crate::bl::{names, Bl, Dim, Entry, Ev, EvTypes, HourW, LastSuccess, Name, EK_USER, FIRST_TRAFFIC_NAME, NAMES};
+use crate::bl::{
+    names, Bl, Dim, Entry, Ev, EvTypes, HourW, LastSuccess, Name, D_ASN, D_CITY, D_COUNTRY, D_DEVICE,
+    D_DST_ASN, D_DST_COUNTRY, D_HOST, D_PORT, D_PREFIX, D_SERVICE, D_UA, DIMENSIONS, EK_USER,
+    FIRST_TRAFFIC_NAME, TRAFFIC_KEYS,
+};
+use crate::update::py_round;
 use crate::sstr::SStr;
 use crate::layout::{
     BASELINE_FIELDS, BL_FAIL_BURST, BL_FAIL_RATE, BL_FIRST_TS, BL_HOURS, BL_HOURS_TOTAL,
@@ -341,53 +346,6 @@ const MILLI: f64 = 1000.0;
 const MAX_PAIRS: usize = 7;
 /// 2**63: the first float `int()` would turn into an int past i64.
 const I64_END: f64 = 9_223_372_036_854_775_808.0;
-
-/// `detector.baseline.DIMENSIONS`, in order (the head of [`NAMES`]): the `D_*` indices refer to it.
-const DIMENSIONS: &[&str] = NAMES.split_at(FIRST_TRAFFIC_NAME).0;
-const D_COUNTRY: usize = 0;
-const D_CITY: usize = 1;
-const D_ASN: usize = 2;
-const D_PREFIX: usize = 3;
-const D_DEVICE: usize = 4;
-const D_UA: usize = 5;
-const D_SERVICE: usize = 6;
-const D_HOST: usize = 7;
-const D_PORT: usize = 8;
-const D_DST_COUNTRY: usize = 9;
-const D_DST_ASN: usize = 10;
-
-/// `TRAFFIC_KEYS`: int_out, int_in, ext_out, ext_in (the tail of [`NAMES`]).
-const TRAFFIC_KEYS: &[&str] = NAMES.split_at(FIRST_TRAFFIC_NAME).1;
-
-/// Python's `round(x, ndigits)` for ndigits 3 or 4 (`scale` = 10**ndigits):
-/// correctly rounded, ties to even on the exact binary value. A private copy
-/// of `update.rs`'s `py_round` (tested there against Python's `round`).
-fn py_round(x: f64, ndigits: usize, scale: f64) -> f64 {
-    if !x.is_finite() {
-        return x; // Python returns inf and nan unchanged
-    }
-    let p = x * scale;
-    let ap = p.abs();
-    if ap < 4_503_599_627_370_496.0 && ap > 1e-200 {
-        // |p| < 2**52: p - round(p) is exact; the fused multiply-add's error
-        // term e decides only when p sits exactly on a half.
-        let e = x.mul_add(scale, -p);
-        let n0 = p.round_ties_even();
-        let r = p - n0;
-        let n = if r == 0.5 && e > 0.0 {
-            n0 + 1.0
-        } else if r == -0.5 && e < 0.0 {
-            n0 - 1.0
-        } else {
-            n0
-        };
-        return n / scale;
-    }
-    if ap <= 1e-200 {
-        return 0.0f64.copysign(x);
-    }
-    format!("{x:.ndigits$}").parse::<f64>().unwrap_or(x)
-}
 
 /// Python's `round(x, 3)`.
 fn round3(x: f64) -> f64 {

@@ -17,6 +17,10 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 
+use crate::bl::{
+    D_ASN, D_CITY, D_COUNTRY, D_DEVICE, D_DST_ASN, D_DST_COUNTRY, D_HOST, D_PORT, D_PREFIX, D_SERVICE,
+    D_UA, DIMENSIONS, TRAFFIC_KEYS,
+};
 use crate::layout::{
     BASELINE_FIELDS, EVENT_FIELDS, BL_FAIL_BURST, BL_FAIL_RATE, BL_FIRST_TS, BL_HOURS, BL_HOURS_TOTAL, BL_LAST_SUCCESS,
     BL_LAST_TS, BL_NEW_HOSTS, BL_N_LEARNED, BL_N_SEEN, BL_SEEN, BL_SEEN_TOTALS, BL_SIGNALS,
@@ -35,34 +39,7 @@ const MILLI: f64 = 1000.0;
 /// `dimension_values` returns at most 7 pairs (an auth event).
 const MAX_PAIRS: usize = 7;
 
-/// `detector.baseline.DIMENSIONS`, in order: indices below refer to it.
-const DIMENSIONS: [&str; 11] = [
-    "country",
-    "city",
-    "asn",
-    "prefix",
-    "device",
-    "ua",
-    "service",
-    "host",
-    "port",
-    "dst_country",
-    "dst_asn",
-];
-const D_COUNTRY: usize = 0;
-const D_CITY: usize = 1;
-const D_ASN: usize = 2;
-const D_PREFIX: usize = 3;
-const D_DEVICE: usize = 4;
-const D_UA: usize = 5;
-const D_SERVICE: usize = 6;
-const D_HOST: usize = 7;
-const D_PORT: usize = 8;
-const D_DST_COUNTRY: usize = 9;
-const D_DST_ASN: usize = 10;
-
-/// `TRAFFIC_KEYS`: int_out, int_in, ext_out, ext_in.
-const TRAFFIC_KEYS: [&str; 4] = ["int_out", "int_in", "ext_out", "ext_in"];
+// DIMENSIONS, TRAFFIC_KEYS and the D_* indices: crate::bl (one list for both update kernels).
 
 /// Bails out of the fast path: the caller then runs the Python original.
 macro_rules! bail {
@@ -90,7 +67,7 @@ macro_rules! want {
 /// `n * 10**-n`, which is what Python's `round` (dtoa, then strtod) returns.
 /// Outside the range where that argument holds, Rust's exact decimal
 /// formatting (ties to even) and parsing do the same as Python's dtoa/strtod.
-fn py_round(x: f64, ndigits: usize, scale: f64) -> f64 {
+pub(crate) fn py_round(x: f64, ndigits: usize, scale: f64) -> f64 {
     if !x.is_finite() {
         return x; // Python returns inf and nan unchanged
     }
