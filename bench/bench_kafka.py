@@ -55,7 +55,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,20 @@ async def _bare(bootstrap: str, topic: str, n: int) -> dict[str, float]:
         await consumer.stop()
 
 
+def faust_floor(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    """Run ``faust_floor.py`` (an agent that only counts) over ``topic``; return its figures."""
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, str(Path(__file__).with_name("faust_floor.py")), "--bootstrap",
+         bootstrap, "--topic", topic, "--events", str(n)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"faust_floor.py failed ({out.returncode}): {out.stderr[-2000:]}")
+    figures: dict[str, float] = json.loads(lines[-1])
+    return figures
+
+
 def bare_consumer(bootstrap: str, topic: str, n: int) -> dict[str, float]:
     """Read ``n`` records of ``topic`` with aiokafka and JSON-decode each; return events/s."""
     return asyncio.run(_bare(bootstrap, topic, n))
@@ -342,8 +356,12 @@ def _topic_set(run: str, tag: str) -> dict[str, str]:
 
 def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events: int,
                   loads: Sequence[float] = (0.25, 0.5, 0.75), phase_s: float = 20.0,
-                  settle_s: float = 3.0, log: Any = None) -> dict[str, Any]:
+                  settle_s: float = 3.0, log: Any = None, with_faust_rows: bool = True
+                  ) -> dict[str, Any]:
     """Measure one worker's throughput, the bare consumer and latency at fractions of it.
+
+    With ``with_faust_rows``, also the same worker with ``--ingest faust`` and
+    an empty Faust agent (:func:`faust_floor`) on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
     throughput topic, the rest feed the latency phases (each phase offers
@@ -375,6 +393,21 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         out["bare"] = bare_consumer(cfg.bootstrap, tp["in"], n)
         out["worker_to_bare"] = out["worker"]["events_per_s"] / out["bare"]["events_per_s"]
         say(f"kafka: bare consumer {out['bare']['events_per_s']:,.0f} events/s")
+        if with_faust_rows:
+            # The same worker reading its input through a Faust agent (the
+            # design before the direct ingest), and an agent that does nothing:
+            # Faust's own per-message floor. Same topic, same run.
+            faust_cfg = replace(cfg, extra=(*cfg.extra, "--ingest", "faust"))
+            w = Worker(faust_cfg, f"bench-tpf-{run}", tp, state)
+            try:
+                d = drain([w], n)
+            finally:
+                w.stop()
+            out["worker_faust_ingest"] = d.window(n, settle_s)
+            say(f"kafka: worker, Faust ingest {out['worker_faust_ingest']['events_per_s']:,.0f} "
+                "events/s")
+            out["faust_floor"] = faust_floor(cfg.bootstrap, tp["in"], n)
+            say(f"kafka: empty Faust agent {out['faust_floor']['events_per_s']:,.0f} events/s")
 
         pool = records[n:]
         max_eps = out["worker"]["events_per_s"]

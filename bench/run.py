@@ -80,6 +80,22 @@ FULL = Sizes(200, 7, 20_000, 3, 100, 14, 200, 14, 100_000, 300, 6, 20_000, 20.0)
 QUICK = Sizes(12, 2, 600, 1, 10, 3, 12, 3, 2_000, 40, 2, 2_000, 5.0)
 
 
+
+def _faust_rows(k: dict[str, Any]) -> list[str]:
+    """Return the table rows of the Faust-ingest worker and the empty Faust agent, if measured."""
+    rows: list[str] = []
+    f, e = k.get("worker_faust_ingest"), k.get("faust_floor")
+    if f is not None:
+        rows.append(f"| one worker, `--ingest faust` | {_n(f['events_per_s'])} | "
+                    f"{f['cpu_s_per_event'] * 1e3:.3f} ms |")
+        w = k["worker"]
+        rows.append(f"| ratio direct / Faust ingest | {w['events_per_s'] / f['events_per_s']:.2f}× "
+                    f"| {w['cpu_s_per_event'] / f['cpu_s_per_event']:.2f}× |")
+    if e is not None:
+        rows.append(f"| empty Faust agent (only counts) | {_n(e['events_per_s'])} | "
+                    f"{e['cpu_s_per_event'] * 1e3:.3f} ms |")
+    return rows
+
 def log(msg: str) -> None:
     """Progress to stderr (stdout carries the tables)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -335,6 +351,15 @@ def render(res: dict[str, Any], command: str) -> str:
     if "kafka" in res:
         k = res["kafka"]
         w, b = k["worker"], k["bare"]
+        if "faust_floor" in k:
+            out += [
+                "",
+                "The worker reads its input with a batched aiokafka consumer (`--ingest direct`, "
+                "the default). The two rows below are on the same topic in the same run: the "
+                "same worker reading its input through a Faust agent (`--ingest faust`), and a "
+                "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
+                "`stream.take(500, within=0.2)`): Faust's own cost per input message.",
+            ]
         out += [
             "",
             f"**Kafka path** (`bench_kafka.py`) on the local broker (`scripts/kafka-local`): "
@@ -352,6 +377,7 @@ def render(res: dict[str, Any], command: str) -> str:
             f"| bare aiokafka consumer | {_n(b['events_per_s'])} | "
             f"{b['cpu_s_per_event'] * 1e3:.3f} ms |",
             f"| ratio | {k['worker_to_bare']:.1%} | |",
+            *_faust_rows(k),
             "",
             "Latency: a fresh worker fed at fractions of the sustained rate above, one phase "
             "after the other; output record CreateTime (set by the worker when it sends) "

@@ -190,6 +190,7 @@ _WORKER_FIELDS = (
     "fetch_max_wait_ms",
     "max_future_skew_s",
     "batch_idle_s",
+    "ingest",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -484,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-idle-s", type=float,
                    help="hand a batch on once no event arrived for this long "
                         "(0 = fixed --batch-within-s window)")
+    w.add_argument("--ingest", choices=["direct", "faust"],
+                   help="read the input topics with a batched aiokafka consumer (direct, "
+                        "default) or a Faust agent (faust)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

@@ -29,6 +29,13 @@ def test_batch_idle_from_environment_and_off() -> None:
     assert s.batch_idle_s == 0.0  # Faust's fixed window
 
 
+def test_ingest_is_direct_by_default_and_faust_on_request() -> None:
+    assert WorkerSettings(model_dir="m").ingest == "direct"
+    assert WorkerSettings.from_env({"DETECTOR_INGEST": "faust"}, model_dir="m").ingest == "faust"
+    s = WorkerSettings.from_env({"DETECTOR_INGEST": "faust"}, model_dir="m", ingest="direct")
+    assert s.ingest == "direct"  # the flag wins
+
+
 def test_empty_decisions_topic_means_off() -> None:
     s = WorkerSettings.from_env({"DETECTOR_DECISIONS_TOPIC": ""}, model_dir="m")
     assert s.decisions_topic is None
@@ -46,6 +53,7 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_SSL_CAFILE": "/nonexistent/ca.pem"}, "CA file"),
         ({"DETECTOR_BOOTSTRAP_SERVERS": " , "}, "bootstrap"),
         ({"DETECTOR_BATCH_IDLE_S": "-0.001"}, "batch_idle_s"),
+        ({"DETECTOR_INGEST": "kafka"}, "ingest must be direct or faust"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

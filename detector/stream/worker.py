@@ -76,6 +76,7 @@ from detector.events import Event
 from detector.model import load_model
 from detector.stream import stages
 from detector.stream.batching import take_drained
+from detector.stream.ingest import DirectIngest
 from detector.stream.metrics import OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.signing import signal_encoder
@@ -283,9 +284,11 @@ class _Pipeline:
             )
 
     def _check_offsets(self, stage: str, batch: Sequence[RawEvent]) -> None:
+        self._check_sources(stage, [_source(e) for e in batch])
+
+    def _check_sources(self, stage: str, sources: Sequence[stages.Source]) -> None:
         tracker = self.offsets.setdefault(stage, stages.OffsetTracker())
-        for e in batch:
-            source = _source(e)
+        for source in sources:
             skipped = tracker.observe(source)
             if skipped:
                 self.metrics.input_gaps.labels(stage=stage).inc(skipped)
@@ -294,10 +297,11 @@ class _Pipeline:
                     stage, source.topic, source.partition, skipped, source.offset,
                 )
 
-    def reset_offsets(self) -> None:
-        """Forget the expected offsets (the partitions may have moved)."""
-        for tracker in self.offsets.values():
-            tracker.reset()
+    def reset_offsets(self, stage: str | None = None) -> None:
+        """Forget the expected offsets of ``stage`` (all stages if None): partitions moved."""
+        for name, tracker in self.offsets.items():
+            if stage is None or name == stage:
+                tracker.reset()
 
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
@@ -332,21 +336,38 @@ class _Pipeline:
             await _complete(self._parse_batch(batch))
 
     async def _parse_batch(self, batch: Sequence[RawEvent]) -> None:
+        skew = self.settings.max_future_skew_s
+        await self.parse_messages(
+            [e.value for e in batch], [_source(e) for e in batch],
+            [_record_ms(e) for e in batch] if skew > 0 else None,
+        )
+
+    async def parse_messages(
+        self,
+        values: Sequence[bytes | None],
+        sources: Sequence[stages.Source],
+        record_ms: Sequence[int | None] | None,
+    ) -> None:
+        """Parse one batch of input messages and deliver its outputs (both ingest paths).
+
+        Forwards the accepted events packed to ``<app>-by-ip`` and dead-letters
+        the rejects; returns once every output is acknowledged.
+        """
         started = time.perf_counter()
-        self._check_offsets("parse", batch)
-        for topic, count in Counter(e.message.topic for e in batch).items():
+        self._check_sources("parse", sources)
+        for topic, count in Counter(s.topic for s in sources).items():
             self.metrics.events_in.labels(topic=topic).inc(count)
         skew = self.settings.max_future_skew_s
         accepted, dead = stages.parse_stage(
-            [(e.value, _source(e)) for e in batch],
-            [_record_ms(e) for e in batch] if skew > 0 else None,
+            list(zip(values, sources, strict=True)),
+            record_ms if skew > 0 else None,
             int(skew * 1000) if skew > 0 else None,
         )
         out = _Outbox(self.app.producer, self.metrics)
         await self._forward(out, self.by_ip.get_topic_name(), accepted)
         await self._dead_letter(out, dead)
         await out.delivered()
-        self._observe("parse", len(batch), started)
+        self._observe("parse", len(values), started)
 
     async def _context_stage(
         self,
@@ -772,16 +793,34 @@ def build_app(
     # Same series (registered once above), cheaper per message.
     app.monitor = _CachedPrometheusMonitor(metrics=app.monitor._metrics)  # type: ignore[attr-defined]
 
+    pipe = _Pipeline(app, settings, holder, metrics)
+    ingest: DirectIngest | None = None
+    if settings.ingest == "direct":
+        ingest = DirectIngest(
+            settings, pipe.parse_messages, _complete, lambda: pipe.reset_offsets("parse"),
+            max_poll_interval_s=app.conf.broker_max_poll_interval,
+            session_timeout_s=app.conf.broker_session_timeout,
+            heartbeat_interval_s=app.conf.broker_heartbeat_interval,
+            loop=app.loop, beacon=app.beacon,
+        )
+        # Started with the app's other services once its tables are
+        # recovered; stopped before the producer it sends with.
+        app.service(ingest)  # type: ignore[arg-type]  # an instance is taken as is
+    else:
+        inputs = app.topic(*settings.input_topics, **_RAW)
+        app.agent(inputs, name="parse")(pipe.parse)
+
     def offsets() -> tuple[OffsetMap, OffsetMap]:
         monitor = app.monitor
         end = {(tp.topic, tp.partition): o for tp, o in dict(monitor.tp_end_offsets).items()}
         read = {(tp.topic, tp.partition): o for tp, o in dict(monitor.tp_read_offsets).items()}
+        if ingest is not None:
+            ingest_end, ingest_read = ingest.offsets()
+            end.update(ingest_end)
+            read.update(ingest_read)
         return end, read
 
     metrics.add_lag(offsets)
-    pipe = _Pipeline(app, settings, holder, metrics)
-    inputs = app.topic(*settings.input_topics, **_RAW)
-    app.agent(inputs, name="parse")(pipe.parse)
     app.agent(pipe.by_ip, name="ip")(pipe.ip)
     app.agent(pipe.by_session, name="session")(pipe.session)
     app.agent(pipe.by_entity, name="entity")(pipe.entity)
@@ -796,6 +835,8 @@ def build_app(
             assigned = len(app.consumer.assignment())
         except Exception:  # consumer not started yet
             assigned = 0
+        if ingest is not None:
+            assigned += ingest.assigned()
         recovering = bool(getattr(app, "in_recovery", False))
         body = {
             "status": "ok",

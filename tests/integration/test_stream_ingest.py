@@ -1,0 +1,111 @@
+"""Both ways of reading the input topics, and the switch from one to the other.
+
+``--ingest faust`` reads the input with a Faust agent (offsets committed in the
+app's group), ``--ingest direct`` (the default) with a plain aiokafka
+consumer in the group ``<app_id>-ingest`` (detector.stream.ingest). A worker
+upgraded from the one to the other must continue where the app's group
+stopped: nothing read twice, nothing skipped. Both paths decide exactly as
+the replay.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from tests.integration._state import (
+    changelog_baselines,
+    replay_baselines,
+    wait_all_decided_without_gaps,
+)
+from tests.integration._stream import (
+    WorkerProcess,
+    create_topics,
+    read_topic,
+    run_cli,
+    running,
+    unique,
+)
+
+
+def _produce(bootstrap: str, events: Path, topic: str) -> None:
+    out = run_cli("produce", "--bootstrap-servers", bootstrap, "--events", str(events),
+                  "--auth-topic", topic, "--network-topic", topic)
+    assert out.returncode == 0, out.stderr
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int | None:
+    """Return ``group``'s committed offset of ``topic`` partition 0 (None if none)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    try:
+        tp = TopicPartition(topic, 0)
+        meta = admin.list_group_offsets({group: [tp]}).get(group, {}).get(tp)
+        return meta.offset if meta is not None and meta.offset >= 0 else None
+    finally:
+        admin.close()
+
+
+def _end(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        tp = TopicPartition(topic, 0)
+        return int(consumer.end_offsets([tp])[tp])
+    finally:
+        consumer.close()
+
+
+def test_upgrade_from_faust_ingest_continues_where_the_app_group_stopped(
+    kafka_bootstrap: str,
+    stream_dataset: tuple[Path, list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    events, expected = stream_dataset
+    lines = [line for line in events.read_bytes().splitlines() if line.strip()]
+    n = len(lines)
+    k = n // 3
+    first_half, second_half = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first_half.write_bytes(b"\n".join(lines[:k]) + b"\n")
+    second_half.write_bytes(b"\n".join(lines[k:]) + b"\n")
+    bs = kafka_bootstrap
+    inp, resp, dlq, dec = (unique(p) for p in ("in", "resp", "dlq", "dec"))
+    create_topics(bs, {inp: 1, resp: 1, dlq: 1, dec: 1})
+    app_id = unique("app")
+
+    _produce(bs, first_half, inp)
+    old = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="faust",
+                        extra=["--ingest", "faust"])
+    with running(old):
+        old.wait_ready()
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected[:k]}, [old])
+        read_by_faust = old.metric("detector_events_in_total")
+        assert old.stop() == 0, old.log_tail()
+    assert read_by_faust == k, "the Faust agent read the first part"
+    assert _committed(bs, app_id, inp) == k, "the Faust agent committed in the app's group"
+    assert _committed(bs, f"{app_id}-ingest", inp) is None
+
+    _produce(bs, second_half, inp)
+    new = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="direct")
+    with running(new):
+        new.wait_ready()
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected}, [new])
+        read_direct = new.metric("detector_events_in_total")
+        skipped = new.metric("detector_redelivered_skipped_total")
+        assert new.stop() == 0, new.log_tail()
+    assert "ingest starts at the app group's offset" in new.log_path.read_text(errors="replace")
+    assert read_direct == n - k, "the direct ingest started where the app's group stopped"
+    assert skipped == 0, "nothing read twice"
+    assert _committed(bs, f"{app_id}-ingest", inp) == _end(bs, inp), (
+        "the direct ingest committed everything it read, in its own group"
+    )
+
+    decisions = [orjson.loads(r.value) for r in read_topic(bs, dec, want=n, timeout_s=15)]
+    assert Counter(d["event_id"] for d in decisions) == Counter(d["event_id"] for d in expected)
+    by_id = {d["event_id"]: d for d in expected}
+    assert [d["event_id"] for d in decisions if d != by_id[d["event_id"]]] == [], (
+        "both ingest paths decide as the replay"
+    )
+    assert changelog_baselines(bs, app_id) == replay_baselines(events)
