@@ -82,6 +82,11 @@ _ENTITY_KIND: Final = Event._fields.index("entity_kind")
 _ENTITY_CLASS: Final = Event._fields.index("entity_class")
 
 SessionChanges = tuple[tuple[str, str, str], ...]
+# Enum members by wire value: a dict lookup instead of EnumType.__call__ per
+# field and event on every hop (KeyError for an unknown value, as ValueError).
+_EVENT_KINDS: Final = {m.value: m for m in EventKind}
+_ENTITY_KINDS: Final = {m.value: m for m in EntityKind}
+_ENTITY_CLASSES: Final = {m.value: m for m in EntityClass}
 T = TypeVar("T")
 
 
@@ -177,19 +182,18 @@ class Routed:
         fields = data["e"]
         if not isinstance(fields, list) or len(fields) != _N_FIELDS:
             raise ValueError("event field count mismatch")
-        fields[_KIND] = EventKind(fields[_KIND])
-        fields[_ENTITY_KIND] = EntityKind(fields[_ENTITY_KIND])
-        fields[_ENTITY_CLASS] = EntityClass(fields[_ENTITY_CLASS])
+        fields[_KIND] = _EVENT_KINDS[fields[_KIND]]
+        fields[_ENTITY_KIND] = _ENTITY_KINDS[fields[_ENTITY_KIND]]
+        fields[_ENTITY_CLASS] = _ENTITY_CLASSES[fields[_ENTITY_CLASS]]
         topic, partition, offset = data["o"]
         ip = data["i"]
         changes = data["s"]
         return cls(
-            event=Event._make(fields),
-            origin=Source(str(topic), int(partition), int(offset)),
-            ip=None if ip is None else IpStats(int(ip[0]), int(ip[1]), int(ip[2])),
-            session_changes=None
-            if changes is None
-            else tuple((str(a), str(b), str(c)) for a, b, c in changes),
+            Event._make(fields),
+            Source(str(topic), int(partition), int(offset)),
+            None if ip is None else IpStats(int(ip[0]), int(ip[1]), int(ip[2])),
+            None if changes is None
+            else tuple([(str(a), str(b), str(c)) for a, b, c in changes]),
         )
 
     @classmethod
