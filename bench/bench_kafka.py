@@ -230,9 +230,13 @@ class Drain:
             inside = [s[0], s[-1]]
         (t0, d0, c0), (t1, d1, c1) = inside[0], inside[-1]
         done = next((t for t, d, _ in s if d >= n), s[-1][0])
+        cpu_done = next((c for _, d, c in s if d >= n), s[-1][2])
         return {"events_per_s": (d1 - d0) / (t1 - t0), "cpu_s_per_event": (c1 - c0) / (d1 - d0),
                 "window_s": t1 - t0, "window_events": d1 - d0,
-                "ready_to_done_events_per_s": n / max(done - self.ready_at, 1e-9)}
+                "ready_to_done_events_per_s": n / max(done - self.ready_at, 1e-9),
+                # The whole drain (every stage's share of every event, start-up
+                # included): the fair figure when stages run at uneven speeds.
+                "ready_to_done_cpu_s_per_event": (cpu_done - s[0][2]) / n}
 
 
 def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
@@ -291,7 +295,9 @@ def faust_floor(bootstrap: str, topic: str, n: int) -> dict[str, float]:
          bootstrap, "--topic", topic, "--events", str(n)],
         capture_output=True, text=True, timeout=900, check=False,
     )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    # Faust's worker writes terminal control codes to stdout before the figures.
+    lines = [line[line.index('{"events"'):] for line in out.stdout.splitlines()
+             if '{"events"' in line]
     if out.returncode != 0 or not lines:
         raise SystemExit(f"faust_floor.py failed ({out.returncode}): {out.stderr[-2000:]}")
     figures: dict[str, float] = json.loads(lines[-1])

@@ -86,11 +86,20 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
     rows: list[str] = []
     f, e = k.get("worker_faust_ingest"), k.get("faust_floor")
     if f is not None:
+        w = k["worker"]
         rows.append(f"| one worker, `--ingest faust` | {_n(f['events_per_s'])} | "
                     f"{f['cpu_s_per_event'] * 1e3:.3f} ms |")
-        w = k["worker"]
-        rows.append(f"| ratio direct / Faust ingest | {w['events_per_s'] / f['events_per_s']:.2f}× "
-                    f"| {w['cpu_s_per_event'] / f['cpu_s_per_event']:.2f}× |")
+        if "ready_to_done_cpu_s_per_event" in f:
+            # The sustained window flatters the Faust agent: its input stage
+            # runs ahead of the others, so the window holds less of its work.
+            for name, x in (("direct ingest", w), ("`--ingest faust`", f)):
+                rows.append(f"| one worker, {name}, whole drain (ready to last decision) | "
+                            f"{_n(x['ready_to_done_events_per_s'])} | "
+                            f"{x['ready_to_done_cpu_s_per_event'] * 1e3:.3f} ms |")
+            rows.append(
+                "| ratio direct / Faust ingest, whole drain | "
+                f"{w['ready_to_done_events_per_s'] / f['ready_to_done_events_per_s']:.2f}× | "
+                f"{w['ready_to_done_cpu_s_per_event'] / f['ready_to_done_cpu_s_per_event']:.2f}× |")
     if e is not None:
         rows.append(f"| empty Faust agent (only counts) | {_n(e['events_per_s'])} | "
                     f"{e['cpu_s_per_event'] * 1e3:.3f} ms |")

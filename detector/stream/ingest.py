@@ -190,11 +190,47 @@ class DirectIngest(Service):
                 await asyncio.sleep(POLL_TIMEOUT_S)
                 continue
             if fetched:
+                fetched = await self._fill(consumer, fetched)
                 async with self._batch_lock:
                     await self._one(fetched)
             if time.monotonic() - self._committed_at >= s.commit_interval_s:
                 async with self._batch_lock:
                     await self._commit(consumer)
+
+    async def _fill(
+        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Grow a batch within the worker's batch bounds; return it.
+
+        The same bounds as the Faust stages' batches: at most ``batch_max``
+        records, closed ``batch_idle_s`` after the last record arrived (the
+        topic is drained) or ``batch_within_s`` after the first; with
+        ``batch_idle_s`` 0, the whole ``batch_within_s`` window. Each batch
+        costs a produce request and an acknowledgement per output topic, so
+        a live feed of single records would otherwise pay them per event.
+        """
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.batch_within_s
+        idle = s.batch_idle_s if s.batch_idle_s > 0 else s.batch_within_s
+        total = sum(len(records) for records in fetched.values())
+        while total < s.batch_max and not self._halt.is_set():
+            wait = min(idle, deadline - loop.time())
+            if wait <= 0:
+                break
+            try:
+                more = await consumer.getmany(timeout_ms=max(1, int(wait * 1000)),
+                                              max_records=s.batch_max - total)
+            except KafkaError as exc:
+                # The records in hand are processed; the next poll retries.
+                logger.warning("ingest fetch failed error=%s", type(exc).__name__)
+                break
+            if not more:
+                break
+            for tp, records in more.items():
+                fetched.setdefault(tp, []).extend(records)
+                total += len(records)
+        return fetched
 
     async def _one(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         values: list[bytes | None] = []

@@ -1,6 +1,9 @@
 """The Faust adapter: ``detector worker``. The only module that imports ``faust``.
 
-Four agents, each a thin loop over :mod:`detector.stream.stages`::
+Four stages, each a thin loop over :mod:`detector.stream.stages`; the parse
+stage reads the input topics with a batched aiokafka consumer
+(:mod:`detector.stream.ingest`, ``--ingest direct``) or, with ``--ingest
+faust``, as a Faust agent; the others are Faust agents::
 
     parse    input topics (any key)   -> <app>-by-ip        rejects -> dead-letter topic
     ip       <app>-by-ip (IP)         -> <app>-by-session   table ip-context

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
 DETECTOR = str(Path(sys.executable).with_name("detector"))
@@ -50,6 +50,15 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
             timeout_ms=15_000,
         )
         admin.wait_for_topics(list(topics), timeout_ms=15_000)
+    finally:
+        admin.close()
+
+
+def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Alter ``topic``'s dynamic configuration (e.g. ``max.message.bytes``)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
     finally:
         admin.close()
 

@@ -45,7 +45,6 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 
 from detector.events import parse_event
 from detector.stream.responses import ResponseConsumer
@@ -67,6 +66,7 @@ from tests.integration._stream import (
     read_topic,
     run_cli,
     running,
+    set_topic_config,
     unique,
     wait_all_decided,
     wait_for,
@@ -141,14 +141,6 @@ def _group_lag(bootstrap: str, group: str, topics: dict[str, int]) -> int:
         return lag
     finally:
         consumer.close()
-        admin.close()
-
-
-def _set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    try:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
-    finally:
         admin.close()
 
 
@@ -349,7 +341,7 @@ def test_min_insync_cannot_block_a_single_replica_topic(kafka_bootstrap: str) ->
     bs = kafka_bootstrap
     topic = unique("isr")
     create_topics(bs, {topic: 1})
-    _set_topic_config(bs, topic, {"min.insync.replicas": "2"})
+    set_topic_config(bs, topic, {"min.insync.replicas": "2"})
     probe = KafkaProducer(bootstrap_servers=bs, acks="all", retries=0)
     try:
         assert probe.send(topic, b"probe").get(timeout=15).offset == 0
@@ -386,7 +378,7 @@ def test_refused_response_topic_fails_stop_without_committing_then_nothing_lost(
     first = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="first")
     with running(first):
         first.wait_ready()
-        _set_topic_config(bs, resp, {"max.message.bytes": "64"})
+        set_topic_config(bs, resp, {"max.message.bytes": "64"})
         _produce(bs, chunk, inp)
         try:
             code = first.proc.wait(90)  # type: ignore[union-attr]
@@ -402,7 +394,7 @@ def test_refused_response_topic_fails_stop_without_committing_then_nothing_lost(
     assert len(decided_first) < k, "the failed batch and those after it are undecided"
     assert lag > 0, "the undecided events are not committed past"
 
-    _set_topic_config(bs, resp, {"max.message.bytes": "1048588"})
+    set_topic_config(bs, resp, {"max.message.bytes": "1048588"})
     second = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="second")
     with running(second):
         second.wait_ready()

@@ -28,6 +28,7 @@ from tests.integration._stream import (
     read_topic,
     run_cli,
     running,
+    set_topic_config,
     unique,
 )
 
@@ -109,3 +110,55 @@ def test_upgrade_from_faust_ingest_continues_where_the_app_group_stopped(
         "both ingest paths decide as the replay"
     )
     assert changelog_baselines(bs, app_id) == replay_baselines(events)
+
+
+def test_direct_ingest_commits_nothing_before_its_outputs_are_delivered(
+    kafka_bootstrap: str,
+    stream_dataset: tuple[Path, list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    """The by-ip topic refuses the parse stage's records: fail-stop, nothing committed.
+
+    ``max.message.bytes`` on ``<app>-by-ip`` is set below a packed record's
+    size, so the broker refuses (MESSAGE_TOO_LARGE, not retriable) every
+    output of the direct ingest. The worker must exit 70 before its ingest
+    group commits the batch; once the topic accepts records again, a new
+    process reads the input from the start and decides every event as the
+    replay.
+    """
+    events, expected = stream_dataset
+    lines = [line for line in events.read_bytes().splitlines() if line.strip()]
+    k = 600
+    chunk = tmp_path / "chunk.jsonl"
+    chunk.write_bytes(b"\n".join(lines[:k]) + b"\n")
+    bs = kafka_bootstrap
+    inp, resp, dlq, dec = (unique(p) for p in ("in", "resp", "dlq", "dec"))
+    create_topics(bs, {inp: 1, resp: 1, dlq: 1, dec: 1})
+    app_id = unique("app")
+    by_ip = f"{app_id}-by-ip"
+    first = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="first")
+    with running(first):
+        first.wait_ready()
+        set_topic_config(bs, by_ip, {"max.message.bytes": "64"})
+        _produce(bs, chunk, inp)
+        assert first.proc is not None
+        code = first.proc.wait(90)
+    log = first.log_path.read_text(errors="replace")
+    assert code == 70, log[-3000:]
+    assert "MessageSizeTooLargeError" in log
+    assert _committed(bs, f"{app_id}-ingest", inp) is None, "the failed batch is not committed"
+    assert read_topic(bs, dec, timeout_s=3, idle_s=1) == [], "nothing got past the parse stage"
+
+    set_topic_config(bs, by_ip, {"max.message.bytes": "1048588"})
+    second = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="second")
+    with running(second):
+        second.wait_ready()
+        wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected[:k]}, [second])
+        read_second = second.metric("detector_events_in_total")
+        assert second.stop() == 0, second.log_tail()
+    assert read_second == k, "the second process read the whole input again"
+    assert _committed(bs, f"{app_id}-ingest", inp) == k
+    decisions = [orjson.loads(r.value) for r in read_topic(bs, dec, want=k, timeout_s=15)]
+    by_id = {d["event_id"]: d for d in expected}
+    assert sorted(d["event_id"] for d in decisions) == sorted(d["event_id"] for d in expected[:k])
+    assert [d["event_id"] for d in decisions if d != by_id[d["event_id"]]] == []
