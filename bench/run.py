@@ -360,15 +360,6 @@ def render(res: dict[str, Any], command: str) -> str:
     if "kafka" in res:
         k = res["kafka"]
         w, b = k["worker"], k["bare"]
-        if "faust_floor" in k:
-            out += [
-                "",
-                "The worker reads its input with a batched aiokafka consumer (`--ingest direct`, "
-                "the default). The two rows below are on the same topic in the same run: the "
-                "same worker reading its input through a Faust agent (`--ingest faust`), and a "
-                "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
-                "`stream.take(500, within=0.2)`): Faust's own cost per input message.",
-            ]
         out += [
             "",
             f"**Kafka path** (`bench_kafka.py`) on the local broker (`scripts/kafka-local`): "
@@ -378,7 +369,13 @@ def render(res: dict[str, Any], command: str) -> str:
             "`detector_decisions_total` between 10 % and 90 % of the topic "
             f"({w['window_s']:.1f} s window); from ready to the last decision it was "
             f"{_n(w['ready_to_done_events_per_s'])} events/s. The bare aiokafka consumer "
-            "reads and `orjson.loads` the same topic right after, in the same run.",
+            "reads and `orjson.loads` the same topic right after, in the same run."
+            + (" The worker reads its input with a batched aiokafka consumer (`--ingest "
+               "direct`, the default). Further rows, on the same topic in the same run: the "
+               "same worker reading its input through a Faust agent (`--ingest faust`), and a "
+               "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
+               "`stream.take(500, within=0.2)`): Faust's own cost per input message."
+               if "faust_floor" in k else ""),
             "",
             "| | events/s | CPU s per event |",
             "| --- | ---: | ---: |",
