@@ -39,7 +39,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -100,6 +100,9 @@ class DirectIngest(Service):
         fail-stops the process if it raises (``worker._complete``)
     on_revoked : called after partitions left (the parse stage forgets
         its expected offsets)
+    fail_stop : exits the process without committing (``worker._fail_stop``);
+        called if the read loop itself raises, so that the input is never
+        left unread by a worker that looks healthy
     max_poll_interval_s, session_timeout_s, heartbeat_interval_s : the
         consumer's group timeouts (the app's broker settings, so a batch in
         back-pressure holds its partitions as long as a Faust agent would)
@@ -111,6 +114,7 @@ class DirectIngest(Service):
         parse: ParseBatch,
         complete: Complete,
         on_revoked: Callable[[], None],
+        fail_stop: Callable[[Exception], NoReturn],
         max_poll_interval_s: float = 1000.0,
         session_timeout_s: float = 60.0,
         heartbeat_interval_s: float = 3.0,
@@ -121,6 +125,7 @@ class DirectIngest(Service):
         self._parse = parse
         self._complete = complete
         self._forget_offsets = on_revoked
+        self._fail_stop = fail_stop
         self._timeouts = (max_poll_interval_s, session_timeout_s, heartbeat_interval_s)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -131,13 +136,60 @@ class DirectIngest(Service):
         # were all acknowledged, not yet committed.
         self._due: dict[TopicPartition, int] = {}
         self._committed_at = 0.0
+        self._reading = False  # joined and reading (else: still joining)
         self._read: dict[tuple[str, int], int] = {}  # last offset read per partition
 
     # ----------------------------------------------------------- lifecycle
     async def on_start(self) -> None:
-        """Join the ingest group and start the read loop."""
+        """Start joining the ingest group and reading, in a task of its own.
+
+        Joining can take seconds (the group's rebalance); the worker's start
+        does not wait for it, and a stop that comes meanwhile ends it
+        cleanly (:meth:`on_stop`).
+        """
+        self._task = asyncio.ensure_future(self._run())
+
+    async def on_stop(self) -> None:
+        """Finish the running batch, commit what is due, and leave the group."""
+        self._halt.set()
+        task, self._task = self._task, None
+        if task is not None:
+            if not self._reading:
+                # Still joining: nothing read yet, nothing to finish.
+                task.cancel()
+            # Reading: the loop leaves at its next poll, after a running batch.
+            await asyncio.wait([task])
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            if self._reading:
+                async with self._batch_lock:
+                    await self._commit(consumer)
+            try:
+                await consumer.stop()
+            except Exception as exc:  # noqa: BLE001 (leaving the group is best effort)
+                logger.warning("ingest consumer stop failed error=%s", type(exc).__name__)
+        logger.info("direct ingest stopped")
+
+    # ------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        try:
+            consumer = await self._join()
+            self._reading = True
+            logger.info("direct ingest started group=%s topics=%s",
+                        ingest_group(self.settings), ",".join(self.settings.input_topics))
+            await self._read_loop(consumer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (stop visibly, never leave the input unread)
+            self._fail_stop(exc)
+
+    async def _join(self) -> AIOKafkaConsumer:
+        """Adopt the app group's offsets, then join the ingest group; return the consumer."""
         s = self.settings
         poll_ms, session_ms, heartbeat_ms = (int(t * 1000) for t in self._timeouts)
+        # Before joining: an upgrade from the Faust parse agent continues
+        # where the app's group stopped (blocking admin calls: an executor).
+        await asyncio.get_running_loop().run_in_executor(None, adopt_offsets, s)
         consumer = AIOKafkaConsumer(
             group_id=ingest_group(s),
             enable_auto_commit=False,
@@ -150,35 +202,13 @@ class DirectIngest(Service):
             client_id=f"{s.app_id}-ingest",
             **s.kafka.aiokafka_config(),
         )
-        # Before joining: an upgrade from the Faust parse agent continues
-        # where the app's group stopped (blocking admin calls: an executor).
-        await asyncio.get_running_loop().run_in_executor(None, adopt_offsets, s)
         consumer.subscribe(list(s.input_topics), listener=_Rebalance(self))
-        self._consumer = consumer
+        self._consumer = consumer  # on_stop stops it, started or not
         await consumer.start()
         self._committed_at = time.monotonic()
-        self._task = asyncio.ensure_future(self._run())
-        logger.info("direct ingest started group=%s topics=%s", ingest_group(s),
-                    ",".join(s.input_topics))
+        return consumer
 
-    async def on_stop(self) -> None:
-        """Finish the running batch, commit it, and leave the group."""
-        self._halt.set()
-        task, self._task = self._task, None
-        if task is not None:
-            # The loop leaves at its next poll; a running batch ends first.
-            await asyncio.wait([task])
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            async with self._batch_lock:
-                await self._commit(consumer)
-            await consumer.stop()
-        logger.info("direct ingest stopped")
-
-    # ------------------------------------------------------------ the loop
-    async def _run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 (set by on_start)
+    async def _read_loop(self, consumer: AIOKafkaConsumer) -> None:
         s = self.settings
         poll_ms = int(POLL_TIMEOUT_S * 1000)
         while not self._halt.is_set():
@@ -250,14 +280,21 @@ class DirectIngest(Service):
         # Runs to its end even if this task is cancelled; exits the process
         # (no commit) if the batch fails for good.
         await self._complete(self._parse(values, sources, record_ms))
-        self._due.update(ends)
+        consumer = self._consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        # A partition revoked while the batch filled is its new owner's: its
+        # offsets are not ours to commit (the new owner reads those records
+        # again; the applied logs downstream skip what was already learned).
+        self._due.update({tp: end for tp, end in ends.items() if tp in assigned})
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit the offsets of the batches whose outputs were acknowledged."""
         self._committed_at = time.monotonic()
-        if not self._due:
+        assigned = consumer.assignment()
+        due = {tp: end for tp, end in self._due.items() if tp in assigned}
+        self._due = {}
+        if not due:
             return
-        due, self._due = self._due, {}
         try:
             await consumer.commit(due)
         except (CommitFailedError, KafkaError) as exc:
