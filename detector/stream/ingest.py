@@ -103,6 +103,8 @@ class DirectIngest(Service):
     fail_stop : exits the process without committing (``worker._fail_stop``);
         called if the read loop itself raises, so that the input is never
         left unread by a worker that looks healthy
+    app_stopping : True once the app's stop began (the loop leaves then,
+        also when the stop began before this service was started)
     max_poll_interval_s, session_timeout_s, heartbeat_interval_s : the
         consumer's group timeouts (the app's broker settings, so a batch in
         back-pressure holds its partitions as long as a Faust agent would)
@@ -115,6 +117,7 @@ class DirectIngest(Service):
         complete: Complete,
         on_revoked: Callable[[], None],
         fail_stop: Callable[[Exception], NoReturn],
+        app_stopping: Callable[[], bool],
         max_poll_interval_s: float = 1000.0,
         session_timeout_s: float = 60.0,
         heartbeat_interval_s: float = 3.0,
@@ -126,6 +129,7 @@ class DirectIngest(Service):
         self._complete = complete
         self._forget_offsets = on_revoked
         self._fail_stop = fail_stop
+        self._app_stopping = app_stopping
         self._timeouts = (max_poll_interval_s, session_timeout_s, heartbeat_interval_s)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -159,21 +163,33 @@ class DirectIngest(Service):
                 task.cancel()
             # Reading: the loop leaves at its next poll, after a running batch.
             await asyncio.wait([task])
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Commit what is due and stop the consumer (once; later calls do nothing)."""
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            if self._reading:
-                async with self._batch_lock:
-                    await self._commit(consumer)
-            try:
-                await consumer.stop()
-            except Exception as exc:  # noqa: BLE001 (leaving the group is best effort)
-                logger.warning("ingest consumer stop failed error=%s", type(exc).__name__)
+        if consumer is None:
+            return
+        if self._reading:
+            async with self._batch_lock:
+                await self._commit(consumer)
+        try:
+            await consumer.stop()
+        except Exception as exc:  # noqa: BLE001 (leaving the group is best effort)
+            logger.warning("ingest consumer stop failed error=%s", type(exc).__name__)
         logger.info("direct ingest stopped")
+
+    def _stopping(self) -> bool:
+        return self._halt.is_set() or self._app_stopping()
 
     # ------------------------------------------------------------ the loop
     async def _run(self) -> None:
         try:
+            if self._stopping():
+                return
             consumer = await self._join()
+            if self._stopping():
+                return
             self._reading = True
             logger.info("direct ingest started group=%s topics=%s",
                         ingest_group(self.settings), ",".join(self.settings.input_topics))
@@ -182,6 +198,11 @@ class DirectIngest(Service):
             raise
         except Exception as exc:  # noqa: BLE001 (stop visibly, never leave the input unread)
             self._fail_stop(exc)
+        finally:
+            if not self._halt.is_set() and self._app_stopping():
+                # The app is stopping. When that began while this service was
+                # still starting, its on_stop is never called: leave here.
+                await self._leave()
 
     async def _join(self) -> AIOKafkaConsumer:
         """Adopt the app group's offsets, then join the ingest group; return the consumer."""
@@ -211,7 +232,7 @@ class DirectIngest(Service):
     async def _read_loop(self, consumer: AIOKafkaConsumer) -> None:
         s = self.settings
         poll_ms = int(POLL_TIMEOUT_S * 1000)
-        while not self._halt.is_set():
+        while not self._stopping():
             try:
                 fetched = await consumer.getmany(timeout_ms=poll_ms, max_records=s.batch_max)
             except KafkaError as exc:
@@ -244,7 +265,7 @@ class DirectIngest(Service):
         deadline = loop.time() + s.batch_within_s
         idle = s.batch_idle_s if s.batch_idle_s > 0 else s.batch_within_s
         total = sum(len(records) for records in fetched.values())
-        while total < s.batch_max and not self._halt.is_set():
+        while total < s.batch_max and not self._stopping():
             wait = min(idle, deadline - loop.time())
             if wait <= 0:
                 break

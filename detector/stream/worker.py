@@ -801,7 +801,7 @@ def build_app(
     if settings.ingest == "direct":
         ingest = DirectIngest(
             settings, pipe.parse_messages, _complete, lambda: pipe.reset_offsets("parse"),
-            _fail_stop,
+            _fail_stop, lambda: bool(app.should_stop),
             max_poll_interval_s=app.conf.broker_max_poll_interval,
             session_timeout_s=app.conf.broker_session_timeout,
             heartbeat_interval_s=app.conf.broker_heartbeat_interval,

@@ -30,6 +30,7 @@ from tests.integration._stream import (
     running,
     set_topic_config,
     unique,
+    wait_for,
 )
 
 
@@ -162,3 +163,31 @@ def test_direct_ingest_commits_nothing_before_its_outputs_are_delivered(
     by_id = {d["event_id"]: d for d in expected}
     assert sorted(d["event_id"] for d in decisions) == sorted(d["event_id"] for d in expected[:k])
     assert [d["event_id"] for d in decisions if d != by_id[d["event_id"]]] == []
+
+
+def test_a_stop_while_the_ingest_joins_its_group_is_clean(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGTERM as soon as the web server answers: the ingest is still joining its group.
+
+    The web server starts right before the app's services, so the ingest's
+    group join (seconds: the group's rebalance) is under way when /health
+    first answers. The stop must end the join and exit 0, not start the read
+    loop after the consumer was stopped (a fail-stop, exit 70, before the fix),
+    nor leave the consumer unclosed when the stop began before the service
+    had started (its on_stop is then never called).
+    """
+    bs = kafka_bootstrap
+    inp, resp, dlq, dec = (unique(p) for p in ("in", "resp", "dlq", "dec"))
+    create_topics(bs, {inp: 4, resp: 1, dlq: 1, dec: 1})
+    for attempt in range(3):
+        w = WorkerProcess(bs, unique("app"), tmp_path, [inp], resp, dlq, dec, 4,
+                          name=f"w{attempt}")
+        with running(w):
+            wait_for(lambda w=w: w.health() is not None or not w.alive(), 120,
+                     "the web server", w.log_tail)
+            code = w.stop()
+        log = w.log_path.read_text(errors="replace")
+        assert code == 0, log[-3000:]
+        assert "Unclosed AIOKafkaConsumer" not in log, "the ingest left its group"
+        assert '"level":"CRITICAL"' not in log, log[-3000:]
