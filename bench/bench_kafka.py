@@ -360,6 +360,16 @@ def _topic_set(run: str, tag: str) -> dict[str, str]:
     return {x: f"bench-{tag}-{x}-{run}" for x in ("in", "resp", "dlq", "dec")}
 
 
+def _drain_alone(cfg: WorkerConfig, app_id: str, topics: dict[str, str], state: Path,
+                 n: int) -> Drain:
+    """Start one worker, let it decide ``n`` events of ``topics['in']``, stop it; its samples."""
+    w = Worker(cfg, app_id, topics, state)
+    try:
+        return drain([w], n)
+    finally:
+        w.stop()
+
+
 def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events: int,
                   loads: Sequence[float] = (0.25, 0.5, 0.75), phase_s: float = 20.0,
                   settle_s: float = 3.0, log: Any = None, with_faust_rows: bool = True
@@ -389,12 +399,7 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                            "batch_max": cfg.batch_max, "batch_within_s": cfg.batch_within_s}
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
-        w = Worker(cfg, f"bench-tp-{run}", tp, state)
-        try:
-            d = drain([w], n)
-        finally:
-            w.stop()
-        out["worker"] = d.window(n, settle_s)
+        out["worker"] = _drain_alone(cfg, f"bench-tp-{run}", tp, state, n).window(n, settle_s)
         say(f"kafka: worker {out['worker']['events_per_s']:,.0f} events/s")
         out["bare"] = bare_consumer(cfg.bootstrap, tp["in"], n)
         out["worker_to_bare"] = out["worker"]["events_per_s"] / out["bare"]["events_per_s"]
@@ -404,12 +409,8 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
             # design before the direct ingest), and an agent that does nothing:
             # Faust's own per-message floor. Same topic, same run.
             faust_cfg = replace(cfg, extra=(*cfg.extra, "--ingest", "faust"))
-            w = Worker(faust_cfg, f"bench-tpf-{run}", tp, state)
-            try:
-                d = drain([w], n)
-            finally:
-                w.stop()
-            out["worker_faust_ingest"] = d.window(n, settle_s)
+            out["worker_faust_ingest"] = _drain_alone(
+                faust_cfg, f"bench-tpf-{run}", tp, state, n).window(n, settle_s)
             say(f"kafka: worker, Faust ingest {out['worker_faust_ingest']['events_per_s']:,.0f} "
                 "events/s")
             out["faust_floor"] = faust_floor(cfg.bootstrap, tp["in"], n)
