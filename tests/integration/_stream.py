@@ -63,6 +63,13 @@ def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> Non
         admin.close()
 
 
+def produce_file(bootstrap: str, events: Path, topic: str) -> None:
+    """Publish a JSONL file with ``detector produce`` (auth and network events to ``topic``)."""
+    out = run_cli("produce", "--bootstrap-servers", bootstrap, "--events", str(events),
+                  "--auth-topic", topic, "--network-topic", topic)
+    assert out.returncode == 0, out.stderr
+
+
 def read_topic(
     bootstrap: str, topic: str, want: int | None = None, timeout_s: float = 30.0,
     idle_s: float = 3.0,

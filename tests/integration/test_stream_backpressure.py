@@ -37,8 +37,8 @@ from tests.integration._state import (
 from tests.integration._stream import (
     WorkerProcess,
     create_topics,
+    produce_file,
     read_topic,
-    run_cli,
     running,
     unique,
     wait_for,
@@ -56,12 +56,6 @@ def _slice(events: Path, start: int, stop: int, tmp: Path) -> Path:
     path = tmp / f"events-{start}-{stop}.jsonl"
     path.write_bytes(b"\n".join(lines[start:stop]) + b"\n")
     return path
-
-
-def _produce(bootstrap: str, events: Path, topic: str) -> None:
-    out = run_cli("produce", "--bootstrap-servers", bootstrap, "--events", str(events),
-                  "--auth-topic", topic, "--network-topic", topic)
-    assert out.returncode == 0, out.stderr
 
 
 def _group_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
@@ -169,7 +163,7 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
         )
 
         # Healthy: the first slice is decided, its signals delivered, all committed.
-        _produce(bs, before, inp)
+        produce_file(bs, before, inp)
         wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected[:cut[1]]},
                                       [w], timeout_s=120)
         wait_for(lambda: want_before <= set(_signal_ids(bs, resp)), 60, "first signals")
@@ -177,7 +171,7 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
 
         # Outage: node 2 (the response topic) crashes; events keep coming.
         kafka_two_nodes.kill_node2()
-        _produce(bs, during_1, inp)
+        produce_file(bs, during_1, inp)
         wait_for(lambda: w.metric("detector_delivery_retries_total") > 0, 90,
                  "a resend of the undeliverable signals", w.log_tail)
         # The upstream stages go on (their outputs are on node 1) and commit;
@@ -185,7 +179,7 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
         wait_for(lambda: upstream_done(cut[2]), 60, "the upstream stages to pass the "
                  "second slice on", w.log_tail)
         lag_1 = lag()[entity_in]
-        _produce(bs, during_2, inp)
+        produce_file(bs, during_2, inp)
         wait_for(lambda: upstream_done(cut[3]), 60, "the upstream stages to pass the "
                  "third slice on", w.log_tail)
         lag_2 = lag()[entity_in]

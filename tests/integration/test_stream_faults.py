@@ -63,8 +63,8 @@ from tests.integration._stream import (
     WorkerProcess,
     create_topics,
     free_port,
+    produce_file,
     read_topic,
-    run_cli,
     running,
     set_topic_config,
     unique,
@@ -76,12 +76,6 @@ KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _produce(bootstrap: str, events: Path, topic: str) -> None:
-    out = run_cli("produce", "--bootstrap-servers", bootstrap, "--events", str(events),
-                  "--auth-topic", topic, "--network-topic", topic)
-    assert out.returncode == 0, out.stderr
 
 
 @contextmanager
@@ -298,7 +292,7 @@ def test_broker_restart_under_load_worker_reconnects_and_loses_nothing(
                           extra=["--batch-max", "10"])
         with running(w):
             w.wait_ready()
-            _produce(bs, part1, inp)
+            produce_file(bs, part1, inp)
             deadline = time.monotonic() + 120
             while w.decided() < 1:
                 assert w.alive() and time.monotonic() < deadline, w.log_tail()
@@ -310,7 +304,7 @@ def test_broker_restart_under_load_worker_reconnects_and_loses_nothing(
             assert restart.returncode == 0, restart.stderr
             assert restart.stdout.strip() == bs, "same address after the restart"
             assert w.alive(), f"worker died with the broker:\n{w.log_tail()}"
-            _produce(bs, second_half, inp)
+            produce_file(bs, second_half, inp)
             wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected}, [w],
                                           timeout_s=150)
             assert w.alive(), "the same worker process continued"
@@ -385,7 +379,7 @@ def test_refused_response_topic_fails_stop_without_committing_then_nothing_lost(
     with running(first):
         first.wait_ready()
         set_topic_config(bs, resp, {"max.message.bytes": "64"})
-        _produce(bs, chunk, inp)
+        produce_file(bs, chunk, inp)
         try:
             code = first.proc.wait(90)  # type: ignore[union-attr]
         except subprocess.TimeoutExpired:
@@ -542,7 +536,7 @@ def test_poison_internal_record_is_dead_lettered_counted_and_neighbours_decided(
             producer.flush(30)
         finally:
             producer.close(10)
-        _produce(bs, after, inp)
+        produce_file(bs, after, inp)
         good_ids = {r.event.event_id for r in batch + later if r is not bad}
         wait_all_decided(bs, dec, good_ids | {d["event_id"] for d in expected[:k]},
                          timeout_s=120)

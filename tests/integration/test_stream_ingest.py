@@ -25,19 +25,13 @@ from tests.integration._state import (
 from tests.integration._stream import (
     WorkerProcess,
     create_topics,
+    produce_file,
     read_topic,
-    run_cli,
     running,
     set_topic_config,
     unique,
     wait_for,
 )
-
-
-def _produce(bootstrap: str, events: Path, topic: str) -> None:
-    out = run_cli("produce", "--bootstrap-servers", bootstrap, "--events", str(events),
-                  "--auth-topic", topic, "--network-topic", topic)
-    assert out.returncode == 0, out.stderr
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int | None:
@@ -77,7 +71,7 @@ def test_upgrade_from_faust_ingest_continues_where_the_app_group_stopped(
     create_topics(bs, {inp: 1, resp: 1, dlq: 1, dec: 1})
     app_id = unique("app")
 
-    _produce(bs, first_half, inp)
+    produce_file(bs, first_half, inp)
     old = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="faust",
                         extra=["--ingest", "faust"])
     with running(old):
@@ -89,7 +83,7 @@ def test_upgrade_from_faust_ingest_continues_where_the_app_group_stopped(
     assert _committed(bs, app_id, inp) == k, "the Faust agent committed in the app's group"
     assert _committed(bs, f"{app_id}-ingest", inp) is None
 
-    _produce(bs, second_half, inp)
+    produce_file(bs, second_half, inp)
     new = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="direct")
     with running(new):
         new.wait_ready()
@@ -141,7 +135,7 @@ def test_direct_ingest_commits_nothing_before_its_outputs_are_delivered(
     with running(first):
         first.wait_ready()
         set_topic_config(bs, by_ip, {"max.message.bytes": "64"})
-        _produce(bs, chunk, inp)
+        produce_file(bs, chunk, inp)
         assert first.proc is not None
         code = first.proc.wait(90)
     log = first.log_path.read_text(errors="replace")
