@@ -376,8 +376,9 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                   ) -> dict[str, Any]:
     """Measure one worker's throughput, the bare consumer and latency at fractions of it.
 
-    With ``with_faust_rows``, also the same worker with ``--ingest faust`` and
-    an empty Faust agent (:func:`faust_floor`) on the same topic.
+    With ``with_faust_rows``, also the same worker with ``--ingest faust``,
+    with ``--faust-consumer thread``, and an empty Faust agent
+    (:func:`faust_floor`) on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
     throughput topic, the rest feed the latency phases (each phase offers
@@ -413,6 +414,12 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                 faust_cfg, f"bench-tpf-{run}", tp, state, n).window(n, settle_s)
             say(f"kafka: worker, Faust ingest {out['worker_faust_ingest']['events_per_s']:,.0f} "
                 "events/s")
+            # Faust's consumer in its own thread (the default before session 8).
+            thread_cfg = replace(cfg, extra=(*cfg.extra, "--faust-consumer", "thread"))
+            out["worker_faust_thread"] = _drain_alone(
+                thread_cfg, f"bench-tpt-{run}", tp, state, n).window(n, settle_s)
+            say(f"kafka: worker, Faust consumer thread "
+                f"{out['worker_faust_thread']['events_per_s']:,.0f} events/s")
             out["faust_floor"] = faust_floor(cfg.bootstrap, tp["in"], n)
             say(f"kafka: empty Faust agent {out['faust_floor']['events_per_s']:,.0f} events/s")
 

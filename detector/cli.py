@@ -191,6 +191,7 @@ _WORKER_FIELDS = (
     "max_future_skew_s",
     "batch_idle_s",
     "ingest",
+    "faust_consumer",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -488,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ingest", choices=["direct", "faust"],
                    help="read the input topics with a batched aiokafka consumer (direct, "
                         "default) or a Faust agent (faust)")
+    w.add_argument("--faust-consumer", choices=["loop", "thread"],
+                   help="run Faust's consumer on the worker's event loop (loop, default) or "
+                        "in Faust's own thread (thread)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

@@ -36,6 +36,14 @@ def test_ingest_is_direct_by_default_and_faust_on_request() -> None:
     assert s.ingest == "direct"  # the flag wins
 
 
+def test_faust_consumer_runs_on_the_loop_by_default_and_in_a_thread_on_request() -> None:
+    assert WorkerSettings(model_dir="m").faust_consumer == "loop"
+    env = {"DETECTOR_FAUST_CONSUMER": "thread"}
+    assert WorkerSettings.from_env(env, model_dir="m").faust_consumer == "thread"
+    s = WorkerSettings.from_env(env, model_dir="m", faust_consumer="loop")
+    assert s.faust_consumer == "loop"  # the flag wins
+
+
 def test_empty_decisions_topic_means_off() -> None:
     s = WorkerSettings.from_env({"DETECTOR_DECISIONS_TOPIC": ""}, model_dir="m")
     assert s.decisions_topic is None
@@ -54,6 +62,7 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_BOOTSTRAP_SERVERS": " , "}, "bootstrap"),
         ({"DETECTOR_BATCH_IDLE_S": "-0.001"}, "batch_idle_s"),
         ({"DETECTOR_INGEST": "kafka"}, "ingest must be direct or faust"),
+        ({"DETECTOR_FAUST_CONSUMER": "process"}, "faust_consumer must be loop or thread"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

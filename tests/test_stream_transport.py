@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -24,7 +26,18 @@ import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from detector.stream.transport import TRANSPORT_SCHEME, PositionLedger, _Consumer
+from detector.stream.metrics import StreamMetrics
+from detector.stream.settings import WorkerSettings
+from detector.stream.transport import (
+    TRANSPORT_SCHEME,
+    PositionLedger,
+    _Consumer,
+    _ConsumerThread,
+    _LoopConsumerThread,
+)
+from detector.stream.worker import ModelHolder, build_app
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 
 TOPIC = "in"
 TP = TopicPartition(TOPIC, 0)
@@ -301,6 +314,59 @@ def test_our_consumer_is_the_transport_consumer(cls: type[Any]) -> None:
     assert issubclass(cls, faust_aiokafka.Consumer)
 
 
+def _app(in_loop: bool | None) -> Any:
+    app = faust.App("t-loop", broker=f"{TRANSPORT_SCHEME}://127.0.0.1:1", autodiscover=False)
+    if in_loop is not None:
+        app.zt_consumer_in_loop = in_loop  # what build_app sets from faust_consumer
+    return app
+
+
+@pytest.mark.parametrize(("in_loop", "cls"), [
+    (True, _LoopConsumerThread), (False, _ConsumerThread), (None, _ConsumerThread),
+])
+def test_the_worker_setting_chooses_where_faust_consumer_runs(
+    in_loop: bool | None, cls: type[Any]
+) -> None:
+    async def build() -> Any:
+        return _app(in_loop).consumer._thread
+    assert type(asyncio.run(build())) is cls
+
+
+def test_the_loop_consumer_runs_on_the_worker_loop_and_leaves_its_tasks_alone() -> None:
+    async def run() -> tuple[set[int], bool, bool, Any, Any]:
+        thread = _app(True).consumer._thread
+
+        async def no_broker() -> None:  # on_start would connect aiokafka's consumer
+            return None
+
+        thread.on_start = no_broker
+        bystander = asyncio.ensure_future(asyncio.sleep(30))  # one of the worker's own tasks
+        await thread.start()
+        idents = {threading.get_ident()}
+
+        async def coro(x: int) -> int:
+            idents.add(threading.get_ident())
+            return x + 1
+
+        def plain(x: int) -> int:  # Faust passes aiokafka's plain methods too
+            idents.add(threading.get_ident())
+            return x * 2
+
+        results = (await thread.call_thread(coro, 1), await thread.call_thread(plain, 4))
+        await thread.stop()
+        await asyncio.sleep(0)
+        alive = not bystander.done()
+        bystander.cancel()
+        return idents, alive, thread._serving.done(), results, thread.thread_loop
+
+    idents, alive, served, results, loop = asyncio.run(run())
+    assert idents == {threading.get_ident()}  # no second thread
+    assert results == (2, 8)
+    assert alive, "stopping the consumer service cancelled a task of the worker's loop"
+    assert served
+    assert loop is not None
+
+
 #: How Faust's ``getmany`` cuts a fetched batch short with no seek to follow
 #: (``faust/transport/consumer.py:745-756``); aiokafka's position is already
 #: past the records it never yields. Seen on the real broker when two workers
@@ -370,3 +436,18 @@ def test_our_consumer_fetches_again_the_rest_of_a_batch_cut_short(how: str) -> N
     assert set(run.processed) == set(range(COMMITTED, END)), "every message processed"
     assert run.committable == END
     assert _out_of_order(run) == []
+
+
+@pytest.mark.parametrize(("setting", "cls"), [("loop", _LoopConsumerThread),
+                                              ("thread", _ConsumerThread)])
+def test_the_worker_app_runs_faust_consumer_where_its_settings_say(
+    setting: str, cls: type[Any], tmp_path: Path
+) -> None:
+    async def build() -> Any:
+        settings = WorkerSettings(model_dir=MODEL_DIR, state_dir=tmp_path,
+                                  store="memory://", faust_consumer=setting)
+        metrics = StreamMetrics()
+        app = build_app(settings, ModelHolder(settings.model_dir, metrics), metrics)
+        return app.consumer._thread
+
+    assert type(asyncio.run(build())) is cls

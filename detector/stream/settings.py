@@ -256,6 +256,12 @@ class WorkerSettings:
     #: or ``faust`` (a Faust agent, one message at a time through Faust's
     #: stream machinery, ~25x the CPU per event).
     ingest: str = "direct"
+    #: Where Faust's consumer (the internal topics and changelogs) runs:
+    #: ``loop`` (default), as tasks on the worker's event loop, or
+    #: ``thread``, Faust's own consumer thread with its own event loop, which
+    #: costs a cross-thread hand-off per fetch and per call and GIL switches
+    #: between the two threads (detector.stream.transport).
+    faust_consumer: str = "loop"
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -288,6 +294,8 @@ class WorkerSettings:
             raise ValueError("batch_idle_s must be >= 0 (0 = Faust's fixed window)")
         if self.ingest not in ("direct", "faust"):
             raise ValueError("ingest must be direct or faust")
+        if self.faust_consumer not in ("loop", "thread"):
+            raise ValueError("faust_consumer must be loop or thread")
         if self.store not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         if not 0 <= self.web_port < 65536:

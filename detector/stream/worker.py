@@ -792,6 +792,7 @@ def build_app(
         autodiscover=False,
     )
     app.zt_fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
+    app.zt_consumer_in_loop = settings.faust_consumer == "loop"  # type: ignore[attr-defined]
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     # Same series (registered once above), cheaper per message.
     app.monitor = _CachedPrometheusMonitor(metrics=app.monitor._metrics)  # type: ignore[attr-defined]
