@@ -377,7 +377,8 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
     """Measure one worker's throughput, the bare consumer and latency at fractions of it.
 
     With ``with_faust_rows``, also the same worker with ``--ingest faust``,
-    with ``--faust-consumer thread``, and an empty Faust agent
+    with ``--faust-consumer thread``, with ``--state-writes batch``, and an
+    empty Faust agent
     (:func:`faust_floor`) on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
@@ -414,12 +415,15 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                 faust_cfg, f"bench-tpf-{run}", tp, state, n).window(n, settle_s)
             say(f"kafka: worker, Faust ingest {out['worker_faust_ingest']['events_per_s']:,.0f} "
                 "events/s")
-            # Faust's consumer in its own thread (the default before session 8).
-            thread_cfg = replace(cfg, extra=(*cfg.extra, "--faust-consumer", "thread"))
-            out["worker_faust_thread"] = _drain_alone(
-                thread_cfg, f"bench-tpt-{run}", tp, state, n).window(n, settle_s)
-            say(f"kafka: worker, Faust consumer thread "
-                f"{out['worker_faust_thread']['events_per_s']:,.0f} events/s")
+            # The defaults before session 8, one at a time: Faust's consumer in
+            # its own thread, and a state write per changed key per batch.
+            for key, flags in (("worker_faust_thread", ("--faust-consumer", "thread")),
+                               ("worker_state_batch", ("--state-writes", "batch"))):
+                variant = replace(cfg, extra=(*cfg.extra, *flags))
+                out[key] = _drain_alone(
+                    variant, f"bench-{key[7:].replace('_', '')}-{run}", tp, state, n
+                ).window(n, settle_s)
+                say(f"kafka: worker, {' '.join(flags)} {out[key]['events_per_s']:,.0f} events/s")
             out["faust_floor"] = faust_floor(cfg.bootstrap, tp["in"], n)
             say(f"kafka: empty Faust agent {out['faust_floor']['events_per_s']:,.0f} events/s")
 

@@ -100,16 +100,19 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
                 "| ratio direct / Faust ingest, whole drain | "
                 f"{w['ready_to_done_events_per_s'] / f['ready_to_done_events_per_s']:.2f}× | "
                 f"{w['ready_to_done_cpu_s_per_event'] / f['ready_to_done_cpu_s_per_event']:.2f}× |")
-    t = k.get("worker_faust_thread")
-    if t is not None:
-        w = k["worker"]
-        for name, x in (("Faust's consumer on the worker's loop (default)", w),
-                        ("`--faust-consumer thread`", t)):
-            rows.append(f"| one worker, {name}, sustained / whole drain | "
-                        f"{_n(x['events_per_s'])} / {_n(x['ready_to_done_events_per_s'])} | "
-                        f"{x['cpu_s_per_event'] * 1e3:.3f} / "
-                        f"{x['ready_to_done_cpu_s_per_event'] * 1e3:.3f} ms |")
-        rows.append(f"| ratio loop / thread, sustained / whole drain | "
+    w = k["worker"]
+    for key, name, short in (
+        ("worker_faust_thread", "`--faust-consumer thread`", "loop / thread"),
+        ("worker_state_batch", "`--state-writes batch`", "commit / batch state writes"),
+    ):
+        t = k.get(key)
+        if t is None:
+            continue
+        rows.append(f"| one worker, {name}, sustained / whole drain | "
+                    f"{_n(t['events_per_s'])} / {_n(t['ready_to_done_events_per_s'])} | "
+                    f"{t['cpu_s_per_event'] * 1e3:.3f} / "
+                    f"{t['ready_to_done_cpu_s_per_event'] * 1e3:.3f} ms |")
+        rows.append(f"| ratio {short} (default / variant), sustained / whole drain | "
                     f"{w['events_per_s'] / t['events_per_s']:.2f}× / "
                     f"{w['ready_to_done_events_per_s'] / t['ready_to_done_events_per_s']:.2f}× | "
                     f"{w['cpu_s_per_event'] / t['cpu_s_per_event']:.2f}× / "
@@ -389,7 +392,8 @@ def render(res: dict[str, Any], command: str) -> str:
                "direct`, the default). Further rows, on the same topic in the same run: the "
                "same worker reading its input through a Faust agent (`--ingest faust`), the "
                "same worker with Faust's consumer in its own thread (`--faust-consumer "
-               "thread`), and a "
+               "thread`) and with a state write per changed key per batch (`--state-writes "
+               "batch`), the defaults before session 8, and a "
                "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
                "`stream.take(500, within=0.2)`): Faust's own cost per input message."
                if "faust_floor" in k else ""),

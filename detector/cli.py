@@ -192,6 +192,7 @@ _WORKER_FIELDS = (
     "batch_idle_s",
     "ingest",
     "faust_consumer",
+    "state_writes",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -492,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--faust-consumer", choices=["loop", "thread"],
                    help="run Faust's consumer on the worker's event loop (loop, default) or "
                         "in Faust's own thread (thread)")
+    w.add_argument("--state-writes", choices=["commit", "batch"],
+                   help="write changed states to the tables once per offset commit (commit, "
+                        "default) or after every batch (batch)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

@@ -44,6 +44,12 @@ def test_faust_consumer_runs_on_the_loop_by_default_and_in_a_thread_on_request()
     assert s.faust_consumer == "loop"  # the flag wins
 
 
+def test_state_writes_once_per_commit_by_default_and_per_batch_on_request() -> None:
+    assert WorkerSettings(model_dir="m").state_writes == "commit"
+    env = {"DETECTOR_STATE_WRITES": "batch"}
+    assert WorkerSettings.from_env(env, model_dir="m").state_writes == "batch"
+
+
 def test_empty_decisions_topic_means_off() -> None:
     s = WorkerSettings.from_env({"DETECTOR_DECISIONS_TOPIC": ""}, model_dir="m")
     assert s.decisions_topic is None
@@ -63,6 +69,7 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_BATCH_IDLE_S": "-0.001"}, "batch_idle_s"),
         ({"DETECTOR_INGEST": "kafka"}, "ingest must be direct or faust"),
         ({"DETECTOR_FAUST_CONSUMER": "process"}, "faust_consumer must be loop or thread"),
+        ({"DETECTOR_STATE_WRITES": "never"}, "state_writes must be commit or batch"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

@@ -104,6 +104,13 @@ class StreamMetrics:
             ["table"],
             registry=r,
         )
+        self.state_writes = Counter(
+            "detector_state_writes",
+            "State values written to a table, one changelog record each (with "
+            "--state-writes commit, once per changed key per offset commit).",
+            ["table"],
+            registry=r,
+        )
         self.input_gaps = Counter(
             "detector_input_gap_offsets",
             "Offsets a stage never received within one assignment (messages skipped "

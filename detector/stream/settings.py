@@ -262,6 +262,13 @@ class WorkerSettings:
     #: costs a cross-thread hand-off per fetch and per call and GIL switches
     #: between the two threads (detector.stream.transport).
     faust_consumer: str = "loop"
+    #: When the stateful stages write their changed states to their tables
+    #: (and changelogs): ``commit`` (default), each changed key once, with
+    #: its latest state, before every offset commit and partition revocation;
+    #: ``batch``, every changed key after every batch. Both write a state only
+    #: after the outputs computed with it were delivered and before any offset
+    #: of its events is committed (docs/streaming.md, "State").
+    state_writes: str = "commit"
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -296,6 +303,8 @@ class WorkerSettings:
             raise ValueError("ingest must be direct or faust")
         if self.faust_consumer not in ("loop", "thread"):
             raise ValueError("faust_consumer must be loop or thread")
+        if self.state_writes not in ("commit", "batch"):
+            raise ValueError("state_writes must be commit or batch")
         if self.store not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         if not 0 <= self.web_port < 65536:

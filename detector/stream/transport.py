@@ -394,6 +394,24 @@ class _Consumer(faust_aiokafka.Consumer):
             if not self._seeks_running:
                 self._no_seek.set()
 
+    async def _commit_offsets(self, offsets: Mapping[Any, int],
+                              start_new_transaction: bool = True) -> bool:
+        """Commit ``offsets`` after the worker's pending state writes; return Faust's result.
+
+        zt: the worker's stages may hold changed states until the next commit
+        (``--state-writes commit``): they are written to their tables first,
+        then Faust flushes the producer (changelog records included) and
+        commits, so no offset is committed before the state that holds it.
+        """
+        self._before_commit()
+        committed: bool = await super()._commit_offsets(offsets, start_new_transaction)
+        return committed
+
+    def _before_commit(self) -> None:
+        hook = getattr(self.app, "zt_before_commit", None)  # set by the worker's build_app
+        if hook is not None:
+            hook()
+
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         """Count the revoked partitions as moved and forget their first read offsets; revoke."""
         # A new assignment starts from the committed (or reset) position:
@@ -403,6 +421,9 @@ class _Consumer(faust_aiokafka.Consumer):
             for tp in revoked:
                 self._first_read.pop((tp[0], tp[1]), None)
             self._thread.positions.moved(revoked)
+        # Pending states go to their tables while the tables still hold these
+        # partitions (Faust revokes the tables first thing).
+        self._before_commit()
         await super().on_partitions_revoked(revoked)
 
     def ack(self, message: Any) -> bool:

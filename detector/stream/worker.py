@@ -19,9 +19,12 @@ only the events that raise go to the dead-letter topic with reason
 nothing is skipped silently.
 
 Tables hold the versioned state dicts as JSON bytes and are written back
-explicitly for every key a batch changed. Faust places a table write in the
-changelog partition of the *current event*; a batch spans partitions, so each
-read and write is bound to an event of its own key first (:func:`_bind`).
+explicitly for every key a batch changed: by default once per key per offset
+commit, with its latest state (:class:`_PendingStates`, ``--state-writes
+commit``), or after every batch (``--state-writes batch``). Faust places a
+table write in the changelog partition of the *current event*; a batch spans
+partitions, so each read and write is bound to an event of its own key first
+(:func:`_bind`).
 
 Delivery is at least once: every output is delivered before the batch's
 state is written back and before the batch is acked, and Faust flushes the
@@ -57,7 +60,7 @@ import signal
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +173,64 @@ def _source(event: RawEvent) -> stages.Source:
     return stages.Source(m.topic, m.partition, m.offset)
 
 
+class _PendingStates:
+    """The states one stage changed since the last offset commit, not yet in its table.
+
+    With ``--state-writes commit`` (the default) a batch's changed states wait
+    here instead of being written to the table one changelog record per key
+    per batch: the next batch of a key reads its state from here (no decode),
+    and :meth:`flush` writes each key once, with its latest state, before
+    Faust commits the input offsets (``_Consumer._commit_offsets``) and when
+    partitions are revoked. A key's changelog record thus always precedes the
+    commit of any offset whose event it holds, so at-least-once and the
+    applied logs' "already in the state implies its outputs are out" hold as
+    with a write per batch; a crash loses only state whose events were not
+    committed, and those are delivered again.
+    """
+
+    __slots__ = ("table", "_values")
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._values: dict[str, tuple[Any, stages.Applied | None, RawEvent]] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def take(self, keys: Iterable[str], applied: dict[str, stages.Applied] | None
+             ) -> dict[str, Any]:
+        """Return the pending state of each of ``keys`` that has one.
+
+        Copies each one's applied log into ``applied``: the batch updates its
+        logs in place, and a batch that fails must leave these untouched.
+        """
+        held: dict[str, Any] = {}
+        values = self._values
+        for key in keys:
+            entry = values.get(key)
+            if entry is None:
+                continue
+            value, log, _ = entry
+            held[key] = value
+            if applied is not None and log is not None:
+                applied[key] = stages.Applied(dict(log.offsets))
+        return held
+
+    def put(self, key: str, value: Any, log: stages.Applied | None, event: RawEvent) -> None:
+        """Hold ``value`` (and its applied log) as ``key``'s latest state."""
+        self._values[key] = (value, log, event)
+
+    def flush(self) -> int:
+        """Write every pending state to the table (and its changelog); return how many."""
+        table = self.table
+        for key, (value, log, event) in self._values.items():
+            _bind(event)  # the key's own changelog partition (see _bind)
+            table[key.encode()] = stages.encode_state(value, log)
+        n = len(self._values)
+        self._values.clear()
+        return n
+
+
 class _Pipeline:
     """The agents' bodies, with their topics, tables and metrics."""
 
@@ -202,6 +263,11 @@ class _Pipeline:
         self.sessions = app.Table("session-context", **table)
         self.baselines = app.Table("baselines", **table)
         self.offsets: dict[str, stages.OffsetTracker] = {}
+        # Write-behind per table (see _PendingStates); None: a write per batch.
+        self.pending: dict[int, _PendingStates] | None = None
+        if settings.state_writes == "commit":
+            self.pending = {id(t): _PendingStates(t)
+                            for t in (self.ips, self.sessions, self.baselines)}
 
     # ------------------------------------------------------------------ helpers
     def _dead_letter(self, out: _Outbox, dead: Sequence[stages.DeadLetter]) -> Awaitable[None]:
@@ -253,7 +319,14 @@ class _Pipeline:
             value: bytes | None = table.get(key.encode())
             return value
 
-        states, bad = stages.load_states(keyed, get, decode, applied)
+        held: dict[str, Any] = {}
+        if self.pending is not None:
+            held = self.pending[id(table)].take(keyed, applied)
+        states, bad = stages.load_states(
+            [k for k in keyed if k not in held] if held else keyed, get, decode, applied
+        )
+        if held:
+            states.update(held)
         for key in bad:
             self.metrics.state_resets.labels(table=name).inc()
             logger.error(
@@ -262,8 +335,8 @@ class _Pipeline:
             )
         return states
 
-    @staticmethod
     def _store(
+        self,
         table: Any,
         keyed: dict[str, RawEvent],
         changed: dict[str, Any],
@@ -272,10 +345,18 @@ class _Pipeline:
         # Explicit write-back of every changed key: the changelog is the state.
         # Called only after the batch's outputs were delivered, so a state that
         # holds an event implies that event's outputs are out (see stages).
+        if self.pending is not None:
+            pending = self.pending[id(table)]
+            for key, value in changed.items():
+                pending.put(key, value, applied.get(key) if applied is not None else None,
+                            keyed[key])
+            return
         for key, value in changed.items():
             _bind(keyed[key])
             log = applied.get(key) if applied is not None else None
             table[key.encode()] = stages.encode_state(value, log)
+        if changed:
+            self.metrics.state_writes.labels(table=table.name).inc(len(changed))
 
     def _duplicates(self, stage: str, dups: Sequence[stages.Routed]) -> None:
         if dups:
@@ -305,6 +386,15 @@ class _Pipeline:
         for name, tracker in self.offsets.items():
             if stage is None or name == stage:
                 tracker.reset()
+
+    def flush_states(self) -> None:
+        """Write every stage's pending states to its table (before a commit or a revoke)."""
+        if self.pending is None:
+            return
+        for pending in self.pending.values():
+            n = pending.flush()
+            if n:
+                self.metrics.state_writes.labels(table=pending.table.name).inc(n)
 
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
@@ -830,8 +920,20 @@ def build_app(
     app.agent(pipe.by_session, name="session")(pipe.session)
     app.agent(pipe.by_entity, name="entity")(pipe.entity)
 
-    def on_revoked(app_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    # Pending states reach their tables before Faust commits offsets
+    # (detector.stream.transport._Consumer calls this first) and before the
+    # tables' partitions are revoked.
+    app.zt_before_commit = pipe.flush_states  # type: ignore[attr-defined]
+
+    async def on_revoked(app_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         pipe.reset_offsets()
+        # States stored by batches that were still running when the tables
+        # were revoked (Faust waits for them after revoking the tables):
+        # written and flushed now, before this worker rejoins the group and a
+        # new owner recovers the partitions from their changelogs.
+        if pipe.pending is not None and any(len(p) for p in pipe.pending.values()):
+            pipe.flush_states()
+            await app.producer.flush()
 
     app.on_partitions_revoked.connect(on_revoked)
 

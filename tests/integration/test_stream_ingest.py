@@ -72,10 +72,11 @@ def test_upgrade_from_faust_ingest_continues_where_the_app_group_stopped(
     app_id = unique("app")
 
     produce_file(bs, first_half, inp)
-    # The configuration before both changes: input through a Faust agent,
-    # Faust's consumer in its own thread.
+    # The configuration before sessions 7 and 8: input through a Faust agent,
+    # Faust's consumer in its own thread, a state write per batch.
     old = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="faust",
-                        extra=["--ingest", "faust", "--faust-consumer", "thread"])
+                        extra=["--ingest", "faust", "--faust-consumer", "thread",
+                               "--state-writes", "batch"])
     with running(old):
         old.wait_ready()
         wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected[:k]}, [old])
