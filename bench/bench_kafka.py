@@ -401,6 +401,11 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                            "batch_max": cfg.batch_max, "batch_within_s": cfg.batch_within_s}
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
+        # An unmeasured drain first: the first heavy load after the broker
+        # starts runs on its cold JIT, which cost whichever row came first
+        # up to half its rate in session 8's runs.
+        _drain_alone(cfg, f"bench-warm-{run}", tp, state, n)
+        say("kafka: warm-up drain done")
         out["worker"] = _drain_alone(cfg, f"bench-tp-{run}", tp, state, n).window(n, settle_s)
         say(f"kafka: worker {out['worker']['events_per_s']:,.0f} events/s")
         out["bare"] = bare_consumer(cfg.bootstrap, tp["in"], n)

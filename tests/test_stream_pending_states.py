@@ -92,6 +92,18 @@ def test_a_flush_writes_each_key_once_latest_state_own_partition_then_empties() 
     assert len(table.writes) == 2
 
 
+def test_pending_states_report_full_at_their_memory_bound() -> None:
+    pending = _PendingStates(_Table(), limit=2)
+    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
+    assert not pending.full
+    pending.put("a", _ctx(2), None, _Event(0))  # type: ignore[arg-type]
+    assert not pending.full  # one key, held once
+    pending.put("b", _ctx(1), None, _Event(1))  # type: ignore[arg-type]
+    assert pending.full
+    pending.flush()
+    assert not pending.full
+
+
 def _consumer() -> Any:
     app = faust.App("t-pending", broker=f"{TRANSPORT_SCHEME}://127.0.0.1:1", autodiscover=False)
     return app, app.consumer

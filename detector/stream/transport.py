@@ -272,8 +272,8 @@ class _LoopConsumerThread(_ConsumerThread):
     loop for long (a 500-event batch is a few ms of CPU), so this class keeps
     Faust's consumer service and its lifecycle but runs it on the worker's
     loop: :meth:`call_thread` is a plain call, :meth:`start` runs the
-    service's body as a task. ``bench/bench_kafka.py``: 17-33 % more events/s
-    draining a backlog (see docs/streaming.md).
+    service's body as a task. Measured (docs/streaming.md): the same drain
+    rate, and at 100 events/s live ~15 % less CPU and a 25 % lower p50 per hop.
 
     The position ledger's lock is then uncontended; its sections hold no
     ``await``, so they stay indivisible on the one loop.

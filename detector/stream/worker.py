@@ -173,6 +173,13 @@ def _source(event: RawEvent) -> stages.Source:
     return stages.Source(m.topic, m.partition, m.offset)
 
 
+#: Most keys one stage holds between commits. A decoded baseline is ~18 KB
+#: (BENCHMARKS.md, memory), so this bounds a stage's held states to ~180 MB
+#: however many keys change within a commit interval; at the bound the stage
+#: writes them out early, which is what ``--state-writes batch`` always does.
+PENDING_STATES_MAX: Final = 10_000
+
+
 class _PendingStates:
     """The states one stage changed since the last offset commit, not yet in its table.
 
@@ -188,14 +195,20 @@ class _PendingStates:
     committed, and those are delivered again.
     """
 
-    __slots__ = ("table", "_values")
+    __slots__ = ("table", "limit", "_values")
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, limit: int = PENDING_STATES_MAX) -> None:
         self.table = table
+        self.limit = limit
         self._values: dict[str, tuple[Any, stages.Applied | None, RawEvent]] = {}
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @property
+    def full(self) -> bool:
+        """Whether as many keys are held as the memory bound allows (flush now)."""
+        return len(self._values) >= self.limit
 
     def take(self, keys: Iterable[str], applied: dict[str, stages.Applied] | None
              ) -> dict[str, Any]:
@@ -350,6 +363,8 @@ class _Pipeline:
             for key, value in changed.items():
                 pending.put(key, value, applied.get(key) if applied is not None else None,
                             keyed[key])
+            if pending.full:
+                self.metrics.state_writes.labels(table=table.name).inc(pending.flush())
             return
         for key, value in changed.items():
             _bind(keyed[key])
