@@ -104,6 +104,20 @@ def test_pending_states_report_full_at_their_memory_bound() -> None:
     assert not pending.full
 
 
+def test_a_stage_holding_its_bound_writes_everything_out_at_once() -> None:
+    table = _Table()
+    pending = _PendingStates(table, limit=3)
+    log = stages.Applied({("in", 0, 0): 1})
+    events = {k: _Event(i) for i, k in enumerate("abcd")}
+    assert pending.hold({"a": _ctx(1), "b": _ctx(1)}, {"a": log}, events) == 0  # type: ignore[arg-type]
+    assert table.writes == [] and len(pending) == 2
+    assert pending.hold({"b": _ctx(2), "c": _ctx(1)}, None, events) == 3  # type: ignore[arg-type]
+    assert sorted(table.writes) == [(b"a", 0), (b"b", 1), (b"c", 2)]
+    assert table[b"a"] == stages.encode_state(_ctx(1), log)
+    assert table[b"b"] == stages.encode_state(_ctx(2))
+    assert len(pending) == 0
+
+
 def _consumer() -> Any:
     app = faust.App("t-pending", broker=f"{TRANSPORT_SCHEME}://127.0.0.1:1", autodiscover=False)
     return app, app.consumer

@@ -233,6 +233,13 @@ class _PendingStates:
         """Hold ``value`` (and its applied log) as ``key``'s latest state."""
         self._values[key] = (value, log, event)
 
+    def hold(self, changed: dict[str, Any], applied: dict[str, stages.Applied] | None,
+             keyed: dict[str, RawEvent]) -> int:
+        """Hold a batch's changed states; at the memory bound write all out. Return how many."""
+        for key, value in changed.items():
+            self.put(key, value, applied.get(key) if applied is not None else None, keyed[key])
+        return self.flush() if self.full else 0
+
     def flush(self) -> int:
         """Write every pending state to the table (and its changelog); return how many."""
         table = self.table
@@ -359,12 +366,9 @@ class _Pipeline:
         # Called only after the batch's outputs were delivered, so a state that
         # holds an event implies that event's outputs are out (see stages).
         if self.pending is not None:
-            pending = self.pending[id(table)]
-            for key, value in changed.items():
-                pending.put(key, value, applied.get(key) if applied is not None else None,
-                            keyed[key])
-            if pending.full:
-                self.metrics.state_writes.labels(table=table.name).inc(pending.flush())
+            written = self.pending[id(table)].hold(changed, applied, keyed)
+            if written:
+                self.metrics.state_writes.labels(table=table.name).inc(written)
             return
         for key, value in changed.items():
             _bind(keyed[key])
