@@ -192,7 +192,8 @@ class _PendingStates:
     commit of any offset whose event it holds, so at-least-once and the
     applied logs' "already in the state implies its outputs are out" hold as
     with a write per batch; a crash loses only state whose events were not
-    committed, and those are delivered again.
+    committed, and those are delivered again. With ``--state-writes batch``
+    the stage flushes right after each batch instead.
     """
 
     __slots__ = ("table", "limit", "_values")
@@ -283,11 +284,10 @@ class _Pipeline:
         self.sessions = app.Table("session-context", **table)
         self.baselines = app.Table("baselines", **table)
         self.offsets: dict[str, stages.OffsetTracker] = {}
-        # Write-behind per table (see _PendingStates); None: a write per batch.
-        self.pending: dict[int, _PendingStates] | None = None
-        if settings.state_writes == "commit":
-            self.pending = {id(t): _PendingStates(t)
-                            for t in (self.ips, self.sessions, self.baselines)}
+        # Changed states per table (see _PendingStates): held until the next
+        # commit, or written out right after each batch (--state-writes batch).
+        self.pending = {id(t): _PendingStates(t) for t in (self.ips, self.sessions, self.baselines)}
+        self.write_per_batch = settings.state_writes == "batch"
 
     # ------------------------------------------------------------------ helpers
     def _dead_letter(self, out: _Outbox, dead: Sequence[stages.DeadLetter]) -> Awaitable[None]:
@@ -339,9 +339,7 @@ class _Pipeline:
             value: bytes | None = table.get(key.encode())
             return value
 
-        held: dict[str, Any] = {}
-        if self.pending is not None:
-            held = self.pending[id(table)].take(keyed, applied)
+        held = self.pending[id(table)].take(keyed, applied)
         states, bad = stages.load_states(
             [k for k in keyed if k not in held] if held else keyed, get, decode, applied
         )
@@ -365,17 +363,12 @@ class _Pipeline:
         # Explicit write-back of every changed key: the changelog is the state.
         # Called only after the batch's outputs were delivered, so a state that
         # holds an event implies that event's outputs are out (see stages).
-        if self.pending is not None:
-            written = self.pending[id(table)].hold(changed, applied, keyed)
-            if written:
-                self.metrics.state_writes.labels(table=table.name).inc(written)
-            return
-        for key, value in changed.items():
-            _bind(keyed[key])
-            log = applied.get(key) if applied is not None else None
-            table[key.encode()] = stages.encode_state(value, log)
-        if changed:
-            self.metrics.state_writes.labels(table=table.name).inc(len(changed))
+        pending = self.pending[id(table)]
+        written = pending.hold(changed, applied, keyed)
+        if self.write_per_batch:
+            written += pending.flush()
+        if written:
+            self.metrics.state_writes.labels(table=table.name).inc(written)
 
     def _duplicates(self, stage: str, dups: Sequence[stages.Routed]) -> None:
         if dups:
@@ -408,8 +401,6 @@ class _Pipeline:
 
     def flush_states(self) -> None:
         """Write every stage's pending states to its table (before a commit or a revoke)."""
-        if self.pending is None:
-            return
         for pending in self.pending.values():
             n = pending.flush()
             if n:
@@ -950,7 +941,7 @@ def build_app(
         # were revoked (Faust waits for them after revoking the tables):
         # written and flushed now, before this worker rejoins the group and a
         # new owner recovers the partitions from their changelogs.
-        if pipe.pending is not None and any(len(p) for p in pipe.pending.values()):
+        if any(len(p) for p in pipe.pending.values()):
             pipe.flush_states()
             await app.producer.flush()
 
