@@ -378,8 +378,7 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
 
     With ``with_faust_rows``, also the same worker with ``--ingest faust``,
     with ``--faust-consumer thread``, with ``--state-writes batch``, and an
-    empty Faust agent
-    (:func:`faust_floor`) on the same topic.
+    empty Faust agent (:func:`faust_floor`) on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
     throughput topic, the rest feed the latency phases (each phase offers
@@ -412,17 +411,13 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         out["worker_to_bare"] = out["worker"]["events_per_s"] / out["bare"]["events_per_s"]
         say(f"kafka: bare consumer {out['bare']['events_per_s']:,.0f} events/s")
         if with_faust_rows:
-            # The same worker reading its input through a Faust agent (the
-            # design before the direct ingest), and an agent that does nothing:
-            # Faust's own per-message floor. Same topic, same run.
-            faust_cfg = replace(cfg, extra=(*cfg.extra, "--ingest", "faust"))
-            out["worker_faust_ingest"] = _drain_alone(
-                faust_cfg, f"bench-tpf-{run}", tp, state, n).window(n, settle_s)
-            say(f"kafka: worker, Faust ingest {out['worker_faust_ingest']['events_per_s']:,.0f} "
-                "events/s")
-            # The defaults before session 8, one at a time: Faust's consumer in
-            # its own thread, and a state write per changed key per batch.
-            for key, flags in (("worker_faust_thread", ("--faust-consumer", "thread")),
+            # The same worker with one setting as before: its input through a
+            # Faust agent (before the direct ingest), Faust's consumer in its own
+            # thread, a state write per changed key per batch (before session 8).
+            # Then an agent that does nothing: Faust's own per-message floor.
+            # Same topic, same run.
+            for key, flags in (("worker_faust_ingest", ("--ingest", "faust")),
+                               ("worker_faust_thread", ("--faust-consumer", "thread")),
                                ("worker_state_batch", ("--state-writes", "batch"))):
                 variant = replace(cfg, extra=(*cfg.extra, *flags))
                 out[key] = _drain_alone(

@@ -26,10 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_kafka import (  # noqa: E402  (the bench directory is not a package)
-    Worker,
     WorkerConfig,
+    _drain_alone,
     create_topics,
-    drain,
     keyed,
     produce,
 )
@@ -61,19 +60,15 @@ def main() -> None:
     names = list(variants)
     with tempfile.TemporaryDirectory() as tmp:
 
-        def run(name: str, flags: tuple[str, ...], app_id: str) -> dict[str, float]:
+        def run(flags: tuple[str, ...], app_id: str) -> dict[str, float]:
             cfg = WorkerConfig(args.bootstrap, args.partitions, "rocksdb://", 500, 0.2,
                                extra=flags)
-            w = Worker(cfg, app_id, topics, Path(tmp))
-            try:
-                return drain([w], n).window(n, 3.0)
-            finally:
-                w.stop()
+            return _drain_alone(cfg, app_id, topics, Path(tmp), n).window(n, 3.0)
 
-        run("warm-up", (), f"ab-warm-{tag}")
+        run((), f"ab-warm-{tag}")
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
-                x = run(name, variants[name], f"ab-{r}-{name}-{tag}")
+                x = run(variants[name], f"ab-{r}-{name}-{tag}")
                 print(f"round {r} {name:12s} sustained {x['events_per_s']:7,.0f} events/s "
                       f"{x['cpu_s_per_event'] * 1e3:.3f} ms CPU/event | ready to done "
                       f"{x['ready_to_done_events_per_s']:7,.0f} events/s "

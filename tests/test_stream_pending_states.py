@@ -135,7 +135,7 @@ def test_pending_states_are_written_before_faust_commits(monkeypatch: pytest.Mon
 
     async def run() -> bool:
         app, consumer = _consumer()
-        app.zt_before_commit = lambda: calls.append("flush")
+        app.zt_write_pending_states = lambda: calls.append("flush")
         assert isinstance(consumer, _Consumer)
         result: bool = await consumer._commit_offsets({("in", 0): 5})
         return result
@@ -156,7 +156,7 @@ def test_pending_states_are_written_before_the_tables_are_revoked(
 
     async def run() -> None:
         app, consumer = _consumer()
-        app.zt_before_commit = lambda: calls.append("flush")
+        app.zt_write_pending_states = lambda: calls.append("flush")
         await consumer.on_partitions_revoked({("in", 0)})
 
     asyncio.run(run())

@@ -933,7 +933,7 @@ def build_app(
     # Pending states reach their tables before Faust commits offsets
     # (detector.stream.transport._Consumer calls this first) and before the
     # tables' partitions are revoked.
-    app.zt_before_commit = pipe.flush_states  # type: ignore[attr-defined]
+    app.zt_write_pending_states = pipe.flush_states  # type: ignore[attr-defined]
 
     async def on_revoked(app_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         pipe.reset_offsets()
