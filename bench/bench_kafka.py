@@ -178,6 +178,13 @@ class Worker:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _TICK
 
+    def peak_rss_bytes(self) -> int:
+        """Return the worker process's peak resident memory so far (VmHWM), in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
     def check_alive(self, what: str) -> None:
         """Raise ``SystemExit`` if the worker process has exited."""
         if self.proc.poll() is not None:
@@ -215,6 +222,8 @@ class Drain:
 
     samples: list[tuple[float, float, float]] = field(default_factory=list)
     ready_at: float = 0.0
+    #: The workers' peak resident memory at the end of the drain, summed.
+    peak_rss_bytes: int = 0
 
     def window(self, n: int, settle_s: float) -> dict[str, float]:
         """Return sustained events/s and CPU seconds per event between 10 % and 90 % of ``n``.
@@ -236,7 +245,8 @@ class Drain:
                 "ready_to_done_events_per_s": n / max(done - self.ready_at, 1e-9),
                 # The whole drain (every stage's share of every event, start-up
                 # included): the fair figure when stages run at uneven speeds.
-                "ready_to_done_cpu_s_per_event": (cpu_done - s[0][2]) / n}
+                "ready_to_done_cpu_s_per_event": (cpu_done - s[0][2]) / n,
+                "peak_rss_mb": self.peak_rss_bytes / 2**20}
 
 
 def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
@@ -257,6 +267,7 @@ def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
         cpu = sum(w.cpu_seconds() for w in workers)
         out.samples.append((t, decided, cpu))
         if decided >= n:
+            out.peak_rss_bytes = sum(w.peak_rss_bytes() for w in workers)
             return out
         if t > deadline:
             raise SystemExit(f"timed out: {decided:.0f} of {n} decided")
@@ -377,8 +388,9 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
     """Measure one worker's throughput, the bare consumer and latency at fractions of it.
 
     With ``with_faust_rows``, also the same worker with ``--ingest faust``,
-    with ``--faust-consumer thread``, with ``--state-writes batch``, and an
-    empty Faust agent (:func:`faust_floor`) on the same topic.
+    with ``--faust-consumer thread``, with ``--state-writes batch``, with
+    ``--gc-threshold python``, and an empty Faust agent (:func:`faust_floor`)
+    on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
     throughput topic, the rest feed the latency phases (each phase offers
@@ -413,12 +425,14 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         if with_faust_rows:
             # The same worker with one setting as before: its input through a
             # Faust agent (before the direct ingest), Faust's consumer in its own
-            # thread, a state write per changed key per batch (before session 8).
+            # thread, a state write per changed key per batch (before session 8),
+            # the interpreter's GC thresholds (before session 9).
             # Then an agent that does nothing: Faust's own per-message floor.
             # Same topic, same run.
             for key, flags in (("worker_faust_ingest", ("--ingest", "faust")),
                                ("worker_faust_thread", ("--faust-consumer", "thread")),
-                               ("worker_state_batch", ("--state-writes", "batch"))):
+                               ("worker_state_batch", ("--state-writes", "batch")),
+                               ("worker_gc_python", ("--gc-threshold", "python"))):
                 variant = replace(cfg, extra=(*cfg.extra, *flags))
                 out[key] = _drain_alone(
                     variant, f"bench-{key[7:].replace('_', '')}-{run}", tp, state, n

@@ -11,6 +11,9 @@ rounds):
 * the same pipeline with the model replaced by a constant scorer
   (a constant scorer: no feature matrix, no forest, no calibration),
   i.e. parse, baseline, features and decide only -- the pipeline's floor.
+* the first model's full pipeline once more under the interpreter's own GC
+  thresholds (700, 10, 10); the others run under the replay CLI's default
+  (``detector.gctune.DEFAULT_THRESHOLD``), as ``detector replay`` does.
 
 Each variant starts from the baselines it built itself on a warm-up prefix of
 the events (untimed), so the timed events meet realistic, non-empty state.
@@ -41,6 +44,7 @@ from detector import events as events_module
 from detector import native
 from detector.engine import Detector, EngineState, Scorer
 from detector.events import parse_event
+from detector.gctune import DEFAULT_THRESHOLD, PYTHON_THRESHOLD
 from detector.model import Model, load_model
 
 
@@ -148,6 +152,9 @@ class Variant:
     model_s: dict[int, list[float]]
     p50: dict[int, list[float]]
     p99: dict[int, list[float]]
+    #: The collector's thresholds while this variant runs: the replay CLI's
+    #: default, or the interpreter's for the one variant that measures them.
+    gc_threshold: tuple[int, int, int] = DEFAULT_THRESHOLD
 
 
 def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -> None:
@@ -155,6 +162,10 @@ def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -
     # order that alternates (ABCD, DCBA, ...): a burst of load from another
     # process hits all variants alike instead of whichever ran at that moment.
     states = [copy_state(v.warm) for v in variants]
+    # Freeze the copies too: a collection triggered by one variant would
+    # otherwise scan every variant's state (the pure-Python core's baselines
+    # are millions of objects) and charge it to the one that triggered it.
+    gc.freeze()
     secs = [0.0] * len(variants)
     lats: list[list[float]] = [[] for _ in variants]
     model0 = [v.clock.seconds for v in variants]
@@ -165,6 +176,7 @@ def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -
         for j in order if step % 2 == 0 else reversed(order):
             # The pure-Python core parses in Python too (a module-wide switch).
             events_module.use_native_parser(variants[j].native)
+            gc.set_threshold(*variants[j].gc_threshold)
             t = clock()
             events = [parse_event(raw) for raw in chunk]
             variants[j].det.process(events, states[j])
@@ -222,6 +234,15 @@ def measure_core(
                     f"{n_trees} trees {'with' if with_model else 'without'} model"
                     f" ({'native' if use_native else 'python'})",
                     n_trees, with_model, use_native, det, clock, warm, {}, {}, {}, {}))
+            if m == 0:
+                # The first model once more under the interpreter's GC
+                # thresholds: what the replay CLI's tuned ones save.
+                det, clock = detector_for(model, True, compiled)
+                events_module.use_native_parser(compiled)
+                _, _, warm = run(det, warmup, 1000)
+                variants.append(Variant(
+                    f"{n_trees} trees with model, interpreter's GC thresholds", n_trees, True,
+                    compiled, det, clock, warm, {}, {}, {}, {}, PYTHON_THRESHOLD))
         say(f"core: {len(warmup)} warm-up + {len(timed)} timed events, "
             f"{len(variants)} variants, {rounds} rounds, cpu {on_cpu}")
         # The warm states of all variants live in this one process; freezing
@@ -229,6 +250,7 @@ def measure_core(
         # every variant's heap to whichever variant triggers a collection.
         gc.collect()
         gc.freeze()
+        previous_threshold = gc.get_threshold()
         try:
             events_module.use_native_parser(compiled)
             t = time.perf_counter()
@@ -240,21 +262,28 @@ def measure_core(
                     _lockstep(variants, timed, batch)
                 say(f"core: round {r + 1}/{rounds} done")
         finally:
+            gc.set_threshold(*previous_threshold)
             gc.unfreeze()
             events_module.use_native_parser(True)
     n = len(timed)
     rows = []
+    python_gc = next((v for v in variants if v.gc_threshold == PYTHON_THRESHOLD), None)
     for v in variants:
-        if not v.with_model or (compiled and not v.native):
+        if not v.with_model or (compiled and not v.native) or v is python_gc:
             continue
         floor = next(f for f in variants if f.trees == v.trees and not f.with_model)
         py = next((f for f in variants if f.trees == v.trees and f.with_model
-                   and not f.native and f is not v), None)
+                   and not f.native and f is not v and f is not python_gc), None)
+        gc_twin = (python_gc if python_gc is not None and python_gc.trees == v.trees
+                   and python_gc.native == v.native else None)
         for batch in batches:
             s_with, s_without = median(v.seconds[batch]), median(floor.seconds[batch])
             s_py = median(py.seconds[batch]) if py is not None else None
+            s_gc = median(gc_twin.seconds[batch]) if gc_twin is not None else None
             rows.append({
                 "native": v.native,
+                "python_gc_eps": None if s_gc is None else n / s_gc,
+                "tuned_over_python_gc": None if s_gc is None else s_gc / s_with,
                 "python_core_eps": None if s_py is None else n / s_py,
                 "native_over_python": None if s_py is None else s_py / s_with,
                 "trees": v.trees, "batch": batch,
@@ -268,6 +297,7 @@ def measure_core(
                 "floor_p99_ms": median(floor.p99[batch]),
             })
     return {"events": n, "warmup_events": len(warmup), "rounds": rounds, "cpu": on_cpu,
+            "gc_threshold": list(DEFAULT_THRESHOLD),
             "parse_only_eps": n / parse_s, "rows": rows, "engine": native.status()}
 
 
@@ -303,6 +333,10 @@ def main() -> int:
           "batch p99 (ms) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in res["rows"]:
+        if r["python_gc_eps"] is not None:
+            print(f"(interpreter's GC thresholds, {r['trees']} trees, batch {r['batch']}: "
+                  f"{r['python_gc_eps']:,.0f} events/s; tuned / interpreter's "
+                  f"{r['tuned_over_python_gc']:.2f}x)")
         if r["python_core_eps"] is not None:
             print(f"(pure-Python core, {r['trees']} trees, batch {r['batch']}: "
                   f"{r['python_core_eps']:,.0f} events/s; compiled / Python "

@@ -11,13 +11,15 @@ Usage (broker from ``scripts/kafka-local start``)::
 
     python bench/bench_worker_ab.py --events 60000 --rounds 3 \\
         --variant default= --variant thread=--faust-consumer,thread \\
-        --variant batch=--state-writes,batch
+        --variant batch=--state-writes,batch \\
+        --variant "gc20k=--gc-threshold 20000,20,20"
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import uuid
@@ -44,12 +46,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--variant", action="append", default=[],
-                   help="NAME=FLAG,FLAG,... (worker flags, comma-separated; may be empty)")
+                   help="NAME=FLAG,FLAG,... (worker flags, comma-separated, or space-separated "
+                        "when a value holds a comma; may be empty)")
     args = p.parse_args()
     variants = {}
     for spec in args.variant or ["default="]:
         name, _, flags = spec.partition("=")
-        variants[name] = tuple(f for f in flags.split(",") if f)
+        # Flags separated by spaces when a flag's value holds a comma
+        # ("g=--gc-threshold 20000,20,20"), else by commas.
+        variants[name] = tuple(shlex.split(flags) if " " in flags
+                               else (f for f in flags.split(",") if f))
     tag = uuid.uuid4().hex[:6]
     topics = {"in": f"ab-in-{tag}", "resp": f"ab-resp-{tag}", "dlq": f"ab-dlq-{tag}",
               "dec": f"ab-dec-{tag}"}
@@ -72,7 +78,8 @@ def main() -> None:
                 print(f"round {r} {name:12s} sustained {x['events_per_s']:7,.0f} events/s "
                       f"{x['cpu_s_per_event'] * 1e3:.3f} ms CPU/event | ready to done "
                       f"{x['ready_to_done_events_per_s']:7,.0f} events/s "
-                      f"{x['ready_to_done_cpu_s_per_event'] * 1e3:.3f} ms", flush=True)
+                      f"{x['ready_to_done_cpu_s_per_event'] * 1e3:.3f} ms | peak RSS "
+                      f"{x['peak_rss_mb']:,.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

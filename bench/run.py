@@ -107,6 +107,7 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
     for key, name, short in (
         ("worker_faust_thread", "`--faust-consumer thread`", "loop / thread"),
         ("worker_state_batch", "`--state-writes batch`", "commit / batch state writes"),
+        ("worker_gc_python", "`--gc-threshold python`", "tuned / interpreter's GC thresholds"),
     ):
         t = k.get(key)
         if t is None:
@@ -121,6 +122,11 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
                     f"{w['cpu_s_per_event'] / t['cpu_s_per_event']:.2f}× / "
                     f"{w['ready_to_done_cpu_s_per_event'] / t['ready_to_done_cpu_s_per_event']:.2f}"
                     "× |")
+    g = k.get("worker_gc_python")
+    if g is not None and "peak_rss_mb" in g and "peak_rss_mb" in w:
+        # Rarer collections must not buy speed with memory: cycles wait longer.
+        rows.append(f"| peak resident memory, default / `--gc-threshold python` | "
+                    f"{w['peak_rss_mb']:,.0f} / {g['peak_rss_mb']:,.0f} MB | |")
     if e is not None:
         rows.append(f"| empty Faust agent (only counts) | {_n(e['events_per_s'])} | "
                     f"{e['cpu_s_per_event'] * 1e3:.3f} ms |")
@@ -337,14 +343,18 @@ def render(res: dict[str, Any], command: str) -> str:
             "(no feature matrix, forest or calibration; risk 0, so its "
             "decisions follow the rules alone and it learns slightly differently). \"Python "
             "core\" = the same run's pure-Python pipeline (`Detector(model, native=False)`), "
-            "100 trees, with model. Parse only: "
+            "100 trees, with model. The variants run under the replay CLI's GC thresholds "
+            f"({','.join(str(t) for t in c.get('gc_threshold', ()))}); \"interpreter's GC\" = "
+            "the 100-tree compiled pipeline once more under Python's own (700,10,10), in the "
+            "same turns. Parse only: "
             f"{_n(c['parse_only_eps'])} events/s.",
             "",
             "| trees | batch | with model (events/s) | without model (events/s) | "
             "with / without time | model share | model share timed inside scoring | "
             "batch p50 (ms) | batch p99 (ms) | without model p50 / p99 (ms) | "
-            "Python core (events/s) | compiled / Python |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "Python core (events/s) | compiled / Python | interpreter's GC (events/s) | "
+            "tuned / interpreter's GC |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         out += [f"| {r['trees']} | {r['batch']:,} | {_n(r['with_model_eps'])} | "
                 f"{_n(r['without_model_eps'])} | {r['with_over_without_time']:.2f} | "
@@ -353,7 +363,9 @@ def render(res: dict[str, Any], command: str) -> str:
                 f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                 f"{r['floor_p50_ms']:.2f} / {r['floor_p99_ms']:.2f} | "
                 f"{_n(r['python_core_eps']) if r.get('python_core_eps') else '–'} | "
-                f"{_ratio(r.get('native_over_python'))} |" for r in c["rows"]]
+                f"{_ratio(r.get('native_over_python'))} | "
+                f"{_n(r['python_gc_eps']) if r.get('python_gc_eps') else '–'} | "
+                f"{_ratio(r.get('tuned_over_python_gc'))} |" for r in c["rows"]]
     if "forest" in res:
         f = res["forest"]
         out += [
@@ -396,7 +408,8 @@ def render(res: dict[str, Any], command: str) -> str:
                "same worker reading its input through a Faust agent (`--ingest faust`), the "
                "same worker with Faust's consumer in its own thread (`--faust-consumer "
                "thread`) and with a state write per changed key per batch (`--state-writes "
-               "batch`), the defaults before session 8, and a "
+               "batch`), the defaults before session 8, with the interpreter's GC "
+               "thresholds (`--gc-threshold python`, the default before session 9), and a "
                "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
                "`stream.take(500, within=0.2)`): Faust's own cost per input message."
                if "faust_floor" in k else ""),

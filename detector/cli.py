@@ -17,6 +17,14 @@ from pathlib import Path
 
 import orjson
 
+from detector.gctune import (
+    DEFAULT_THRESHOLD,
+    THRESHOLD_HELP,
+    apply_threshold,
+    format_threshold,
+    parse_threshold,
+)
+
 logger = logging.getLogger("detector")
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
@@ -104,7 +112,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay event files through a model; write decisions and rejects."""
+    """Replay event files through a model; write decisions and rejects; return the exit code."""
+    # Restored on return: main() also runs inside notebooks and tests.
+    previous = apply_threshold(args.gc_threshold)
+    try:
+        return _replay(args)
+    finally:
+        apply_threshold(previous)
+
+
+def _replay(args: argparse.Namespace) -> int:
     from detector.engine import Detector
     from detector.model import load_model
     from detector.replay import replay
@@ -193,6 +210,7 @@ _WORKER_FIELDS = (
     "ingest",
     "faust_consumer",
     "state_writes",
+    "gc_threshold",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -445,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--decisions", required=True, help="output JSONL, one decision per event")
     r.add_argument("--rejects", default=None, help="output JSONL of rejected lines")
     r.add_argument("--batch-size", type=int, default=1000)
+    r.add_argument("--gc-threshold", type=parse_threshold,
+                   default=format_threshold(DEFAULT_THRESHOLD), help=THRESHOLD_HELP)
     r.set_defaults(func=cmd_replay)
 
     d = sub.add_parser("demo", help="embedded demo: a small organisation, a day with attacks")
@@ -496,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--state-writes", choices=["commit", "batch"],
                    help="write changed states to the tables once per offset commit (commit, "
                         "default) or after every batch (batch)")
+    w.add_argument("--gc-threshold", help=THRESHOLD_HELP)
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

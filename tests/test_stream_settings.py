@@ -50,6 +50,14 @@ def test_state_writes_once_per_commit_by_default_and_per_batch_on_request() -> N
     assert WorkerSettings.from_env(env, model_dir="m").state_writes == "batch"
 
 
+def test_gc_threshold_is_tuned_by_default_and_the_interpreters_on_request() -> None:
+    assert WorkerSettings(model_dir="m").gc_threshold == "1000000,50,50"
+    env = {"DETECTOR_GC_THRESHOLD": "python"}
+    assert WorkerSettings.from_env(env, model_dir="m").gc_threshold == "python"
+    s = WorkerSettings.from_env(env, model_dir="m", gc_threshold="20000,20,20")
+    assert s.gc_threshold == "20000,20,20"  # the flag wins
+
+
 def test_empty_decisions_topic_means_off() -> None:
     s = WorkerSettings.from_env({"DETECTOR_DECISIONS_TOPIC": ""}, model_dir="m")
     assert s.decisions_topic is None
@@ -70,6 +78,8 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_INGEST": "kafka"}, "ingest must be direct or faust"),
         ({"DETECTOR_FAUST_CONSUMER": "process"}, "faust_consumer must be loop or thread"),
         ({"DETECTOR_STATE_WRITES": "never"}, "state_writes must be commit or batch"),
+        ({"DETECTOR_GC_THRESHOLD": "700,10"}, "gc threshold: expected"),
+        ({"DETECTOR_GC_THRESHOLD": "0,10,10"}, "switch the collector off"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

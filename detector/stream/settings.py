@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from detector.gctune import DEFAULT_THRESHOLD, format_threshold, parse_threshold
 from detector.sets import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 
 ENV_PREFIX: Final = "DETECTOR_"
@@ -269,6 +270,11 @@ class WorkerSettings:
     #: after the outputs computed with it were delivered and before any offset
     #: of its events is committed (docs/streaming.md, "State").
     state_writes: str = "commit"
+    #: The cyclic garbage collector's thresholds for the worker process
+    #: (detector.gctune): ``python`` keeps the interpreter's 700,10,10,
+    #: under which full passes over every held state took about a fifth of
+    #: the worker's CPU.
+    gc_threshold: str = format_threshold(DEFAULT_THRESHOLD)
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -305,6 +311,7 @@ class WorkerSettings:
             raise ValueError("faust_consumer must be loop or thread")
         if self.state_writes not in ("commit", "batch"):
             raise ValueError("state_writes must be commit or batch")
+        parse_threshold(self.gc_threshold)  # raises ValueError with the reason
         if self.store not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         if not 0 <= self.web_port < 65536:
