@@ -169,9 +169,18 @@ class Worker:
 
     def decided(self) -> float:
         """Return the worker's ``detector_decisions_total`` summed over actions."""
+        return self.scrape()[0]
+
+    def scrape(self) -> tuple[float, float]:
+        """Return ``detector_decisions_total`` and the collector's pause ms, from one scrape."""
         body = self._get("/metrics") or b""
-        return sum(float(line.rsplit(b" ", 1)[1]) for line in body.splitlines()
-                   if line.startswith(b"detector_decisions_total"))
+        decided = gc_ms = 0.0
+        for line in body.splitlines():
+            if line.startswith(b"detector_decisions_total"):
+                decided += float(line.rsplit(b" ", 1)[1])
+            elif line.startswith(b"detector_gc_pause_ms_sum"):
+                gc_ms += float(line.rsplit(b" ", 1)[1])
+        return decided, gc_ms
 
     def cpu_seconds(self) -> float:
         """Return the worker process's user + system CPU seconds so far."""
@@ -224,6 +233,8 @@ class Drain:
     ready_at: float = 0.0
     #: The workers' peak resident memory at the end of the drain, summed.
     peak_rss_bytes: int = 0
+    #: Milliseconds in the cyclic collector so far, one per sample, summed over workers.
+    gc_ms: list[float] = field(default_factory=list)
 
     def window(self, n: int, settle_s: float) -> dict[str, float]:
         """Return sustained events/s and CPU seconds per event between 10 % and 90 % of ``n``.
@@ -238,6 +249,8 @@ class Drain:
         if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
             inside = [s[0], s[-1]]
         (t0, d0, c0), (t1, d1, c1) = inside[0], inside[-1]
+        gc_at = dict(zip(s, self.gc_ms, strict=False))
+        gc_window = gc_at.get(inside[-1], 0.0) - gc_at.get(inside[0], 0.0)
         done = next((t for t, d, _ in s if d >= n), s[-1][0])
         cpu_done = next((c for _, d, c in s if d >= n), s[-1][2])
         return {"events_per_s": (d1 - d0) / (t1 - t0), "cpu_s_per_event": (c1 - c0) / (d1 - d0),
@@ -246,7 +259,9 @@ class Drain:
                 # The whole drain (every stage's share of every event, start-up
                 # included): the fair figure when stages run at uneven speeds.
                 "ready_to_done_cpu_s_per_event": (cpu_done - s[0][2]) / n,
-                "peak_rss_mb": self.peak_rss_bytes / 2**20}
+                "peak_rss_mb": self.peak_rss_bytes / 2**20,
+                # The collector's share of the window's CPU (its pauses are CPU).
+                "gc_share": gc_window / 1000.0 / max(c1 - c0, 1e-9)}
 
 
 def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
@@ -263,9 +278,11 @@ def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
         for w in workers:
             w.check_alive("draining")
         t = time.monotonic()
-        decided = sum(w.decided() for w in workers)
+        scraped = [w.scrape() for w in workers]
+        decided = sum(d for d, _ in scraped)
         cpu = sum(w.cpu_seconds() for w in workers)
         out.samples.append((t, decided, cpu))
+        out.gc_ms.append(sum(g for _, g in scraped))
         if decided >= n:
             out.peak_rss_bytes = sum(w.peak_rss_bytes() for w in workers)
             return out

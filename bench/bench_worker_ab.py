@@ -79,7 +79,7 @@ def main() -> None:
                       f"{x['cpu_s_per_event'] * 1e3:.3f} ms CPU/event | ready to done "
                       f"{x['ready_to_done_events_per_s']:7,.0f} events/s "
                       f"{x['ready_to_done_cpu_s_per_event'] * 1e3:.3f} ms | peak RSS "
-                      f"{x['peak_rss_mb']:,.0f} MB", flush=True)
+                      f"{x['peak_rss_mb']:,.0f} MB | GC {x['gc_share']:.1%} of CPU", flush=True)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,10 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
         # Rarer collections must not buy speed with memory: cycles wait longer.
         rows.append(f"| peak resident memory, default / `--gc-threshold python` | "
                     f"{w['peak_rss_mb']:,.0f} / {g['peak_rss_mb']:,.0f} MB | |")
+    if g is not None and "gc_share" in g and "gc_share" in w:
+        rows.append(f"| garbage collector's share of the worker's CPU (sustained window), "
+                    f"default / `--gc-threshold python` | {w['gc_share']:.1%} / "
+                    f"{g['gc_share']:.1%} | |")
     if e is not None:
         rows.append(f"| empty Faust agent (only counts) | {_n(e['events_per_s'])} | "
                     f"{e['cpu_s_per_event'] * 1e3:.3f} ms |")

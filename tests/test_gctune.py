@@ -86,3 +86,26 @@ def test_replay_decides_alike_under_either_threshold_and_restores_it(tmp_path: P
         assert gc.get_threshold() == (700, 10, 10)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] and outs[0].count(b"\n") > 100
+
+
+def test_gc_pauses_are_timed_per_generation_while_entered() -> None:
+    from detector.stream.metrics import GcPauses, StreamMetrics
+
+    m = StreamMetrics()
+
+    def count(generation: int) -> float:
+        value = m.registry.get_sample_value("detector_gc_pause_ms_count",
+                                            {"generation": str(generation)})
+        return value or 0.0
+
+    with GcPauses(m.gc_pause_ms) as pauses:
+        assert pauses in gc.callbacks
+        gc.collect(0)
+        gc.collect(2)
+    assert count(0) >= 1 and count(2) >= 1
+    assert (m.registry.get_sample_value("detector_gc_pause_ms_sum", {"generation": "2"})
+            or 0.0) > 0.0
+    assert pauses not in gc.callbacks
+    before = count(2)
+    gc.collect(2)
+    assert count(2) == before  # no longer watching

@@ -451,3 +451,30 @@ def test_the_worker_app_runs_faust_consumer_where_its_settings_say(
         return app.consumer._thread
 
     assert type(asyncio.run(build())) is cls
+
+
+def test_the_worker_app_partitions_keyed_outputs_like_aiokafka_with_the_compiled_murmur2(
+    tmp_path: Path,
+) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from detector import native
+    from detector.stream.stages import KeyPartitioner
+
+    async def build() -> Any:
+        settings = WorkerSettings(model_dir=MODEL_DIR, state_dir=tmp_path, store="memory://")
+        metrics = StreamMetrics()
+        app = build_app(settings, ModelHolder(settings.model_dir, metrics), metrics)
+        return app.producer._settings_default()["partitioner"]
+
+    partitioner = asyncio.run(build())
+    assert isinstance(partitioner, KeyPartitioner)
+    module = native.load()
+    if module is not None:
+        assert partitioner._murmur2 is module.murmur2
+    keys = [f"user:{i}".encode() for i in range(500)] + ["用户:é".encode(), b"", b"\xff\xfe"]
+    for n in (1, 3, 8):
+        parts = list(range(n))
+        assert [partitioner(k, parts, parts) for k in keys] == [
+            DefaultPartitioner()(k, parts, parts) for k in keys]
+    assert partitioner(None, [0, 1, 2], [2]) == 2  # unkeyed: an available partition

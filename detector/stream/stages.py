@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from detector import native
 from detector.baseline import Baseline
@@ -253,6 +253,46 @@ def partition_for(key: str, partitions: int) -> int:
         return compiled
     h: int = murmur2(key.encode())
     return (h & 0x7FFFFFFF) % partitions
+
+
+class KeyPartitioner:
+    """The producer's partitioner: aiokafka's ``DefaultPartitioner``, with the compiled murmur2.
+
+    The worker's keyed outputs (signals, decisions, dead letters) go through
+    the producer's partitioner one record at a time; aiokafka's is a Python
+    loop over the key's bytes. Same partitions: ``murmur2(key) & 0x7fffffff``
+    modulo the number of partitions, indexing the sorted partition list;
+    a record without a key goes to a random available partition.
+
+    Examples
+    --------
+    >>> from aiokafka.partitioner import DefaultPartitioner
+    >>> p, keys = KeyPartitioner(), [f"user:{i}".encode() for i in range(200)]
+    >>> [p(k, [0, 1, 2, 3, 4], [0, 1]) for k in keys] == [
+    ...     DefaultPartitioner()(k, [0, 1, 2, 3, 4], [0, 1]) for k in keys]
+    True
+    """
+
+    def __init__(self) -> None:
+        self._murmur2 = _load_murmur2()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int],
+                 available: list[int]) -> int:
+        """Return the partition for ``key`` among ``all_partitions`` (sorted by id)."""
+        if key is None:
+            chosen: int = DefaultPartitioner()(key, all_partitions, available)
+            return chosen
+        return all_partitions[(self._murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+
+
+def _load_murmur2() -> Callable[[bytes], int]:
+    """Return the compiled ``murmur2``, or aiokafka's when the module is not built or stale."""
+    try:
+        module = native.load()
+    except native.NativeStale:  # the worker's Detector reports a stale build
+        module = None
+    compiled = getattr(module, "murmur2", None) if module is not None else None
+    return compiled if compiled is not None else murmur2  # type: ignore[no-any-return]
 
 
 def _load_partition_kernel() -> Callable[[str, int], int] | None:

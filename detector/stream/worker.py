@@ -85,7 +85,7 @@ from detector.model import load_model
 from detector.stream import stages
 from detector.stream.batching import take_drained
 from detector.stream.ingest import DirectIngest
-from detector.stream.metrics import OffsetMap, StreamMetrics
+from detector.stream.metrics import GcPauses, OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.signing import signal_encoder
 from detector.stream.topics import ensure_topics
@@ -890,6 +890,8 @@ def build_app(
         producer_request_timeout=settings.producer_request_timeout_ms / 1000,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # aiokafka's partitions for keyed outputs, with the compiled murmur2.
+        producer_partitioner=stages.KeyPartitioner(),
         stream_wait_empty=True,
         autodiscover=False,
     )
@@ -1055,6 +1057,11 @@ def run_worker(settings: WorkerSettings, json_logs: bool = True) -> int:
 
 def _run_worker(settings: WorkerSettings, json_logs: bool) -> int:
     metrics = StreamMetrics()
+    with GcPauses(metrics.gc_pause_ms):
+        return _run_app(settings, metrics, json_logs)
+
+
+def _run_app(settings: WorkerSettings, metrics: StreamMetrics, json_logs: bool) -> int:
     holder = ModelHolder(settings.model_dir, metrics)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(settings)
