@@ -211,6 +211,8 @@ _WORKER_FIELDS = (
     "faust_consumer",
     "state_writes",
     "gc_threshold",
+    "rocksdb_write_buffer_mb",
+    "rocksdb_block_cache_mb",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -517,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write changed states to the tables once per offset commit (commit, "
                         "default) or after every batch (batch)")
     w.add_argument("--gc-threshold", help=THRESHOLD_HELP)
+    w.add_argument("--rocksdb-write-buffer-mb", type=int,
+                   help="RocksDB write buffer per table partition, MB (up to 3 each; default 64)")
+    w.add_argument("--rocksdb-block-cache-mb", type=int,
+                   help="RocksDB block cache per table partition, MB (default 2048)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

@@ -80,6 +80,8 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_STATE_WRITES": "never"}, "state_writes must be commit or batch"),
         ({"DETECTOR_GC_THRESHOLD": "700,10"}, "gc threshold: expected"),
         ({"DETECTOR_GC_THRESHOLD": "0,10,10"}, "switch the collector off"),
+        ({"DETECTOR_ROCKSDB_WRITE_BUFFER_MB": "0"}, "rocksdb_write_buffer_mb"),
+        ({"DETECTOR_ROCKSDB_BLOCK_CACHE_MB": "100000"}, "rocksdb_block_cache_mb"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

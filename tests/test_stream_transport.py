@@ -478,3 +478,23 @@ def test_the_worker_app_partitions_keyed_outputs_like_aiokafka_with_the_compiled
         assert [partitioner(k, parts, parts) for k in keys] == [
             DefaultPartitioner()(k, parts, parts) for k in keys]
     assert partitioner(None, [0, 1, 2], [2]) == 2  # unkeyed: an available partition
+
+
+@pytest.mark.parametrize(("flags", "write_mb", "cache_mb"), [({}, 64, 2048),
+                                                            ({"rocksdb_write_buffer_mb": 4,
+                                                              "rocksdb_block_cache_mb": 32},
+                                                             4, 32)])
+def test_the_worker_tables_open_rocksdb_with_the_configured_memory(
+    flags: dict[str, int], write_mb: int, cache_mb: int, tmp_path: Path
+) -> None:
+    async def build() -> list[Any]:
+        settings = WorkerSettings(model_dir=MODEL_DIR, state_dir=tmp_path, store="rocksdb://",
+                                  **flags)
+        metrics = StreamMetrics()
+        app = build_app(settings, ModelHolder(settings.model_dir, metrics), metrics)
+        return [app.tables[name].data.rocksdb_options
+                for name in ("ip-context", "session-context", "baselines")]
+
+    for options in asyncio.run(build()):
+        assert options.write_buffer_size == write_mb * 1024 * 1024
+        assert options.block_cache_size == cache_mb * 1024 * 1024

@@ -275,6 +275,14 @@ class WorkerSettings:
     #: under which full passes over every held state took about a fifth of
     #: the worker's CPU.
     gc_threshold: str = format_threshold(DEFAULT_THRESHOLD)
+    #: RocksDB memory per table partition (each is its own database: 3
+    #: tables x ``partitions``): the write buffer size (MB, up to 3 buffers
+    #: each) and the block cache (MB). The defaults are faust's own (64 and
+    #: 2048). A memtable holds every version written since its last flush,
+    #: so a busy worker's RSS grows towards 3 x partitions x the write
+    #: buffer before it levels off (docs/streaming.md, "State").
+    rocksdb_write_buffer_mb: int = 64
+    rocksdb_block_cache_mb: int = 2048
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -312,6 +320,10 @@ class WorkerSettings:
         if self.state_writes not in ("commit", "batch"):
             raise ValueError("state_writes must be commit or batch")
         parse_threshold(self.gc_threshold)  # raises ValueError with the reason
+        if not 1 <= self.rocksdb_write_buffer_mb <= 1024:
+            raise ValueError("rocksdb_write_buffer_mb must be in 1..1024")
+        if not 1 <= self.rocksdb_block_cache_mb <= 65536:
+            raise ValueError("rocksdb_block_cache_mb must be in 1..65536")
         if self.store not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         if not 0 <= self.web_port < 65536:

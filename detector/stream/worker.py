@@ -282,9 +282,14 @@ class _Pipeline:
         # bytes key and value types make Faust use the raw codec for the
         # changelog (sends and recovery alike); values are our versioned JSON.
         table: dict[str, Any] = {"partitions": n, "key_type": bytes, "value_type": bytes}
-        self.ips = app.Table("ip-context", **table)
-        self.sessions = app.Table("session-context", **table)
-        self.baselines = app.Table("baselines", **table)
+
+        def options() -> dict[str, Any]:
+            # One dict per table: faust's RocksDB store pops keys from it.
+            return {"options": rocksdb_options(settings)} if settings.store == "rocksdb://" else {}
+
+        self.ips = app.Table("ip-context", **table, **options())
+        self.sessions = app.Table("session-context", **table, **options())
+        self.baselines = app.Table("baselines", **table, **options())
         self.offsets: dict[str, stages.OffsetTracker] = {}
         # Changed states per table (see _PendingStates): held until the next
         # commit, or written out right after each batch (--state-writes batch).
@@ -579,6 +584,15 @@ class _Pipeline:
         if cold:
             m.cold_start.inc(cold)
         self._observe("entity", len(items), started)
+
+
+def rocksdb_options(settings: WorkerSettings) -> dict[str, int]:
+    """Return the RocksDB options of each table partition (faust's ``RocksDBOptions`` kwargs)."""
+    mb = 1024 * 1024
+    return {
+        "write_buffer_size": settings.rocksdb_write_buffer_mb * mb,
+        "block_cache_size": settings.rocksdb_block_cache_mb * mb,
+    }
 
 
 async def _complete(work: Awaitable[None]) -> None:
