@@ -280,7 +280,8 @@ class KeyPartitioner:
     """
 
     def __init__(self) -> None:
-        self._murmur2 = _load_murmur2()
+        compiled = _native_function("murmur2")
+        self._murmur2: Callable[[bytes], int] = compiled if compiled is not None else murmur2
 
     def __call__(self, key: bytes | None, all_partitions: list[int],
                  available: list[int]) -> int:
@@ -291,26 +292,16 @@ class KeyPartitioner:
         return all_partitions[(self._murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
-def _load_murmur2() -> Callable[[bytes], int]:
-    """Return the compiled ``murmur2``, or aiokafka's when the module is not built or stale."""
-    try:
-        module = native.load()
-    except native.NativeStale:  # the worker's Detector reports a stale build
-        module = None
-    compiled = getattr(module, "murmur2", None) if module is not None else None
-    return compiled if compiled is not None else murmur2  # type: ignore[no-any-return]
-
-
-def _load_partition_kernel() -> Callable[[str, int], int] | None:
-    """Return the compiled ``partition_for``, or None when the module is not built or stale."""
+def _native_function(name: str) -> Any:
+    """Return the compiled function ``name``, or None when the module is not built or stale."""
     try:
         module = native.load()
     except native.NativeStale:  # the worker's Detector reports a stale build
         return None
-    return getattr(module, "partition_for", None) if module is not None else None
+    return getattr(module, name, None) if module is not None else None
 
 
-_partition_kernel: Final = _load_partition_kernel()
+_partition_kernel: Final[Callable[[str, int], int] | None] = _native_function("partition_for")
 
 #: What an engine call can raise (a kernel panic included): see run_isolated.
 _ENGINE_FAULTS: Final = native.engine_faults()
