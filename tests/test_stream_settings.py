@@ -29,33 +29,25 @@ def test_batch_idle_from_environment_and_off() -> None:
     assert s.batch_idle_s == 0.0  # Faust's fixed window
 
 
-def test_ingest_is_direct_by_default_and_faust_on_request() -> None:
-    assert WorkerSettings(model_dir="m").ingest == "direct"
-    assert WorkerSettings.from_env({"DETECTOR_INGEST": "faust"}, model_dir="m").ingest == "faust"
-    s = WorkerSettings.from_env({"DETECTOR_INGEST": "faust"}, model_dir="m", ingest="direct")
-    assert s.ingest == "direct"  # the flag wins
-
-
-def test_faust_consumer_runs_on_the_loop_by_default_and_in_a_thread_on_request() -> None:
-    assert WorkerSettings(model_dir="m").faust_consumer == "loop"
-    env = {"DETECTOR_FAUST_CONSUMER": "thread"}
-    assert WorkerSettings.from_env(env, model_dir="m").faust_consumer == "thread"
-    s = WorkerSettings.from_env(env, model_dir="m", faust_consumer="loop")
-    assert s.faust_consumer == "loop"  # the flag wins
-
-
-def test_state_writes_once_per_commit_by_default_and_per_batch_on_request() -> None:
-    assert WorkerSettings(model_dir="m").state_writes == "commit"
-    env = {"DETECTOR_STATE_WRITES": "batch"}
-    assert WorkerSettings.from_env(env, model_dir="m").state_writes == "batch"
-
-
-def test_gc_threshold_is_tuned_by_default_and_the_interpreters_on_request() -> None:
-    assert WorkerSettings(model_dir="m").gc_threshold == "1000000,50,50"
-    env = {"DETECTOR_GC_THRESHOLD": "python"}
-    assert WorkerSettings.from_env(env, model_dir="m").gc_threshold == "python"
-    s = WorkerSettings.from_env(env, model_dir="m", gc_threshold="20000,20,20")
-    assert s.gc_threshold == "20000,20,20"  # the flag wins
+@pytest.mark.parametrize(
+    ("field", "default", "from_env", "flag"),
+    [
+        ("ingest", "direct", "faust", "direct"),
+        ("faust_consumer", "loop", "thread", "loop"),
+        ("state_writes", "commit", "batch", "commit"),
+        ("gc_threshold", "1000000,50,50", "python", "20000,20,20"),
+        ("rocksdb_write_buffer_mb", 64, 4, 16),
+        ("rocksdb_block_cache_mb", 2048, 32, 256),
+    ],
+)
+def test_choice_settings_default_then_environment_then_flag(
+    field: str, default: object, from_env: object, flag: object
+) -> None:
+    assert getattr(WorkerSettings(model_dir="m"), field) == default
+    env = {f"DETECTOR_{field.upper()}": str(from_env)}
+    assert getattr(WorkerSettings.from_env(env, model_dir="m"), field) == from_env
+    s = WorkerSettings.from_env(env, model_dir="m", **{field: flag})
+    assert getattr(s, field) == flag  # the flag wins
 
 
 def test_empty_decisions_topic_means_off() -> None:
