@@ -249,8 +249,9 @@ class Drain:
         if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
             inside = [s[0], s[-1]]
         (t0, d0, c0), (t1, d1, c1) = inside[0], inside[-1]
-        gc_at = dict(zip(s, self.gc_ms, strict=False))
-        gc_window = gc_at.get(inside[-1], 0.0) - gc_at.get(inside[0], 0.0)
+        # gc_ms[i] was scraped with samples[i].
+        gc_window = (self.gc_ms[s.index(inside[-1])] - self.gc_ms[s.index(inside[0])]
+                     if self.gc_ms else 0.0)
         done = next((t for t, d, _ in s if d >= n), s[-1][0])
         cpu_done = next((c for _, d, c in s if d >= n), s[-1][2])
         return {"events_per_s": (d1 - d0) / (t1 - t0), "cpu_s_per_event": (c1 - c0) / (d1 - d0),

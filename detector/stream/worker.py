@@ -1064,15 +1064,11 @@ def run_worker(settings: WorkerSettings, json_logs: bool = True) -> int:
     # held states and Faust's objects were a fifth of the CPU (gctune).
     previous = apply_threshold(parse_threshold(settings.gc_threshold))
     try:
-        return _run_worker(settings, json_logs)
+        metrics = StreamMetrics()
+        with GcPauses(metrics.gc_pause_ms):
+            return _run_app(settings, metrics, json_logs)
     finally:
         apply_threshold(previous)
-
-
-def _run_worker(settings: WorkerSettings, json_logs: bool) -> int:
-    metrics = StreamMetrics()
-    with GcPauses(metrics.gc_pause_ms):
-        return _run_app(settings, metrics, json_logs)
 
 
 def _run_app(settings: WorkerSettings, metrics: StreamMetrics, json_logs: bool) -> int:
