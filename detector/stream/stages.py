@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
@@ -229,6 +230,13 @@ def decode_records(raw: bytes) -> list[Routed]:
 
     Returns the routed events in order; raises ``ValueError`` when malformed.
     """
+    if _decode_kernel is not None and type(raw) is bytes:
+        # The compiled decoder (native/src/codec.rs): the very list below,
+        # read straight from the bytes; None at any doubt, and then the
+        # code below decides.
+        fast: list[Routed] | None = _decode_kernel(raw)
+        if fast is not None:
+            return fast
     try:
         data = orjson.loads(raw)
         version = data["v"]
@@ -303,6 +311,34 @@ def _native_function(name: str) -> Any:
 
 _partition_kernel: Final[Callable[[str, int], int] | None] = _native_function("partition_for")
 
+
+def _compiled_codec() -> Any:
+    """Return the compiled codec of internal records (``RoutedCodec``), or None when not built."""
+    codec, kernels = _native_function("RoutedCodec"), _native_function("ParseKernels")
+    if codec is None or kernels is None:
+        return None
+    return codec(sys.modules[__name__], kernels(sys.modules[Event.__module__]))
+
+
+_codec = _compiled_codec()
+_decode_kernel: Callable[[bytes], list[Routed] | None] | None = (
+    _codec.decode if _codec is not None else None)
+_encode_kernel: Callable[[Routed], bytes | None] | None = (
+    _codec.encode if _codec is not None else None)
+
+
+def use_native_codec(enabled: bool) -> bool:
+    """Encode and decode internal records with the compiled codec, or in Python only.
+
+    For tests and benchmarks that compare the two (on at import when the
+    module is built). Returns True when the compiled codec is in use.
+    """
+    global _decode_kernel, _encode_kernel
+    codec = _compiled_codec() if enabled else None
+    _decode_kernel = codec.decode if codec is not None else None
+    _encode_kernel = codec.encode if codec is not None else None
+    return codec is not None
+
 #: What an engine call can raise (a kernel panic included): see run_isolated.
 _ENGINE_FAULTS: Final = native.engine_faults()
 
@@ -324,8 +360,14 @@ def pack(
     (1, [1, 2])
     """
     groups: dict[int, list[bytes]] = {}
+    encode = _encode_kernel
     for key, r in routed:
-        groups.setdefault(partition_for(key, partitions), []).append(orjson.dumps(r._wire()))
+        # The compiled encoder (native/src/codec.rs) writes the same JSON
+        # values; None at any doubt, and then orjson does.
+        part = encode(r) if encode is not None else None
+        if part is None:
+            part = orjson.dumps(r._wire())
+        groups.setdefault(partition_for(key, partitions), []).append(part)
     out: list[tuple[int, bytes]] = []
     for partition, parts in groups.items():
         chunk: list[bytes] = []

@@ -18,6 +18,7 @@ mod blcore;
 mod blengine;
 mod blfeat;
 mod blmap;
+mod codec;
 mod context;
 mod engine;
 mod features;
@@ -47,6 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     blmap::register(m)?;
     blengine::register(m)?;
     kafka::register(m)?;
+    codec::register(m)?;
     // What a panic in a kernel (a bug) raises in Python: a BaseException,
     // which `except Exception` does not catch. The stream stages catch it
     // by name (`detector.native.engine_faults`) to dead-letter the event
