@@ -213,6 +213,7 @@ _WORKER_FIELDS = (
     "gc_threshold",
     "rocksdb_write_buffer_mb",
     "rocksdb_block_cache_mb",
+    "rocksdb_memory_mb",
     "signing_key_file",
     "signing_kid",
     "issuer",
@@ -522,7 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--rocksdb-write-buffer-mb", type=int,
                    help="RocksDB write buffer per table partition, MB (up to 3 each; default 64)")
     w.add_argument("--rocksdb-block-cache-mb", type=int,
-                   help="RocksDB block cache per table partition, MB (default 2048)")
+                   help="RocksDB block cache per table partition, MB (default 2048); "
+                        "used only with --rocksdb-memory-mb 0")
+    w.add_argument("--rocksdb-memory-mb", type=int,
+                   help="one RocksDB memory budget for all table partitions of the worker, MB: "
+                        "a shared block cache holding memtables, index and filter blocks "
+                        "(default 512; 0: faust's per-partition caches)")
     w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w.add_argument("--log-format", choices=["json", "text"], default="json")
     ws = w.add_argument_group(

@@ -38,6 +38,7 @@ def test_batch_idle_from_environment_and_off() -> None:
         ("gc_threshold", "1000000,50,50", "python", "20000,20,20"),
         ("rocksdb_write_buffer_mb", 64, 4, 16),
         ("rocksdb_block_cache_mb", 2048, 32, 256),
+        ("rocksdb_memory_mb", 512, 0, 64),
     ],
 )
 def test_choice_settings_default_then_environment_then_flag(
@@ -74,6 +75,8 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_GC_THRESHOLD": "0,10,10"}, "switch the collector off"),
         ({"DETECTOR_ROCKSDB_WRITE_BUFFER_MB": "0"}, "rocksdb_write_buffer_mb"),
         ({"DETECTOR_ROCKSDB_BLOCK_CACHE_MB": "100000"}, "rocksdb_block_cache_mb"),
+        ({"DETECTOR_ROCKSDB_MEMORY_MB": "8"}, "rocksdb_memory_mb"),
+        ({"DETECTOR_ROCKSDB_MEMORY_MB": "-1"}, "rocksdb_memory_mb"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

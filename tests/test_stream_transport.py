@@ -480,10 +480,16 @@ def test_the_worker_app_partitions_keyed_outputs_like_aiokafka_with_the_compiled
     assert partitioner(None, [0, 1, 2], [2]) == 2  # unkeyed: an available partition
 
 
-@pytest.mark.parametrize(("flags", "write_mb", "cache_mb"), [({}, 64, 2048),
-                                                            ({"rocksdb_write_buffer_mb": 4,
-                                                              "rocksdb_block_cache_mb": 32},
-                                                             4, 32)])
+@pytest.mark.parametrize(
+    ("flags", "write_mb", "cache_mb"),
+    [
+        ({"rocksdb_memory_mb": 0}, 64, 2048),  # faust's store and sizes
+        ({"rocksdb_write_buffer_mb": 4, "rocksdb_block_cache_mb": 32, "rocksdb_memory_mb": 0},
+         4, 32),
+        # Under the default budget (tests/test_stream_store.py) the buffer size still applies.
+        ({"rocksdb_write_buffer_mb": 4}, 4, 2048),
+    ],
+)
 def test_the_worker_tables_open_rocksdb_with_the_configured_memory(
     flags: dict[str, int], write_mb: int, cache_mb: int, tmp_path: Path
 ) -> None:

@@ -61,6 +61,41 @@ class LagCollector(Collector):
         return []
 
 
+class RocksDBMemoryCollector(Collector):
+    """RocksDB memory under the worker's budget (``--rocksdb-memory-mb``), read at scrape time.
+
+    ``usage`` returns bytes by kind (detector.stream.store.SharedMemory.usage).
+
+    Examples
+    --------
+    >>> from prometheus_client import generate_latest
+    >>> r = CollectorRegistry()
+    >>> r.register(RocksDBMemoryCollector(lambda: {"block_cache": 5, "memtables": 2}))
+    >>> b'detector_rocksdb_memory_bytes{kind="memtables"} 2.0' in generate_latest(r)
+    True
+    """
+
+    def __init__(self, usage: Callable[[], Mapping[str, int]]) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the memory gauge family."""
+        family = GaugeMetricFamily(
+            "detector_rocksdb_memory_bytes",
+            "RocksDB memory of every table partition of this worker, by kind: block_cache "
+            "(memtables, index and filter blocks included), memtables, pinned, and "
+            "block_cache_capacity (the --rocksdb-memory-mb budget).",
+            labels=["kind"],
+        )
+        for kind, value in sorted(self._usage().items()):
+            family.add_metric([kind], float(value))
+        yield family
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Return no description: collected at scrape time."""
+        return []
+
+
 class StreamMetrics:
     """Counters, gauges and histograms of one worker.
 
@@ -177,6 +212,10 @@ class StreamMetrics:
     def add_lag(self, offsets: Callable[[], tuple[OffsetMap, OffsetMap]]) -> None:
         """Register the consumer-lag gauge, read from ``offsets`` at scrape time."""
         self.registry.register(LagCollector(offsets))
+
+    def add_rocksdb_memory(self, usage: Callable[[], Mapping[str, int]]) -> None:
+        """Register the RocksDB memory gauge, read from ``usage`` at scrape time."""
+        self.registry.register(RocksDBMemoryCollector(usage))
 
 
 class GcPauses:

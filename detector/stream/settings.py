@@ -283,6 +283,13 @@ class WorkerSettings:
     #: buffer before it levels off (docs/streaming.md, "State").
     rocksdb_write_buffer_mb: int = 64
     rocksdb_block_cache_mb: int = 2048
+    #: One RocksDB memory budget (MB) for every table partition of the
+    #: worker (detector.stream.store): one shared block cache, with the
+    #: memtables and the index and filter blocks charged to it, whatever the
+    #: number of partitions. 0 keeps faust's store, one cache of
+    #: ``rocksdb_block_cache_mb`` per table partition; when set, that flag
+    #: is not used.
+    rocksdb_memory_mb: int = 512
     #: Signal signing (docs/signals.md): a PEM EC P-256 private key, from a
     #: file or from the value of DETECTOR_SIGNING_KEY (never in repr or
     #: logs). Without either, signals go out unsigned and verifying
@@ -324,6 +331,8 @@ class WorkerSettings:
             raise ValueError("rocksdb_write_buffer_mb must be in 1..1024")
         if not 1 <= self.rocksdb_block_cache_mb <= 65536:
             raise ValueError("rocksdb_block_cache_mb must be in 1..65536")
+        if not (self.rocksdb_memory_mb == 0 or 16 <= self.rocksdb_memory_mb <= 65536):
+            raise ValueError("rocksdb_memory_mb must be 0 (off) or in 16..65536")
         if self.store not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         if not 0 <= self.web_port < 65536:

@@ -88,6 +88,7 @@ from detector.stream.ingest import DirectIngest
 from detector.stream.metrics import GcPauses, OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.signing import signal_encoder
+from detector.stream.store import MEMORY_OPTION, STORE_SCHEME, SharedMemory
 from detector.stream.topics import ensure_topics
 from detector.stream.transport import TRANSPORT_SCHEME
 
@@ -283,9 +284,20 @@ class _Pipeline:
         # changelog (sends and recovery alike); values are our versioned JSON.
         table: dict[str, Any] = {"partitions": n, "key_type": bytes, "value_type": bytes}
 
+        #: The RocksDB memory budget of every table partition (None: faust's store).
+        self.rocksdb_memory: SharedMemory | None = None
+        if settings.store == "rocksdb://" and settings.rocksdb_memory_mb > 0:
+            self.rocksdb_memory = SharedMemory(settings.rocksdb_memory_mb * 1024 * 1024)
+            metrics.add_rocksdb_memory(self.rocksdb_memory.usage)
+
         def options() -> dict[str, Any]:
             # One dict per table: faust's RocksDB store pops keys from it.
-            return {"options": rocksdb_options(settings)} if settings.store == "rocksdb://" else {}
+            if settings.store != "rocksdb://":
+                return {}
+            if self.rocksdb_memory is None:
+                return {"options": rocksdb_options(settings)}
+            # The app's store is then STORE_SCHEME (build_app).
+            return {"options": {**rocksdb_options(settings), MEMORY_OPTION: self.rocksdb_memory}}
 
         self.ips = app.Table("ip-context", **table, **options())
         self.sessions = app.Table("session-context", **table, **options())
@@ -584,6 +596,13 @@ class _Pipeline:
         if cold:
             m.cold_start.inc(cold)
         self._observe("entity", len(items), started)
+
+
+def _store_url(settings: WorkerSettings) -> str:
+    """Return the tables' store URL: detector.stream.store's RocksDB store under a memory budget."""
+    if settings.store == "rocksdb://" and settings.rocksdb_memory_mb > 0:
+        return f"{STORE_SCHEME}://"
+    return settings.store
 
 
 def rocksdb_options(settings: WorkerSettings) -> dict[str, int]:
@@ -893,7 +912,7 @@ def build_app(
         settings.app_id,
         broker=brokers,
         broker_credentials=kafka.faust_credentials(),
-        store=settings.store,
+        store=_store_url(settings),
         datadir=str(settings.state_dir),
         web_enabled=True,
         web_host=settings.web_host,

@@ -7,6 +7,11 @@ restart was recovered from the changelog topics. The decisions of the two
 runs together must equal an uninterrupted run (= ``detector replay``), with
 nothing lost, and every signal must be on the response topic.
 
+The same test runs with the production store: RocksDB under a small memory
+budget (``--rocksdb-memory-mb 16``, detector.stream.store), both processes on
+one state directory, so the second reopens the first one's databases (their
+persisted offsets, then the changelogs' tails).
+
 Delivery is at least once, and a stop can redeliver events processed but
 not yet committed. Each state carries the origin coordinates of the events
 it holds (``stages.Applied``), so a redelivered event is skipped, not
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.integration._state import (
     changelog_baselines,
@@ -38,10 +44,12 @@ from tests.integration._stream import (
 )
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     kafka_bootstrap: str,
     stream_dataset: tuple[Path, list[dict[str, Any]]],
     tmp_path: Path,
+    store: str,
 ) -> None:
     events, expected = stream_dataset
     n = len(expected)
@@ -56,8 +64,12 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     app_id = unique("app")
     # Small batches: the stop lands in the middle of the stream, not after it.
     small = ["--batch-max", "100"]
+    stored: list[str] = []
+    if store == "rocksdb":
+        stored = ["--store", "rocksdb://", "--rocksdb-memory-mb", "16",
+                  "--state-dir", str(tmp_path / "state")]
     first = WorkerProcess(kafka_bootstrap, app_id, tmp_path, [inp], resp, dlq, dec, 1,
-                          name="first", extra=small)
+                          name="first", extra=small + stored)
     with running(first):
         first.wait_ready()
         first.wait_decided(n // 4)
@@ -66,7 +78,7 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     assert 0 < done_first < n, f"the stop must land mid-stream (decided {done_first} of {n})"
 
     second = WorkerProcess(kafka_bootstrap, app_id, tmp_path, [inp], resp, dlq, dec, 1,
-                           name="second")
+                           name="second", extra=stored)
     with running(second):
         second.wait_ready()
         # Wait on event ids, not on a count: redelivered events that the
@@ -91,3 +103,6 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     assert changelog_baselines(kafka_bootstrap, app_id) == replay_baselines(events), (
         "no event learned twice: the baselines equal the replay's"
     )
+    if store == "rocksdb":
+        databases = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "state").rglob("*.db")}
+        assert databases >= {"ip-context", "session-context", "baselines"}, databases
