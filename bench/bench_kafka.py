@@ -114,6 +114,21 @@ def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
     return len(records) / max(sent_s, 1e-9)
 
 
+def checkout_launcher(checkout: Path) -> tuple[str, ...]:
+    """Return a command that runs ``detector`` from another checkout of the project.
+
+    This interpreter without its site initialisation (``-S``: the editable
+    install's import hook would load this checkout's ``detector``), with the
+    other checkout first and this environment's packages after it on
+    ``sys.path``. Its compiled module must be built there
+    (``scripts/build-native``).
+    """
+    packages = next(p for p in sys.path if p.endswith("site-packages"))
+    code = (f"import sys; sys.path[:0] = [{str(checkout.resolve())!r}, {packages!r}]; "
+            "from detector.cli import main; sys.exit(main())")
+    return (sys.executable, "-S", "-c", code)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +147,8 @@ class WorkerConfig:
     model: Path = REPO / "models" / "default"
     #: More worker flags, appended as given (e.g. ``("--fetch-max-wait-ms", "20")``).
     extra: tuple[str, ...] = ()
+    #: The command that starts ``detector`` (see :func:`checkout_launcher`).
+    launcher: tuple[str, ...] = (DETECTOR,)
 
 
 class Worker:
@@ -142,7 +159,7 @@ class Worker:
         self.port = _free_port()
         self.log = (state / f"{name or app_id}.log").open("wb")
         self.proc = subprocess.Popen(  # noqa: S603
-            [DETECTOR, "worker", "--model", str(cfg.model),
+            [*cfg.launcher, "worker", "--model", str(cfg.model),
              "--bootstrap-servers", cfg.bootstrap, "--app-id", app_id,
              "--input-topics", topics["in"], "--response-topic", topics["resp"],
              "--dlq-topic", topics["dlq"], "--decisions-topic", topics["dec"],

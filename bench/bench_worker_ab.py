@@ -13,6 +13,11 @@ Usage (broker from ``scripts/kafka-local start``)::
         --variant default= --variant thread=--faust-consumer,thread \\
         --variant batch=--state-writes,batch \\
         --variant "gc20k=--gc-threshold 20000,20,20"
+
+``--checkout NAME=DIR`` runs variant NAME's worker from another checkout of
+the project (``bench_kafka.checkout_launcher``; build its compiled module
+there with ``scripts/build-native``), to measure a change before and after
+in one run: ``git worktree add /tmp/before HEAD~3``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import shlex
 import sys
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kafka import (  # noqa: E402  (the bench directory is not a package)
     WorkerConfig,
     _drain_alone,
+    checkout_launcher,
     create_topics,
     keyed,
     produce,
@@ -48,7 +55,10 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[],
                    help="NAME=FLAG,FLAG,... (worker flags, comma-separated, or space-separated "
                         "when a value holds a comma; may be empty)")
+    p.add_argument("--checkout", action="append", default=[],
+                   help="NAME=DIR: run variant NAME's worker from the checkout in DIR")
     args = p.parse_args()
+    checkouts = dict(spec.split("=", 1) for spec in args.checkout)
     variants = {}
     for spec in args.variant or ["default="]:
         name, _, flags = spec.partition("=")
@@ -66,15 +76,18 @@ def main() -> None:
     names = list(variants)
     with tempfile.TemporaryDirectory() as tmp:
 
-        def run(flags: tuple[str, ...], app_id: str) -> dict[str, float]:
+        def run(flags: tuple[str, ...], app_id: str, checkout: str | None = None
+                ) -> dict[str, float]:
             cfg = WorkerConfig(args.bootstrap, args.partitions, "rocksdb://", 500, 0.2,
                                extra=flags)
+            if checkout is not None:
+                cfg = replace(cfg, launcher=checkout_launcher(Path(checkout)))
             return _drain_alone(cfg, app_id, topics, Path(tmp), n).window(n, 3.0)
 
         run((), f"ab-warm-{tag}")
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
-                x = run(variants[name], f"ab-{r}-{name}-{tag}")
+                x = run(variants[name], f"ab-{r}-{name}-{tag}", checkouts.get(name))
                 print(f"round {r} {name:12s} sustained {x['events_per_s']:7,.0f} events/s "
                       f"{x['cpu_s_per_event'] * 1e3:.3f} ms CPU/event | ready to done "
                       f"{x['ready_to_done_events_per_s']:7,.0f} events/s "
