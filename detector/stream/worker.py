@@ -286,7 +286,7 @@ class _Pipeline:
 
         #: The RocksDB memory budget of every table partition (None: faust's store).
         self.rocksdb_memory: SharedMemory | None = None
-        if settings.store == "rocksdb://" and settings.rocksdb_memory_mb > 0:
+        if _store_url(settings) == f"{STORE_SCHEME}://":
             self.rocksdb_memory = SharedMemory(settings.rocksdb_memory_mb * 1024 * 1024)
             metrics.add_rocksdb_memory(self.rocksdb_memory.usage)
 

@@ -74,12 +74,21 @@ impl<'a> Reader<'a> {
                 _ => self.i += 1,
             }
         }
-        if self.i > self.b.len() {
-            return Err(Doubt);
-        }
         let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Doubt)?;
         self.i += 1;
         Ok((text, esc))
+    }
+
+    /// One or more ASCII digits; none is a doubt.
+    fn digits(&mut self) -> R<()> {
+        let start = self.i;
+        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(Doubt);
+        }
+        Ok(())
     }
 
     /// A number: an int when it has neither fraction nor exponent (within int64), else a float.
@@ -88,30 +97,16 @@ impl<'a> Reader<'a> {
         if self.peek()? == b'-' {
             self.i += 1;
         }
-        let int_start = self.i;
         match self.peek()? {
             b'0' => self.i += 1,
-            b'1'..=b'9' => {
-                while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                    self.i += 1;
-                }
-            }
+            b'1'..=b'9' => self.digits()?,
             _ => return Err(Doubt),
-        }
-        if self.i == int_start {
-            return Err(Doubt);
         }
         let mut is_float = false;
         if self.b.get(self.i) == Some(&b'.') {
             is_float = true;
             self.i += 1;
-            let d = self.i;
-            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
-            if self.i == d {
-                return Err(Doubt);
-            }
+            self.digits()?;
         }
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
             is_float = true;
@@ -119,13 +114,7 @@ impl<'a> Reader<'a> {
             if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
             }
-            let d = self.i;
-            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
-            if self.i == d {
-                return Err(Doubt);
-            }
+            self.digits()?;
         }
         // ASCII digits and signs only: always valid UTF-8.
         let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Doubt)?;
