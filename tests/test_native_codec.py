@@ -24,7 +24,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -295,10 +294,3 @@ def test_switched_off_the_python_decoder_decides() -> None:
         assert stages._decode_kernel is None
         assert decode_records(_one())[0].origin == Source("zt.auth", 1, 2)
 
-
-def test_written_fixture_decodes(tmp_path: Path) -> None:
-    # A record written by the Python encoder to disk and read back, as a
-    # recovery or a replay of the internal topic would.
-    path = tmp_path / "record.bin"
-    path.write_bytes(_one())
-    assert typed_routed(kernel(path.read_bytes())) == python_outcome(path.read_bytes())
