@@ -320,11 +320,8 @@ def _compiled_codec() -> Any:
     return codec(sys.modules[__name__], kernels(sys.modules[Event.__module__]))
 
 
-_codec = _compiled_codec()
-_decode_kernel: Callable[[bytes], list[Routed] | None] | None = (
-    _codec.decode if _codec is not None else None)
-_encode_kernel: Callable[[Routed], bytes | None] | None = (
-    _codec.encode if _codec is not None else None)
+_decode_kernel: Callable[[bytes], list[Routed] | None] | None = None
+_encode_kernel: Callable[[Routed], bytes | None] | None = None
 
 
 def use_native_codec(enabled: bool) -> bool:
@@ -338,6 +335,9 @@ def use_native_codec(enabled: bool) -> bool:
     _decode_kernel = codec.decode if codec is not None else None
     _encode_kernel = codec.encode if codec is not None else None
     return codec is not None
+
+
+use_native_codec(True)
 
 #: What an engine call can raise (a kernel panic included): see run_isolated.
 _ENGINE_FAULTS: Final = native.engine_faults()
