@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use crate::layout::*;
-use crate::parse::{int_obj, py_bool, Doubt, R};
+use crate::parse::{int_obj, plain_tuple_subtype, py_bool, tuple_in_place, Doubt, R};
 
 /// One JSON scalar, as read.
 enum Scalar<'a> {
@@ -322,17 +322,6 @@ pub struct RoutedCodec {
     batch_version: i64,
 }
 
-/// True when `cls` is a tuple subtype with tuple's instance layout, so that
-/// its instances can be allocated with `tp_alloc` and filled in place.
-fn plain_tuple_subtype(cls: &Bound<'_, PyType>) -> PyResult<bool> {
-    let py = cls.py();
-    let tuple_type = py.get_type::<PyTuple>();
-    let same = |attr: &str| -> PyResult<bool> {
-        Ok(cls.getattr(attr)?.extract::<isize>()? == tuple_type.getattr(attr)?.extract::<isize>()?)
-    };
-    Ok(cls.is_subclass(&tuple_type)? && same("__basicsize__")? && same("__itemsize__")?)
-}
-
 impl RoutedCodec {
     /// An instance of the named tuple `cls` holding `items`.
     fn named<'py, const N: usize>(
@@ -342,22 +331,8 @@ impl RoutedCodec {
         items: [Bound<'py, PyAny>; N],
     ) -> R<Bound<'py, PyAny>> {
         if self.alloc_in_place {
-            // SAFETY: as `ParseKernels::new_event`: `cls` was checked at
-            // construction to be a tuple subtype with tuple's layout; each
-            // slot is filled once with an owned reference before anything
-            // else can see the object.
-            unsafe {
-                let tp = cls.as_ptr() as *mut ffi::PyTypeObject;
-                let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-                let obj = alloc(tp, N as ffi::Py_ssize_t);
-                if obj.is_null() {
-                    return Err(PyErr::fetch(py).into());
-                }
-                for (i, item) in items.into_iter().enumerate() {
-                    ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, item.into_ptr());
-                }
-                return Ok(Bound::from_owned_ptr(py, obj));
-            }
+            // SAFETY: `Routed` and `Source` were checked at construction to have tuple's layout.
+            return unsafe { tuple_in_place(py, cls.bind(py), items.into_iter()) };
         }
         let t = PyTuple::new(py, items)?;
         Ok(self.tuple_new.bind(py).call1((cls.bind(py), t))?)

@@ -76,6 +76,43 @@ macro_rules! scan {
     };
 }
 
+/// True when `cls` is a tuple subtype with tuple's instance layout (same basic
+/// and item sizes), so that its instances can be filled in place
+/// ([`tuple_in_place`]).
+pub(crate) fn plain_tuple_subtype(cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    let tuple_type = cls.py().get_type::<PyTuple>();
+    let same = |attr: &str| -> PyResult<bool> {
+        Ok(cls.getattr(attr)?.extract::<isize>()? == tuple_type.getattr(attr)?.extract::<isize>()?)
+    };
+    Ok(cls.is_subclass(&tuple_type)? && same("__basicsize__")? && same("__itemsize__")?)
+}
+
+/// An instance of the tuple subtype `cls` holding `items`, allocated with its
+/// `tp_alloc` and filled in place, as CPython's own `tuple_subtype_new` does.
+///
+/// # Safety
+///
+/// `cls` must be a type for which [`plain_tuple_subtype`] is true. Each slot
+/// is filled once with an owned reference (`PyTuple_SET_ITEM` steals it);
+/// nothing else can see the object before it is filled, as no Python code
+/// runs in between.
+pub(crate) unsafe fn tuple_in_place<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyType>,
+    items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+) -> R<Bound<'py, PyAny>> {
+    let tp = cls.as_ptr() as *mut ffi::PyTypeObject;
+    let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+    let obj = alloc(tp, items.len() as ffi::Py_ssize_t);
+    if obj.is_null() {
+        return Err(PyErr::fetch(py).into());
+    }
+    for (i, item) in items.enumerate() {
+        ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, item.into_ptr());
+    }
+    Ok(Bound::from_owned_ptr(py, obj))
+}
+
 /// The parser's fast paths, bound to `detector.events`' own objects.
 #[pyclass(frozen, module = "detector._native")]
 pub struct ParseKernels {
@@ -309,33 +346,12 @@ impl ParseKernels {
 
     /// Builds an `Event` from its 39 values in field order.
     pub(crate) fn new_event<'py>(&self, py: Python<'py>, items: [Option<Bound<'py, PyAny>>; 39]) -> R<Bound<'py, PyAny>> {
+        let values = items.into_iter().map(|x| x.unwrap_or_else(|| py.None().into_bound(py)));
         if self.alloc_in_place {
-            // SAFETY: `Event` was checked at construction to be a tuple subtype
-            // with tuple's instance layout (same basic and item sizes), so, as
-            // CPython's own tuple_subtype_new does, we allocate it with its
-            // tp_alloc and fill each of the 39 slots once with an owned
-            // reference (PyTuple_SET_ITEM steals it). Nothing else can see the
-            // object before it is filled: no Python code runs in between.
-            unsafe {
-                let tp = self.event_type.as_ptr() as *mut ffi::PyTypeObject;
-                let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-                let obj = alloc(tp, 39);
-                if obj.is_null() {
-                    return Err(PyErr::fetch(py).into());
-                }
-                for (i, item) in items.into_iter().enumerate() {
-                    let p = match item {
-                        Some(b) => b.into_ptr(),
-                        None => py.None().into_ptr(),
-                    };
-                    ffi::PyTuple_SET_ITEM(obj, i as ffi::Py_ssize_t, p);
-                }
-                return Ok(Bound::from_owned_ptr(py, obj));
-            }
+            // SAFETY: `Event` was checked at construction to have tuple's layout.
+            return unsafe { tuple_in_place(py, self.event_type.bind(py), values) };
         }
-        let values: Vec<Bound<'py, PyAny>> =
-            items.into_iter().map(|x| x.unwrap_or_else(|| py.None().into_bound(py))).collect();
-        let t = PyTuple::new(py, values)?;
+        let t = PyTuple::new(py, values.collect::<Vec<_>>())?;
         Ok(self.tuple_new.bind(py).call1((self.event_type.bind(py), t))?)
     }
 
@@ -836,17 +852,11 @@ impl ParseKernels {
         }
         let event_type = events.getattr("Event")?.cast_into::<PyType>()?;
         let tuple_type = py.get_type::<PyTuple>();
-        let same_layout = |attr: &str| -> PyResult<bool> {
-            Ok(event_type.getattr(attr)?.extract::<isize>()?
-                == tuple_type.getattr(attr)?.extract::<isize>()?)
-        };
         let n_fields = event_type.getattr("_fields")?.len()?;
         if n_fields != EVENT_FIELDS.len() {
             return Err(PyValueError::new_err("Event has another number of fields"));
         }
-        let alloc_in_place = event_type.is_subclass(&tuple_type)?
-            && same_layout("__basicsize__")?
-            && same_layout("__itemsize__")?;
+        let alloc_in_place = plain_tuple_subtype(&event_type)?;
         let user_type_by_id = events
             .getattr("_OCSF_USER_TYPE_BY_ID")?
             .cast_into::<PyDict>()?
