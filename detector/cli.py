@@ -210,6 +210,7 @@ _WORKER_FIELDS = (
     "ingest",
     "faust_consumer",
     "state_writes",
+    "output_sends",
     "gc_threshold",
     "rocksdb_write_buffer_mb",
     "rocksdb_block_cache_mb",
@@ -519,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--state-writes", choices=["commit", "batch"],
                    help="write changed states to the tables once per offset commit (commit, "
                         "default) or after every batch (batch)")
+    w.add_argument("--output-sends", choices=["partition", "record"],
+                   help="hand keyed outputs (decisions, signals, dead letters) to the producer "
+                        "as one batch per partition (partition, default) or one send per "
+                        "record (record)")
     w.add_argument("--gc-threshold", help=THRESHOLD_HELP)
     w.add_argument("--rocksdb-write-buffer-mb", type=int,
                    help="RocksDB write buffer per table partition, MB (up to 3 each; default 64)")

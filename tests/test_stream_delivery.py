@@ -216,3 +216,76 @@ def test_a_batch_in_back_pressure_survives_until_the_topic_returns() -> None:
 
     asyncio.run(run())
     assert _retries(metrics, "resp") == len(producer.sent) - 1
+
+
+class FakeBatches:
+    """KeyedBatches' ``send``: one shared future per (topic, partition) group, scripted."""
+
+    def __init__(self, fail_batches: set[int], exc: BaseException,
+                 raise_on: set[int] | None = None) -> None:
+        self.fail_batches = fail_batches  # batch numbers (0-based, in send order) that fail
+        self.raise_on = raise_on or set()  # batch numbers whose hand-over raises
+        self.exc = exc
+        self.batches: list[list[bytes]] = []
+
+    async def send(self, topic: str, records: list[tuple[bytes, bytes]]
+                   ) -> list[tuple[asyncio.Future[Any] | None, BaseException | None]]:
+        groups: dict[int, list[int]] = {}
+        for i, (key, _) in enumerate(records):
+            groups.setdefault(key[0] % 2, []).append(i)
+        outcomes: list[tuple[asyncio.Future[Any] | None, BaseException | None]] = [
+            (None, None)] * len(records)
+        for indexes in groups.values():
+            n = len(self.batches)
+            self.batches.append([records[i][1] for i in indexes])
+            if n in self.raise_on:
+                for i in indexes:
+                    outcomes[i] = (None, self.exc)
+                continue
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if n in self.fail_batches:
+                fut.set_exception(self.exc)
+            else:
+                fut.set_result(None)
+            for i in indexes:
+                outcomes[i] = (fut, None)
+        return outcomes
+
+
+@pytest.mark.parametrize("raised", [False, True])
+def test_a_failed_batch_resends_its_records_and_every_later_one_of_their_keys(
+    raised: bool,
+) -> None:
+    """Records of a batch share its outcome: all of them are resent, in order, and counted."""
+    batches = FakeBatches(set() if raised else {0}, LeaderNotAvailableError(),
+                          {0} if raised else set())
+    producer = FakeProducer(lambda record, n: None)
+    metrics = StreamMetrics()
+
+    async def run() -> None:
+        out = _Outbox(producer, metrics, batches)  # type: ignore[arg-type]
+        # keys "a" and "c" share group 1 (odd first byte), "b" is group 0
+        await out.send("resp", [("a", b"a0"), ("b", b"b0"), ("c", b"c0"), ("a", b"a1")])
+        await out.send("resp", [("a", b"a2"), ("b", b"b1")])
+        await out.delivered()
+
+    asyncio.run(run())
+    assert batches.batches == [[b"a0", b"c0", b"a1"], [b"b0"], [b"a2"], [b"b1"]]
+    # Batch 0 failed: its records, and the later record of key "a", resent
+    # one by one in the original order; "b" was delivered and is not resent.
+    assert [r[2] for r in producer.sent] == [b"a0", b"c0", b"a1", b"a2"]
+    assert _retries(metrics, "resp") == 4
+
+
+def test_a_batch_refused_for_good_fail_stops() -> None:
+    batches = FakeBatches({1}, MessageSizeTooLargeError())
+    producer = FakeProducer(lambda record, n: None)
+
+    async def run() -> None:
+        out = _Outbox(producer, StreamMetrics(), batches)  # type: ignore[arg-type]
+        await out.send("resp", [("a", b"a0"), ("b", b"b0")])
+        await out.delivered()
+
+    with pytest.raises(MessageSizeTooLargeError):
+        asyncio.run(run())
+    assert producer.sent == [], "nothing resent"

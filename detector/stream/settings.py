@@ -270,6 +270,11 @@ class WorkerSettings:
     #: after the outputs computed with it were delivered and before any offset
     #: of its events is committed (docs/streaming.md, "State").
     state_writes: str = "commit"
+    #: How keyed outputs (decisions, signals, dead letters) reach the
+    #: producer: ``partition`` (default), a stage batch's records for one
+    #: partition appended to one producer batch (detector.stream.batches);
+    #: ``record``, one producer ``send`` per record.
+    output_sends: str = "partition"
     #: The cyclic garbage collector's thresholds for the worker process
     #: (detector.gctune): ``python`` keeps the interpreter's 700,10,10,
     #: under which full passes over every held state took about a fifth of
@@ -326,6 +331,8 @@ class WorkerSettings:
             raise ValueError("faust_consumer must be loop or thread")
         if self.state_writes not in ("commit", "batch"):
             raise ValueError("state_writes must be commit or batch")
+        if self.output_sends not in ("partition", "record"):
+            raise ValueError("output_sends must be partition or record")
         parse_threshold(self.gc_threshold)  # raises ValueError with the reason
         if not 1 <= self.rocksdb_write_buffer_mb <= 1024:
             raise ValueError("rocksdb_write_buffer_mb must be in 1..1024")

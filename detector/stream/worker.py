@@ -83,6 +83,7 @@ from detector.events import Event
 from detector.gctune import apply_threshold, format_threshold, parse_threshold
 from detector.model import load_model
 from detector.stream import stages
+from detector.stream.batches import KeyedBatches
 from detector.stream.batching import take_drained
 from detector.stream.ingest import DirectIngest
 from detector.stream.metrics import GcPauses, OffsetMap, StreamMetrics
@@ -309,6 +310,13 @@ class _Pipeline:
         self.write_per_batch = settings.state_writes == "batch"
 
     # ------------------------------------------------------------------ helpers
+    def _outbox(self) -> _Outbox:
+        """Return a new batch's outbox on the app's producer (``--output-sends``)."""
+        batches = None
+        if self.settings.output_sends == "partition":
+            batches = KeyedBatches.of(self.app.producer)
+        return _Outbox(self.app.producer, self.metrics, batches)
+
     def _dead_letter(self, out: _Outbox, dead: Sequence[stages.DeadLetter]) -> Awaitable[None]:
         for d in dead:
             self.metrics.rejects.labels(stage=d.stage, reason=d.reason).inc()
@@ -485,7 +493,7 @@ class _Pipeline:
             record_ms if skew > 0 else None,
             int(skew * 1000) if skew > 0 else None,
         )
-        out = _Outbox(self.app.producer, self.metrics)
+        out = self._outbox()
         await self._forward(out, self.by_ip.get_topic_name(), accepted)
         await self._dead_letter(out, dead)
         await out.delivered()
@@ -507,7 +515,7 @@ class _Pipeline:
         async def one(batch: Sequence[RawEvent]) -> None:
             started = time.perf_counter()
             self._check_offsets(stage, batch)
-            out = _Outbox(self.app.producer, self.metrics)
+            out = self._outbox()
             items, index, dead = stages.decode_routed([(e.value, _source(e)) for e in batch], stage)
             await self._dead_letter(out, dead)
             keyed: dict[str, RawEvent] = {}
@@ -556,7 +564,7 @@ class _Pipeline:
         s = self.settings
         started = time.perf_counter()
         self._check_offsets("entity", batch)
-        out = _Outbox(self.app.producer, self.metrics)
+        out = self._outbox()
         items, index, dead = stages.decode_routed(
             [(e.value, _source(e)) for e in batch], "entity"
         )
@@ -738,15 +746,32 @@ class _Outbox:
     delivered.
     """
 
-    def __init__(self, producer: Any, metrics: StreamMetrics | None = None) -> None:
+    def __init__(self, producer: Any, metrics: StreamMetrics | None = None,
+                 batches: KeyedBatches | None = None) -> None:
         self._producer = producer
         self._metrics = metrics
+        self._batches = batches
         self._records: list[_Record] = []
 
     async def send(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
-        """Send keyed records (the producer's partitioner places them)."""
-        for key, value in records:
-            await self._send(_Record(topic, key.encode(), value, None))
+        """Send keyed records (the producer's partitioner places them).
+
+        With ``batches``, one producer batch per partition (shared delivery
+        futures); else one ``send`` per record. Either way each record is
+        kept with its outcome, so :meth:`delivered` treats both alike.
+        """
+        if self._batches is None:
+            for key, value in records:
+                await self._send(_Record(topic, key.encode(), value, None))
+            return
+        if not records:
+            return
+        keyed = [(key.encode(), value) for key, value in records]
+        sent = [_Record(topic, key, value, None) for key, value in keyed]
+        self._records.extend(sent)
+        outcomes = await self._batches.send(topic, keyed)
+        for record, (result, error) in zip(sent, outcomes, strict=True):
+            record.result, record.error = result, error
 
     async def send_records(self, topic: str, records: Sequence[tuple[int, bytes]]) -> None:
         """Send unkeyed records to explicit partitions (internal topics)."""
