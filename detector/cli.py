@@ -211,6 +211,7 @@ _WORKER_FIELDS = (
     "faust_consumer",
     "state_writes",
     "output_sends",
+    "changelog_sends",
     "gc_threshold",
     "rocksdb_write_buffer_mb",
     "rocksdb_block_cache_mb",
@@ -524,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hand keyed outputs (decisions, signals, dead letters) to the producer "
                         "as one batch per partition (partition, default) or one send per "
                         "record (record)")
+    w.add_argument("--changelog-sends", choices=["partition", "table"],
+                   help="write changed states to the store and hand their changelog records "
+                        "to the producer as one batch per partition (partition, default), or "
+                        "through Faust's Table API, one send per key (table)")
     w.add_argument("--gc-threshold", help=THRESHOLD_HELP)
     w.add_argument("--rocksdb-write-buffer-mb", type=int,
                    help="RocksDB write buffer per table partition, MB (up to 3 each; default 64)")

@@ -13,18 +13,22 @@ the replay) is in ``tests/integration``.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 import orjson
 import pytest
+from aiokafka.errors import LeaderNotAvailableError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from detector.context import IpContext
-from detector.stream import stages
+from detector.stream import stages, worker
+from detector.stream.metrics import StreamMetrics
+from detector.stream.settings import WorkerSettings
 from detector.stream.transport import TRANSPORT_SCHEME, _Consumer
-from detector.stream.worker import _PendingStates
+from detector.stream.worker import _PendingStates, _Pipeline
 
 
 class _Message:
@@ -104,14 +108,16 @@ def test_pending_states_report_full_at_their_memory_bound() -> None:
     assert not pending.full
 
 
-def test_a_stage_holding_its_bound_writes_everything_out_at_once() -> None:
+def test_a_stage_holding_its_bound_is_told_to_write_everything_out() -> None:
     table = _Table()
     pending = _PendingStates(table, limit=3)
     log = stages.Applied({("in", 0, 0): 1})
     events = {k: _Event(i) for i, k in enumerate("abcd")}
-    assert pending.hold({"a": _ctx(1), "b": _ctx(1)}, {"a": log}, events) == 0  # type: ignore[arg-type]
+    assert not pending.hold({"a": _ctx(1), "b": _ctx(1)}, {"a": log}, events)  # type: ignore[arg-type]
     assert table.writes == [] and len(pending) == 2
-    assert pending.hold({"b": _ctx(2), "c": _ctx(1)}, None, events) == 3  # type: ignore[arg-type]
+    assert pending.hold({"b": _ctx(2), "c": _ctx(1)}, None, events)  # type: ignore[arg-type]
+    assert table.writes == [], "holding never writes: the stage writes at the bound"
+    assert pending.flush() == 3
     assert sorted(table.writes) == [(b"a", 0), (b"b", 1), (b"c", 2)]
     assert table[b"a"] == stages.encode_state(_ctx(1), log)
     assert table[b"b"] == stages.encode_state(_ctx(2))
@@ -133,9 +139,13 @@ def test_pending_states_are_written_before_faust_commits(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "_commit_offsets", faust_commit)
 
+    async def flush() -> None:
+        await asyncio.sleep(0)  # the writes are awaited to the end before Faust commits
+        calls.append("flush")
+
     async def run() -> bool:
         app, consumer = _consumer()
-        app.zt_write_pending_states = lambda: calls.append("flush")
+        app.zt_write_pending_states = flush
         assert isinstance(consumer, _Consumer)
         result: bool = await consumer._commit_offsets({("in", 0): 5})
         return result
@@ -154,10 +164,167 @@ def test_pending_states_are_written_before_the_tables_are_revoked(
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_revoked", faust_revoke)
 
+    async def flush() -> None:
+        await asyncio.sleep(0)
+        calls.append("flush")
+
     async def run() -> None:
         app, consumer = _consumer()
-        app.zt_write_pending_states = lambda: calls.append("flush")
+        app.zt_write_pending_states = flush
         await consumer.on_partitions_revoked({("in", 0)})
 
     asyncio.run(run())
     assert calls == ["flush", "revoke"]
+
+
+# ------------------------------------------------------------ --changelog-sends partition
+
+
+class _Store(dict[bytes, bytes]):
+    """A table's store: values by key, and the persisted changelog offset per partition."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+        self.persisted: dict[int, int] = {}
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.log.append(f"store {key.decode()}")
+        super().__setitem__(key, value)
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp.partition] = offset
+
+
+class _Topic:
+    def get_topic_name(self) -> str:
+        return "app-ip-context-changelog"
+
+
+class _ChangelogTable:
+    """The parts of a Faust table the batched changelog write uses."""
+
+    name = "ip-context"
+
+    def __init__(self, log: list[str]) -> None:
+        self.data = _Store(log)
+        self.changelog_topic = _Topic()
+        self.sensed: list[bytes] = []
+
+    def partition_for_key(self, key: bytes) -> int:
+        ref = _current_event.get(None)
+        event = ref() if ref is not None else None
+        return event.message.partition  # type: ignore[union-attr,no-any-return]
+
+    def _sensor_on_set(self, table: Any, key: bytes, value: bytes) -> None:
+        self.sensed.append(key)
+
+
+class _Metadata:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+class _Producer:
+    """Faust's producer ``send``: offsets per partition; fails chosen values' first send."""
+
+    def __init__(self, log: list[str], fail_once: tuple[bytes, ...] = (),
+                 gate: asyncio.Event | None = None) -> None:
+        self.log = log
+        self.fail_once = set(fail_once)
+        self.gate = gate
+        self.sent: list[tuple[str, bytes, bytes, int]] = []
+        self.next_offset: dict[int, int] = {}
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int,
+                   timestamp: Any, headers: Any) -> asyncio.Future[Any]:
+        self.log.append(f"send {key.decode()}")
+        self.sent.append((topic, key, value, partition))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if value in self.fail_once:
+            self.fail_once.discard(value)
+            fut.set_exception(LeaderNotAvailableError())
+            return fut
+        offset = self.next_offset.get(partition, 0)
+        self.next_offset[partition] = offset + 1
+        meta = _Metadata(topic, partition, offset)
+        if self.gate is None:
+            fut.set_result(meta)
+        else:
+            gate = self.gate
+            asyncio.get_running_loop().create_task(_set_after(gate, fut, meta))
+        return fut
+
+
+async def _set_after(gate: asyncio.Event, fut: asyncio.Future[Any], meta: _Metadata) -> None:
+    await gate.wait()
+    fut.set_result(meta)
+
+
+def _pipeline(producer: _Producer) -> Any:
+    pipe = object.__new__(_Pipeline)
+    pipe.settings = WorkerSettings(model_dir="m", output_sends="record")
+    pipe.metrics = StreamMetrics()
+    pipe.app = SimpleNamespace(producer=producer)
+    return pipe
+
+
+def test_batched_changelog_writes_the_store_first_then_each_key_to_its_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "RETRY_BACKOFF_S", 0.001)
+    log: list[str] = []
+    table = _ChangelogTable(log)
+    pending = _PendingStates(table)
+    applied = stages.Applied({("in", 1, 0): 4})
+    pending.put("a", _ctx(1), None, _Event(2))  # type: ignore[arg-type]
+    pending.put("b", _ctx(2), applied, _Event(0))  # type: ignore[arg-type]
+    pending.put("c", _ctx(3), None, _Event(2))  # type: ignore[arg-type]
+    pending.put("a", _ctx(4), None, _Event(2))  # type: ignore[arg-type]
+    b_value = stages.encode_state(_ctx(2), applied)
+    producer = _Producer(log, fail_once=(b_value,))  # b's first delivery fails (retriable)
+    pipe = _pipeline(producer)
+
+    written = asyncio.run(pipe._write_states(pending))
+
+    assert written == 3 and len(pending) == 0
+    assert log[:3] == ["store a", "store b", "store c"], "store before any changelog send"
+    assert dict(table.data) == {b"a": stages.encode_state(_ctx(4)), b"b": b_value,
+                                b"c": stages.encode_state(_ctx(3))}
+    first = [(key, partition) for _, key, _, partition in producer.sent[:3]]
+    assert first == [(b"a", 2), (b"b", 0), (b"c", 2)]
+    assert producer.sent[3] == ("app-ip-context-changelog", b"b", b_value, 0), "resent"
+    assert {key: value for _, key, value, _ in producer.sent} == dict(table.data)
+    # Persisted offsets: the highest delivered offset of each changelog partition.
+    assert table.data.persisted == {2: 1, 0: 0}
+    assert table.sensed == [b"a", b"b", b"c"]
+    count = pipe.metrics.registry.get_sample_value("detector_state_writes_total",
+                                                   {"table": "ip-context"})
+    assert count == 3
+
+
+def test_one_changelog_write_at_a_time_per_table() -> None:
+    """A second write waits until the first is delivered: a key's records keep their order."""
+    log: list[str] = []
+    table = _ChangelogTable(log)
+    pending = _PendingStates(table)
+    gate = asyncio.Event()
+    producer = _Producer(log, gate=gate)
+    pipe = _pipeline(producer)
+
+    async def run() -> None:
+        pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
+        first = asyncio.ensure_future(pipe._write_states(pending))
+        await asyncio.sleep(0.01)
+        assert log == ["store a", "send a"]  # sent, not yet delivered
+        pending.put("a", _ctx(2), None, _Event(0))  # type: ignore[arg-type]
+        second = asyncio.ensure_future(pipe._write_states(pending))
+        await asyncio.sleep(0.01)
+        assert log == ["store a", "send a"], "the second write waits for the first"
+        gate.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(run())
+    assert log == ["store a", "send a", "store a", "send a"]
+    assert table.data[b"a"] == stages.encode_state(_ctx(2))
+    assert table.data.persisted == {0: 1}

@@ -70,12 +70,16 @@ class KeyedBatches:
             return None
         return cls(inner)
 
-    async def send(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[Outcome]:
+    async def send(self, topic: str, records: Sequence[tuple[bytes, bytes]],
+                   partitions: Sequence[int] | None = None) -> list[Outcome]:
         """Hand ``records`` (key, value) to the producer; return each record's outcome.
 
-        Records of one batch share its delivery future. An exception raised
-        while handing a batch over (no room within the producer's timeout,
-        a closed producer) is every one of its records' outcome.
+        Each record goes to the partition the producer's partitioner picks
+        for its key, or to ``partitions[i]`` when given (a table's
+        changelog, whose partition is the table partition's). Records of one
+        batch share its delivery future. An exception raised while handing
+        a batch over (no room within the producer's timeout, a closed
+        producer) is every one of its records' outcome.
         """
         producer = self._producer
         outcomes: list[Outcome] = [(None, None)] * len(records)
@@ -85,7 +89,8 @@ class KeyedBatches:
             return [(None, exc)] * len(records)
         by_partition: dict[int, list[int]] = {}
         for i, (key, value) in enumerate(records):
-            partition: int = producer._partition(topic, None, None, None, key, value)
+            partition: int = (producer._partition(topic, None, None, None, key, value)
+                              if partitions is None else partitions[i])
             by_partition.setdefault(partition, []).append(i)
         for partition, indexes in by_partition.items():
             await self._send_partition(topic, partition, records, indexes, outcomes)

@@ -275,6 +275,12 @@ class WorkerSettings:
     #: partition appended to one producer batch (detector.stream.batches);
     #: ``record``, one producer ``send`` per record.
     output_sends: str = "partition"
+    #: How changed states reach a table's changelog: ``partition``
+    #: (default), each state written to the table's store and all of one
+    #: write's records for a changelog partition in one producer batch,
+    #: delivered like any output; ``table``, Faust's Table API, one
+    #: ``send_soon`` per key.
+    changelog_sends: str = "partition"
     #: The cyclic garbage collector's thresholds for the worker process
     #: (detector.gctune): ``python`` keeps the interpreter's 700,10,10,
     #: under which full passes over every held state took about a fifth of
@@ -333,6 +339,8 @@ class WorkerSettings:
             raise ValueError("state_writes must be commit or batch")
         if self.output_sends not in ("partition", "record"):
             raise ValueError("output_sends must be partition or record")
+        if self.changelog_sends not in ("partition", "table"):
+            raise ValueError("changelog_sends must be partition or table")
         parse_threshold(self.gc_threshold)  # raises ValueError with the reason
         if not 1 <= self.rocksdb_write_buffer_mb <= 1024:
             raise ValueError("rocksdb_write_buffer_mb must be in 1..1024")

@@ -403,14 +403,14 @@ class _Consumer(faust_aiokafka.Consumer):
         then Faust flushes the producer (changelog records included) and
         commits, so no offset is committed before the state that holds it.
         """
-        self._write_pending_states()
+        await self._write_pending_states()
         committed: bool = await super()._commit_offsets(offsets, start_new_transaction)
         return committed
 
-    def _write_pending_states(self) -> None:
+    async def _write_pending_states(self) -> None:
         hook = getattr(self.app, "zt_write_pending_states", None)  # set by the worker's build_app
         if hook is not None:
-            hook()
+            await hook()
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         """Count the revoked partitions as moved and forget their first read offsets; revoke."""
@@ -423,7 +423,7 @@ class _Consumer(faust_aiokafka.Consumer):
             self._thread.positions.moved(revoked)
         # Pending states go to their tables while the tables still hold these
         # partitions (Faust revokes the tables first thing).
-        self._write_pending_states()
+        await self._write_pending_states()
         await super().on_partitions_revoked(revoked)
 
     def ack(self, message: Any) -> bool:

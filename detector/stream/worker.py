@@ -24,7 +24,10 @@ commit, with its latest state (:class:`_PendingStates`, ``--state-writes
 commit``), or after every batch (``--state-writes batch``). Faust places a
 table write in the changelog partition of the *current event*; a batch spans
 partitions, so each read and write is bound to an event of its own key first
-(:func:`_bind`).
+(:func:`_bind`). A write puts the states into the table's store and hands
+their changelog records to the producer as one batch per changelog partition
+(``--changelog-sends partition``), delivered like any output before the
+commit goes ahead; ``--changelog-sends table`` keeps Faust's Table API.
 
 Delivery is at least once: every output is delivered before the batch's
 state is written back and before the batch is acked, and Faust flushes the
@@ -74,7 +77,7 @@ from faust.exceptions import ProducerSendError
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 from faust.streams import _current_event  # see _bind
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from detector.baseline import Baseline
 from detector.context import IpContext, SessionContext
@@ -200,11 +203,15 @@ class _PendingStates:
     the stage flushes right after each batch instead.
     """
 
-    __slots__ = ("table", "limit", "_values")
+    __slots__ = ("table", "limit", "lock", "_values")
 
     def __init__(self, table: Any, limit: int = PENDING_STATES_MAX) -> None:
         self.table = table
         self.limit = limit
+        #: Held while states are on their way to the table: one write at a
+        #: time per table, so a key's changelog records keep their order
+        #: even when one write's delivery is retried.
+        self.lock = asyncio.Lock()
         self._values: dict[str, tuple[Any, stages.Applied | None, RawEvent]] = {}
 
     def __len__(self) -> int:
@@ -239,21 +246,31 @@ class _PendingStates:
         self._values[key] = (value, log, event)
 
     def hold(self, changed: dict[str, Any], applied: dict[str, stages.Applied] | None,
-             keyed: dict[str, RawEvent]) -> int:
-        """Hold a batch's changed states; at the memory bound write all out. Return how many."""
+             keyed: dict[str, RawEvent]) -> bool:
+        """Hold a batch's changed states; return whether the memory bound is reached."""
         for key, value in changed.items():
             self.put(key, value, applied.get(key) if applied is not None else None, keyed[key])
-        return self.flush() if self.full else 0
+        return self.full
+
+    def take_all(self) -> list[tuple[bytes, bytes, RawEvent]]:
+        """Return every pending state as (key, table value, an event of the key); forget them."""
+        entries = [(key.encode(), stages.encode_state(value, log), event)
+                   for key, (value, log, event) in self._values.items()]
+        self._values.clear()
+        return entries
 
     def flush(self) -> int:
-        """Write every pending state to the table (and its changelog); return how many."""
+        """Write every pending state through the table (and its changelog); return how many.
+
+        Faust's Table API: one changelog ``send_soon`` per key
+        (``--changelog-sends table``).
+        """
         table = self.table
-        for key, (value, log, event) in self._values.items():
+        entries = self.take_all()
+        for key, value, event in entries:
             _bind(event)  # the key's own changelog partition (see _bind)
-            table[key.encode()] = stages.encode_state(value, log)
-        n = len(self._values)
-        self._values.clear()
-        return n
+            table[key] = value
+        return len(entries)
 
 
 class _Pipeline:
@@ -380,7 +397,7 @@ class _Pipeline:
             )
         return states
 
-    def _store(
+    async def _store(
         self,
         table: Any,
         keyed: dict[str, RawEvent],
@@ -391,11 +408,55 @@ class _Pipeline:
         # Called only after the batch's outputs were delivered, so a state that
         # holds an event implies that event's outputs are out (see stages).
         pending = self.pending[id(table)]
-        written = pending.hold(changed, applied, keyed)
-        if self.write_per_batch:
-            written += pending.flush()
-        if written:
-            self.metrics.state_writes.labels(table=table.name).inc(written)
+        if pending.hold(changed, applied, keyed) or self.write_per_batch:
+            await self._write_states(pending)
+
+    async def _write_states(self, pending: _PendingStates) -> int:
+        """Write one table's pending states to its store and changelog; return how many.
+
+        ``--changelog-sends partition``: each state goes into the table's
+        store, then all of them to the changelog as one producer batch per
+        changelog partition, delivered (retried like any output) before this
+        returns; the store's persisted changelog offsets follow the delivery.
+        ``table``: Faust's Table API, one ``send_soon`` per key, delivered
+        by Faust's producer flush before the commit.
+        """
+        async with pending.lock:
+            table = pending.table
+            if self.settings.changelog_sends == "table":
+                n = pending.flush()
+            else:
+                entries = pending.take_all()
+                n = len(entries)
+                if n:
+                    await self._send_changelog(table, entries)
+            if n:
+                self.metrics.state_writes.labels(table=table.name).inc(n)
+            return n
+
+    async def _send_changelog(self, table: Any, entries: list[tuple[bytes, bytes, RawEvent]]
+                              ) -> None:
+        # What Faust's Table.__setitem__ does per key (changelog record in the
+        # current event's partition, store write, table sensor), with the
+        # changelog records handed over per partition instead of per key. The
+        # store is written first: a changelog offset recorded as persisted is
+        # then always in the store (recovery replays the changelog after it).
+        store = table.data
+        sensor = table._sensor_on_set
+        records: list[tuple[int, bytes, bytes]] = []
+        for key, value, event in entries:
+            _bind(event)  # the key's own partition (see _bind)
+            partition = table.partition_for_key(key)  # checks co-partitioning, as Faust does
+            if partition is None:  # a table on the producer's partitioner: not one of ours
+                raise RuntimeError(f"table {table.name} has no partition for its changelog")
+            store[key] = value
+            sensor(table, key, value)
+            records.append((partition, key, value))
+        out = self._outbox()
+        await out.send_partitioned(table.changelog_topic.get_topic_name(), records)
+        await out.delivered()
+        for (topic, partition), offset in out.offsets.items():
+            store.set_persisted_offset(TP(topic, partition), offset)
 
     def _duplicates(self, stage: str, dups: Sequence[stages.Routed]) -> None:
         if dups:
@@ -426,12 +487,10 @@ class _Pipeline:
             if stage is None or name == stage:
                 tracker.reset()
 
-    def flush_states(self) -> None:
+    async def flush_states(self) -> None:
         """Write every stage's pending states to its table (before a commit or a revoke)."""
         for pending in self.pending.values():
-            n = pending.flush()
-            if n:
-                self.metrics.state_writes.labels(table=pending.table.name).inc(n)
+            await self._write_states(pending)
 
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
@@ -532,7 +591,7 @@ class _Pipeline:
             await self._engine_errors(out, stage, failures, items)
             await self._forward(out, forward, result.out)
             await out.delivered()
-            self._store(table, keyed, result.changed, applied)
+            await self._store(table, keyed, result.changed, applied)
             self._duplicates(stage, result.duplicates)
             self._observe(stage, len(items), started)
 
@@ -593,7 +652,7 @@ class _Pipeline:
                 [(d.event.entity_key, orjson.dumps(d.to_dict())) for d in decisions],
             )
         await out.delivered()
-        self._store(self.baselines, keyed, result.changed, applied)
+        await self._store(self.baselines, keyed, result.changed, applied)
         self._duplicates("entity", result.duplicates)
         for action, count in Counter(d.action.value for d in decisions).items():
             m.decisions.labels(action=action).inc(count)
@@ -752,6 +811,9 @@ class _Outbox:
         self._metrics = metrics
         self._batches = batches
         self._records: list[_Record] = []
+        #: The highest offset delivered per (topic, partition), from the
+        #: delivery results (a batch's result holds its first offset).
+        self.offsets: dict[tuple[str, int], int] = {}
 
     async def send(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
         """Send keyed records (the producer's partitioner places them).
@@ -778,6 +840,26 @@ class _Outbox:
         for partition, value in records:
             await self._send(_Record(topic, None, value, partition))
 
+    async def send_partitioned(self, topic: str,
+                               records: Sequence[tuple[int, bytes, bytes]]) -> None:
+        """Send keyed records to explicit partitions (partition, key, value): changelogs.
+
+        With ``batches``, one producer batch per partition; else one
+        ``send`` per record.
+        """
+        sent = [_Record(topic, key, value, partition) for partition, key, value in records]
+        if self._batches is None:
+            for record in sent:
+                await self._send(record)
+            return
+        if not sent:
+            return
+        self._records.extend(sent)
+        outcomes = await self._batches.send(topic, [(key, value) for _, key, value in records],
+                                            [partition for partition, _, _ in records])
+        for record, (result, error) in zip(sent, outcomes, strict=True):
+            record.result, record.error = result, error
+
     async def _send(self, record: _Record) -> None:
         self._records.append(record)
         record.result, record.error = None, None
@@ -794,8 +876,15 @@ class _Outbox:
         pending = [r for r in self._records if r.result is not None]
         results = await asyncio.gather(*(r.result for r in pending if r.result is not None),
                                        return_exceptions=True)
-        failed = {id(r): res for r, res in zip(pending, results, strict=True)
-                  if isinstance(res, BaseException)}
+        failed: dict[int, BaseException] = {}
+        offsets = self.offsets
+        for r, res in zip(pending, results, strict=True):
+            if isinstance(res, BaseException):
+                failed[id(r)] = res
+            elif res is not None:  # aiokafka's RecordMetadata
+                tp = (res.topic, res.partition)
+                if res.offset > offsets.get(tp, -1):
+                    offsets[tp] = res.offset
         out: list[tuple[_Record, BaseException]] = []
         for r in self._records:
             exc = r.error if r.error is not None else failed.get(id(r))
@@ -1004,7 +1093,7 @@ def build_app(
         # written and flushed now, before this worker rejoins the group and a
         # new owner recovers the partitions from their changelogs.
         if any(len(p) for p in pipe.pending.values()):
-            pipe.flush_states()
+            await pipe.flush_states()
             await app.producer.flush()
 
     app.on_partitions_revoked.connect(on_revoked)
