@@ -108,6 +108,8 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
         ("worker_faust_thread", "`--faust-consumer thread`", "loop / thread"),
         ("worker_state_batch", "`--state-writes batch`", "commit / batch state writes"),
         ("worker_gc_python", "`--gc-threshold python`", "tuned / interpreter's GC thresholds"),
+        ("worker_record_sends", "`--output-sends record --changelog-sends table`",
+         "batched / one-by-one sends"),
     ):
         t = k.get(key)
         if t is None:
@@ -413,7 +415,10 @@ def render(res: dict[str, Any], command: str) -> str:
                "same worker with Faust's consumer in its own thread (`--faust-consumer "
                "thread`) and with a state write per changed key per batch (`--state-writes "
                "batch`), the defaults before session 8, with the interpreter's GC "
-               "thresholds (`--gc-threshold python`, the default before session 9), and a "
+               "thresholds (`--gc-threshold python`, the default before session 9), with "
+               "its outputs and changelog records handed to the producer one by one "
+               "(`--output-sends record --changelog-sends table`, the default before session "
+               "11), and a "
                "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
                "`stream.take(500, within=0.2)`): Faust's own cost per input message."
                if "faust_floor" in k else ""),
