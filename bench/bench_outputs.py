@@ -1,4 +1,4 @@
-"""Keyed outputs: one producer ``send`` per record against one batch per partition, side by side.
+"""Decision records: their JSON and their sends, the compiled and batched ways against the old.
 
 The entity stage writes one decision record per event (the decisions
 topic) and its signals, keyed by entity. This script replays generated
@@ -12,6 +12,10 @@ partitioner) in chunks the size of a stage batch, in alternating rounds:
 Each chunk waits for its deliveries, as a stage batch does. It prints CPU
 and wall microseconds per record (medians over the rounds) and the ratios,
 and checks that both ways put every key in the same partition.
+
+Before that, in process, it times writing the same decisions as JSON both
+ways, alternating: ``orjson.dumps(decision.to_dict())`` and the compiled
+encoder (``detector.engine.decision_json``), and checks they give equal bytes.
 
 Usage::
 
@@ -35,8 +39,9 @@ from bench_kafka import create_topics
 from common import REPO, generated_lines
 from run import bootstrap_servers
 
-from detector.engine import Detector
+from detector.engine import Decision, Detector, decision_json, use_native_decision_json
 from detector.events import ParseError, parse_event
+from detector.gctune import DEFAULT_THRESHOLD, apply_threshold
 from detector.model import load_model
 from detector.stream.batches import KeyedBatches
 from detector.stream.stages import KeyPartitioner
@@ -44,8 +49,8 @@ from detector.stream.stages import KeyPartitioner
 Records = list[tuple[bytes, bytes]]
 
 
-def decision_records(events: int) -> Records:
-    """Return (entity key, decision JSON) for ``events`` generated events, as the worker writes."""
+def decisions(events: int) -> list[Decision]:
+    """Return the decisions of ``models/default`` on ``events`` generated events."""
     parsed = []
     for line in generated_lines(300, 7, 11):
         try:
@@ -56,11 +61,29 @@ def decision_records(events: int) -> Records:
             break
     detector = Detector(load_model(REPO / "models" / "default"))
     state = detector.new_state()
-    out: Records = []
+    out: list[Decision] = []
     for i in range(0, len(parsed), 500):
-        for d in detector.process(parsed[i:i + 500], state):
-            out.append((d.event.entity_key.encode(), orjson.dumps(d.to_dict())))
+        out.extend(detector.process(parsed[i:i + 500], state))
     return out
+
+
+def measure_encoding(made: list[Decision], rounds: int) -> tuple[dict[str, list[float]], bool]:
+    """CPU µs per decision of each way of writing its JSON (alternating rounds); equal bytes?"""
+    ways: dict[str, Callable[[Decision], bytes]] = {
+        "to_dict + orjson": lambda d: orjson.dumps(d.to_dict()), "compiled": decision_json}
+    if not use_native_decision_json(True):
+        raise SystemExit("detector._native is not built: nothing to compare")
+    same = all(decision_json(d) == orjson.dumps(d.to_dict()) for d in made)
+    results: dict[str, list[float]] = {name: [] for name in ways}
+    order = list(ways)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            write = ways[name]
+            cpu = time.process_time()
+            for d in made:
+                write(d)
+            results[name].append((time.process_time() - cpu) / len(made) * 1e6)
+    return results, same
 
 
 async def _per_record(producer: AIOKafkaProducer, topic: str, chunk: Records) -> list[int]:
@@ -114,7 +137,7 @@ def _median(values: Sequence[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the figures; return 0, or 1 when the two ways place a key differently."""
+    """Print the figures; return 0, or 1 when the two ways disagree (bytes or partitions)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bootstrap")
     p.add_argument("--events", type=int, default=30_000)
@@ -124,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=6)
     args = p.parse_args(argv)
     bootstrap = bootstrap_servers(args.bootstrap)
-    records = decision_records(args.events)
+    apply_threshold(DEFAULT_THRESHOLD)  # the worker's collector settings
+    made = decisions(args.events)
+    encoded, same_bytes = measure_encoding(made, args.rounds)
+    print(f"{len(made):,} decisions written as JSON, {args.rounds} alternating rounds; "
+          "CPU µs per decision, median (rounds)")
+    for name, rows in encoded.items():
+        print(f"  {name:18} {_median(rows):7.2f}   " + " ".join(f"{c:.2f}" for c in rows))
+    print(f"  ratio {_median(encoded['to_dict + orjson']) / _median(encoded['compiled']):.1f}×; "
+          f"equal bytes: {'yes' if same_bytes else 'NO'}")
+    print()
+    records: Records = [(d.event.entity_key.encode(), decision_json(d)) for d in made]
     mean_bytes = sum(len(k) + len(v) for k, v in records) / len(records)
     results, same = asyncio.run(_measure(bootstrap, records, args.chunk, args.partitions,
                                          args.rounds))
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'send / batches':10} {med['send'][0] / med['batches'][0]:13.2f}× "
           f"{med['send'][1] / med['batches'][1]:14.2f}×")
     print("same partitions as send:", "yes" if same else "NO")
-    return 0 if same else 1
+    return 0 if same and same_bytes else 1
 
 
 if __name__ == "__main__":

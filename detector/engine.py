@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final, NamedTuple
 
+import orjson
+
 from detector import native as native_kernels
 from detector.baseline import EMPTY, Baseline, signal_suppressed, update, with_signal
 from detector.config import DetectorConfig
@@ -115,6 +117,46 @@ class Decision(NamedTuple):
             "signal_id": self.signal_id,
             "model_version": self.model_version,
         }
+
+
+_decision_encoder: Callable[[Decision], bytes | None] | None = None
+_decision_encoder_bound = False
+
+
+def use_native_decision_json(enabled: bool) -> bool:
+    """Write decision records with the compiled encoder, or with orjson only.
+
+    On by default (bound at the first :func:`decision_json` call, when the
+    module is built); for tests and benchmarks that compare the two. Returns
+    True when the compiled encoder is in use.
+    """
+    global _decision_encoder, _decision_encoder_bound
+    encoder = None
+    if enabled:
+        try:
+            module = native_kernels.load()
+        except native_kernels.NativeStale:  # the Detector reports a stale build
+            module = None
+        cls = getattr(module, "DecisionEncoder", None) if module is not None else None
+        encoder = cls().encode if cls is not None else None
+    _decision_encoder, _decision_encoder_bound = encoder, True
+    return encoder is not None
+
+
+def decision_json(decision: Decision) -> bytes:
+    """Return the decision record as JSON bytes, as ``orjson.dumps(decision.to_dict())``.
+
+    The compiled encoder writes the same keys and values directly (floats
+    with the same bits, in their shortest round-trip text, which may differ
+    from orjson's); whatever it doubts goes through ``to_dict``.
+    """
+    if not _decision_encoder_bound:
+        use_native_decision_json(True)
+    if _decision_encoder is not None:
+        out = _decision_encoder(decision)
+        if out is not None:
+            return out
+    return orjson.dumps(decision.to_dict())
 
 
 # Builds a Decision from a complete tuple of its fields, skipping the generated

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from detector.engine import Decision, Detector, EngineState
+from detector.engine import Decision, Detector, EngineState, decision_json
 from detector.events import Event, ParseError, parse_event
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def replay(
             if d.signal_id is not None:
                 stats.signals += 1
             if decisions_out is not None:
-                decisions_out.write(orjson.dumps(d.to_dict()) + b"\n")
+                decisions_out.write(decision_json(d) + b"\n")
         if on_batch is not None:
             on_batch(decisions)
     stats.seconds = time.perf_counter() - started

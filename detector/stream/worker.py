@@ -81,7 +81,7 @@ from faust.types import TP, EventT
 
 from detector.baseline import Baseline
 from detector.context import IpContext, SessionContext
-from detector.engine import Detector
+from detector.engine import Detector, decision_json
 from detector.events import Event
 from detector.gctune import apply_threshold, format_threshold, parse_threshold
 from detector.model import load_model
@@ -649,7 +649,7 @@ class _Pipeline:
         if s.decisions_topic:
             await out.send(
                 s.decisions_topic,
-                [(d.event.entity_key, orjson.dumps(d.to_dict())) for d in decisions],
+                [(d.event.entity_key, decision_json(d)) for d in decisions],
             )
         await out.delivered()
         await self._store(self.baselines, keyed, result.changed, applied)

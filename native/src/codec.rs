@@ -240,7 +240,7 @@ fn scalar_obj<'py>(py: Python<'py>, v: Scalar<'_>) -> R<Option<Bound<'py, PyAny>
 }
 
 /// The members of one enum, by value (`{m.value: m for m in Enum}`), for ASCII values.
-fn members(enum_type: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Py<PyAny>)>> {
+pub(crate) fn members(enum_type: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Py<PyAny>)>> {
     let mut out = Vec::new();
     for m in enum_type.try_iter()? {
         let m = m?;
@@ -262,7 +262,7 @@ fn member<'py>(py: Python<'py>, table: &[(String, Py<PyAny>)], v: Scalar<'_>) ->
 }
 
 /// Appends `s` as a JSON string (quotes, backslashes and control characters escaped).
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut start = 0;
@@ -291,7 +291,7 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends a Python int as a JSON integer (within int64 or uint64, as orjson; else a doubt).
-fn write_int(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> R<()> {
+pub(crate) fn write_int(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> R<()> {
     if let Ok(x) = v.extract::<i64>() {
         out.extend_from_slice(x.to_string().as_bytes());
     } else {

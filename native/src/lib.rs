@@ -20,6 +20,7 @@ mod blfeat;
 mod blmap;
 mod codec;
 mod context;
+mod decision;
 mod engine;
 mod features;
 mod fnv;
@@ -49,6 +50,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     blengine::register(m)?;
     kafka::register(m)?;
     codec::register(m)?;
+    decision::register(m)?;
     // What a panic in a kernel (a bug) raises in Python: a BaseException,
     // which `except Exception` does not catch. The stream stages catch it
     // by name (`detector.native.engine_faults`) to dead-letter the event
