@@ -228,11 +228,12 @@ class FakeBatches:
         self.exc = exc
         self.batches: list[list[bytes]] = []
 
-    async def send(self, topic: str, records: list[tuple[bytes, bytes]]
+    async def send(self, topic: str, records: list[tuple[bytes, bytes]],
+                   partitions: list[int] | None = None
                    ) -> list[tuple[asyncio.Future[Any] | None, BaseException | None]]:
         groups: dict[int, list[int]] = {}
         for i, (key, _) in enumerate(records):
-            groups.setdefault(key[0] % 2, []).append(i)
+            groups.setdefault(key[0] % 2 if partitions is None else partitions[i], []).append(i)
         outcomes: list[tuple[asyncio.Future[Any] | None, BaseException | None]] = [
             (None, None)] * len(records)
         for indexes in groups.values():
@@ -289,3 +290,19 @@ def test_a_batch_refused_for_good_fail_stops() -> None:
     with pytest.raises(MessageSizeTooLargeError):
         asyncio.run(run())
     assert producer.sent == [], "nothing resent"
+
+
+def test_partitioned_records_batch_by_their_partition_and_resend_in_its_order() -> None:
+    """Changelog records: grouped by the partition given, not by key; order kept per partition."""
+    batches = FakeBatches({0}, KafkaTimeoutError())
+    producer = FakeProducer(lambda record, n: None)
+
+    async def run() -> None:
+        out = _Outbox(producer, StreamMetrics(), batches)  # type: ignore[arg-type]
+        await out.send_partitioned("log", [(3, b"a", b"a0"), (1, b"a", b"a1"), (3, b"b", b"b0")])
+        await out.delivered()
+
+    asyncio.run(run())
+    assert batches.batches == [[b"a0", b"b0"], [b"a1"]]
+    # Batch 0 (partition 3) failed: both its records resent, each to partition 3.
+    assert producer.sent == [("log", b"a", b"a0", 3), ("log", b"b", b"b0", 3)]

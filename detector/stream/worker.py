@@ -816,24 +816,8 @@ class _Outbox:
         self.offsets: dict[tuple[str, int], int] = {}
 
     async def send(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
-        """Send keyed records (the producer's partitioner places them).
-
-        With ``batches``, one producer batch per partition (shared delivery
-        futures); else one ``send`` per record. Either way each record is
-        kept with its outcome, so :meth:`delivered` treats both alike.
-        """
-        if self._batches is None:
-            for key, value in records:
-                await self._send(_Record(topic, key.encode(), value, None))
-            return
-        if not records:
-            return
-        keyed = [(key.encode(), value) for key, value in records]
-        sent = [_Record(topic, key, value, None) for key, value in keyed]
-        self._records.extend(sent)
-        outcomes = await self._batches.send(topic, keyed)
-        for record, (result, error) in zip(sent, outcomes, strict=True):
-            record.result, record.error = result, error
+        """Send keyed records (the producer's partitioner places them)."""
+        await self._hand_over(topic, [(key.encode(), value) for key, value in records], None)
 
     async def send_records(self, topic: str, records: Sequence[tuple[int, bytes]]) -> None:
         """Send unkeyed records to explicit partitions (internal topics)."""
@@ -842,12 +826,20 @@ class _Outbox:
 
     async def send_partitioned(self, topic: str,
                                records: Sequence[tuple[int, bytes, bytes]]) -> None:
-        """Send keyed records to explicit partitions (partition, key, value): changelogs.
+        """Send keyed records to explicit partitions (partition, key, value): changelogs."""
+        await self._hand_over(topic, [(key, value) for _, key, value in records],
+                              [partition for partition, _, _ in records])
 
-        With ``batches``, one producer batch per partition; else one
-        ``send`` per record.
+    async def _hand_over(self, topic: str, keyed: list[tuple[bytes, bytes]],
+                         partitions: list[int] | None) -> None:
+        """Give keyed records to the producer and keep each with its outcome.
+
+        With ``batches``, one producer batch per partition (its delivery
+        future shared by its records); else one ``send`` per record. Either
+        way :meth:`delivered` treats the records alike.
         """
-        sent = [_Record(topic, key, value, partition) for partition, key, value in records]
+        sent = [_Record(topic, key, value, None if partitions is None else partitions[i])
+                for i, (key, value) in enumerate(keyed)]
         if self._batches is None:
             for record in sent:
                 await self._send(record)
@@ -855,8 +847,7 @@ class _Outbox:
         if not sent:
             return
         self._records.extend(sent)
-        outcomes = await self._batches.send(topic, [(key, value) for _, key, value in records],
-                                            [partition for partition, _, _ in records])
+        outcomes = await self._batches.send(topic, keyed, partitions)
         for record, (result, error) in zip(sent, outcomes, strict=True):
             record.result, record.error = result, error
 
