@@ -425,7 +425,7 @@ def test_hypothesis_edge_cases(kernel: Any, model: Model, case: tuple[Baseline, 
                                                                           10**9).map(
            lambda n: (2 * n + 1) / 20000))
 def test_round_matches_python(x: float) -> None:
-    for n in (3, 4):
+    for n in (3, 4, 6):
         assert _bits(_native._round_for_test(x, n)) == _bits(round(x, n)), (x, n)
 
 
@@ -433,7 +433,7 @@ def test_round_exhaustive_near_ties() -> None:
     """Ties and near-ties in every binade the kernel's values live in."""
     xs: list[float] = []
     for k in range(-20_000, 20_000):
-        for scale in (1000.0, 10000.0):
+        for scale in (1000.0, 10000.0, 1e6):
             t = (k + 0.5) / scale
             xs += [t, math.nextafter(t, math.inf), math.nextafter(t, -math.inf)]
     for e10 in range(-8, 17):
@@ -441,7 +441,7 @@ def test_round_exhaustive_near_ties() -> None:
             t = m * 10.0 ** e10
             xs += [t, -t, math.nextafter(t, math.inf), math.nextafter(t, -math.inf)]
     for x in xs:
-        for n in (3, 4):
+        for n in (3, 4, 6):
             assert _bits(_native._round_for_test(x, n)) == _bits(round(x, n)), (x, n)
 
 

@@ -59,7 +59,8 @@ macro_rules! want {
 }
 
 /// Returns `x` rounded to `ndigits` decimals exactly as Python's `round(x, ndigits)`
-/// (correctly rounded: ties to even on the exact binary value) for ndigits 3 or 4.
+/// (correctly rounded: ties to even on the exact binary value); `scale` is
+/// `10**ndigits`, exact as a double (ndigits 3, 4 and 6 are used).
 ///
 /// Fast path: the exact product `x * 10**n` is `p + e` (`e` from a fused
 /// multiply-add, exact), so the nearest integer `n` of the exact product is
@@ -112,7 +113,8 @@ fn _round_for_test(x: f64, ndigits: usize) -> PyResult<f64> {
     match ndigits {
         3 => Ok(round3(x)),
         4 => Ok(round4(x)),
-        _ => Err(pyo3::exceptions::PyValueError::new_err("ndigits must be 3 or 4")),
+        6 => Ok(py_round(x, 6, 1e6)), // the decision record's (decision.rs)
+        _ => Err(pyo3::exceptions::PyValueError::new_err("ndigits must be 3, 4 or 6")),
     }
 }
 
