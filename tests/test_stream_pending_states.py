@@ -19,7 +19,7 @@ from typing import Any
 import faust
 import orjson
 import pytest
-from aiokafka.errors import LeaderNotAvailableError
+from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -229,9 +229,10 @@ class _Producer:
     """Faust's producer ``send``: offsets per partition; fails chosen values' first send."""
 
     def __init__(self, log: list[str], fail_once: tuple[bytes, ...] = (),
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None, refuse: tuple[bytes, ...] = ()) -> None:
         self.log = log
         self.fail_once = set(fail_once)
+        self.refuse = set(refuse)
         self.gate = gate
         self.sent: list[tuple[str, bytes, bytes, int]] = []
         self.next_offset: dict[int, int] = {}
@@ -244,6 +245,9 @@ class _Producer:
         if value in self.fail_once:
             self.fail_once.discard(value)
             fut.set_exception(LeaderNotAvailableError())
+            return fut
+        if value in self.refuse:
+            fut.set_exception(TopicAuthorizationFailedError())
             return fut
         offset = self.next_offset.get(partition, 0)
         self.next_offset[partition] = offset + 1
@@ -328,3 +332,27 @@ def test_one_changelog_write_at_a_time_per_table() -> None:
     assert log == ["store a", "send a", "store a", "send a"]
     assert table.data[b"a"] == stages.encode_state(_ctx(2))
     assert table.data.persisted == {0: 1}
+
+
+def test_a_changelog_refused_before_a_commit_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """flush_states (Faust's commit hook): a refusal exits at once instead of committing."""
+    stopped: list[BaseException] = []
+
+    def fake_fail_stop(exc: Exception) -> None:
+        stopped.append(exc)
+        raise SystemExit(70)
+
+    monkeypatch.setattr(worker, "_fail_stop", fake_fail_stop)
+    log: list[str] = []
+    table = _ChangelogTable(log)
+    pending = _PendingStates(table)
+    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
+    pipe = _pipeline(_Producer(log, refuse=(stages.encode_state(_ctx(1)),)))
+    pipe.pending = {id(table): pending}
+
+    with pytest.raises(SystemExit):
+        asyncio.run(pipe.flush_states())
+    assert len(stopped) == 1 and isinstance(stopped[0], TopicAuthorizationFailedError)
+    assert table.data.persisted == {}, "nothing recorded as persisted"

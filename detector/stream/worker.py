@@ -488,9 +488,18 @@ class _Pipeline:
                 tracker.reset()
 
     async def flush_states(self) -> None:
-        """Write every stage's pending states to its table (before a commit or a revoke)."""
-        for pending in self.pending.values():
-            await self._write_states(pending)
+        """Write every stage's pending states to its table (before a commit or a revoke).
+
+        A retriable delivery failure is waited out (back-pressure: no commit
+        meanwhile). A refusal stops the process before anything is committed
+        past the states, as a failed batch does (:func:`_fail_stop`), instead
+        of being raised into Faust's commit and its consumer's crash handling.
+        """
+        try:
+            for pending in self.pending.values():
+                await self._write_states(pending)
+        except Exception as exc:  # noqa: BLE001 (fail-stop, see above)
+            _fail_stop(exc)
 
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
