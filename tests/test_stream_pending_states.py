@@ -269,7 +269,7 @@ def _pipeline(producer: _Producer) -> Any:
     pipe = object.__new__(_Pipeline)
     pipe.settings = WorkerSettings(model_dir="m", output_sends="record")
     pipe.metrics = StreamMetrics()
-    pipe.app = SimpleNamespace(producer=producer)
+    pipe.app = SimpleNamespace(producer=producer, should_stop=False)
     return pipe
 
 
@@ -356,3 +356,52 @@ def test_a_changelog_refused_before_a_commit_stops_the_worker(
         asyncio.run(pipe.flush_states())
     assert len(stopped) == 1 and isinstance(stopped[0], TopicAuthorizationFailedError)
     assert table.data.persisted == {}, "nothing recorded as persisted"
+
+
+def test_a_stopping_app_gives_up_an_undeliverable_changelog_and_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """During an outage a graceful stop does not wait for the broker: exit, nothing committed."""
+    monkeypatch.setattr(worker, "RETRY_BACKOFF_S", 0.001)
+    stopped: list[BaseException] = []
+
+    def fake_fail_stop(exc: Exception) -> None:
+        stopped.append(exc)
+        raise SystemExit(70)
+
+    monkeypatch.setattr(worker, "_fail_stop", fake_fail_stop)
+    log: list[str] = []
+    table = _ChangelogTable(log)
+    pending = _PendingStates(table)
+    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
+    value = stages.encode_state(_ctx(1))
+    producer = _Producer(log, fail_once=(value,))  # retriable
+    pipe = _pipeline(producer)
+    pipe.pending = {id(table): pending}
+
+    async def run() -> None:
+        pipe.app.should_stop = True
+        await pipe.flush_states()
+
+    with pytest.raises(SystemExit):
+        asyncio.run(run())
+    assert len(stopped) == 1 and isinstance(stopped[0], worker.DeliveryAbandoned)
+    assert log.count("send a") == 1, "not resent: the app is stopping"
+    assert table.data.persisted == {}
+
+
+def test_a_running_app_waits_out_a_retriable_changelog_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not stopping: the same failure is resent and the write completes."""
+    monkeypatch.setattr(worker, "RETRY_BACKOFF_S", 0.001)
+    log: list[str] = []
+    table = _ChangelogTable(log)
+    pending = _PendingStates(table)
+    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
+    producer = _Producer(log, fail_once=(stages.encode_state(_ctx(1)),))
+    pipe = _pipeline(producer)
+    pipe.pending = {id(table): pending}
+    asyncio.run(pipe.flush_states())
+    assert log.count("send a") == 2
+    assert table.data.persisted == {0: 0}

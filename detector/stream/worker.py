@@ -68,7 +68,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, Protocol, TypeVar
 
 import faust
 import orjson
@@ -491,15 +491,21 @@ class _Pipeline:
         """Write every stage's pending states to its table (before a commit or a revoke).
 
         A retriable delivery failure is waited out (back-pressure: no commit
-        meanwhile). A refusal stops the process before anything is committed
-        past the states, as a failed batch does (:func:`_fail_stop`), instead
-        of being raised into Faust's commit and its consumer's crash handling.
+        meanwhile), unless the app is stopping: a stop during an outage then
+        gives up at the next failed attempt instead of waiting for the
+        broker. Either that or a refusal stops the process before anything
+        is committed past the states, as a failed batch does
+        (:func:`_fail_stop`), instead of being raised into Faust's commit and
+        its consumer's crash handling.
         """
+        token = _stopping.set(_AppStopping(self.app))
         try:
             for pending in self.pending.values():
                 await self._write_states(pending)
         except Exception as exc:  # noqa: BLE001 (fail-stop, see above)
             _fail_stop(exc)
+        finally:
+            _stopping.reset(token)
 
     def _observe(self, stage: str, n: int, started: float) -> None:
         self.metrics.batch_size.labels(stage=stage).observe(n)
@@ -750,8 +756,35 @@ def _fail_stop(exc: Exception) -> NoReturn:
 RETRY_BACKOFF_S: Final = 0.5
 RETRY_BACKOFF_MAX_S: Final = 15.0
 
-#: Set by :func:`_complete` when the batch's agent is cancelled (a stop).
-_stopping: ContextVar[asyncio.Event | None] = ContextVar("zt_batch_stopping", default=None)
+class _StopSignal(Protocol):
+    """What :meth:`_Outbox.delivered` asks whether to give up: an ``asyncio.Event``'s API."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> Any: ...
+
+
+class _AppStopping:
+    """Set once the app stops (Faust's ``should_stop``, polled: Faust sets no event for it)."""
+
+    POLL_S: Final = 0.1
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    def is_set(self) -> bool:
+        """Return whether the app is stopping."""
+        return bool(self._app.should_stop)
+
+    async def wait(self) -> None:
+        """Return once the app is stopping."""
+        while not self.is_set():
+            await asyncio.sleep(self.POLL_S)
+
+
+#: Set by :func:`_complete` when the batch's agent is cancelled (a stop), and
+#: by :meth:`_Pipeline.flush_states` to the app's own stop.
+_stopping: ContextVar[_StopSignal | None] = ContextVar("zt_batch_stopping", default=None)
 
 
 class DeliveryAbandoned(RuntimeError):
@@ -949,7 +982,7 @@ class _Outbox:
                 await self._send(r)
 
 
-async def _pause(seconds: float, stopping: asyncio.Event | None) -> None:
+async def _pause(seconds: float, stopping: _StopSignal | None) -> None:
     """Sleep ``seconds``, or less if the agent is told to stop."""
     if stopping is None:
         await asyncio.sleep(seconds)
