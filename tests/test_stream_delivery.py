@@ -306,3 +306,46 @@ def test_partitioned_records_batch_by_their_partition_and_resend_in_its_order() 
     assert batches.batches == [[b"a0", b"b0"], [b"a1"]]
     # Batch 0 (partition 3) failed: both its records resent, each to partition 3.
     assert producer.sent == [("log", b"a", b"a0", 3), ("log", b"b", b"b0", 3)]
+
+
+
+class _Meta:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+class OffsetBatches(FakeBatches):
+    """Delivered batches whose results carry their first offset, as aiokafka's do."""
+
+    def __init__(self) -> None:
+        super().__init__(set(), KafkaTimeoutError())
+        self.next: dict[int, int] = {}
+
+    async def send(self, topic: str, records: list[tuple[bytes, bytes]],
+                   partitions: list[int] | None = None
+                   ) -> list[tuple[asyncio.Future[Any] | None, BaseException | None]]:
+        assert partitions is not None
+        outcomes: list[tuple[asyncio.Future[Any] | None, BaseException | None]] = []
+        futures: dict[int, asyncio.Future[Any]] = {}
+        for partition in partitions:
+            if partition not in futures:
+                first = self.next.get(partition, 100)
+                futures[partition] = asyncio.get_running_loop().create_future()
+                futures[partition].set_result(_Meta(topic, partition, first))
+                self.next[partition] = first + partitions.count(partition)
+            outcomes.append((futures[partition], None))
+        return outcomes
+
+
+def test_delivered_offsets_are_each_partitions_last_record() -> None:
+    """A batch's result holds its first offset; the last record's is first + records - 1."""
+    producer = FakeProducer(lambda record, n: None)
+
+    async def run() -> dict[tuple[str, int], int]:
+        out = _Outbox(producer, StreamMetrics(), OffsetBatches())  # type: ignore[arg-type]
+        await out.send_partitioned("log", [(0, b"a", b"1"), (1, b"b", b"2"), (0, b"c", b"3"),
+                                           (0, b"d", b"4")])
+        await out.delivered()
+        return out.offsets
+
+    assert asyncio.run(run()) == {("log", 0): 102, ("log", 1): 100}

@@ -854,7 +854,7 @@ class _Outbox:
         self._batches = batches
         self._records: list[_Record] = []
         #: The highest offset delivered per (topic, partition), from the
-        #: delivery results (a batch's result holds its first offset).
+        #: delivery results.
         self.offsets: dict[tuple[str, int], int] = {}
 
     async def send(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
@@ -911,13 +911,17 @@ class _Outbox:
                                        return_exceptions=True)
         failed: dict[int, BaseException] = {}
         offsets = self.offsets
+        # Records sharing a delivery future are one producer batch, whose
+        # result holds its first offset; its records have the next ones.
+        sharing = Counter(id(r.result) for r in pending)
         for r, res in zip(pending, results, strict=True):
             if isinstance(res, BaseException):
                 failed[id(r)] = res
             elif res is not None:  # aiokafka's RecordMetadata
                 tp = (res.topic, res.partition)
-                if res.offset > offsets.get(tp, -1):
-                    offsets[tp] = res.offset
+                last = res.offset + sharing[id(r.result)] - 1
+                if last > offsets.get(tp, -1):
+                    offsets[tp] = last
         out: list[tuple[_Record, BaseException]] = []
         for r in self._records:
             exc = r.error if r.error is not None else failed.get(id(r))
