@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,18 +35,18 @@ async def _topic(bootstrap: str) -> str:
     return topic
 
 
-async def _read(bootstrap: str, topic: str, want: int) -> list[tuple[int, bytes, bytes]]:
+async def _read(bootstrap: str, topic: str, want: int) -> list[tuple[int, bytes, bytes, int]]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 group_id=f"batches-{uuid.uuid4().hex}", enable_auto_commit=False)
     await consumer.start()
-    got: list[tuple[int, bytes, bytes]] = []
+    got: list[tuple[int, bytes, bytes, int]] = []
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DEADLINE_S
         while len(got) < want and loop.time() < deadline:
             fetched = await consumer.getmany(timeout_ms=500)
             for tp in sorted(fetched, key=lambda tp: tp.partition):
-                got.extend((m.partition, m.key, m.value) for m in fetched[tp])
+                got.extend((m.partition, m.key, m.value, m.offset) for m in fetched[tp])
     finally:
         await consumer.stop()
     return got
@@ -63,7 +64,8 @@ def _records() -> list[tuple[bytes, bytes]]:
 def test_batched_records_land_where_send_puts_them_in_order(kafka_bootstrap: str) -> None:
     records = _records()
 
-    async def run() -> tuple[list[tuple[int, bytes, bytes]], dict[bytes, int], int]:
+    async def run() -> tuple[list[tuple[int, bytes, bytes, int]], dict[bytes, int], int,
+                             list[Any]]:
         batched, per_record = await _topic(kafka_bootstrap), await _topic(kafka_bootstrap)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=-1,
                                     partitioner=KeyPartitioner(), max_request_size=1_048_576)
@@ -74,7 +76,7 @@ def test_batched_records_land_where_send_puts_them_in_order(kafka_bootstrap: str
             outcomes = await sender.send(batched, records)
             assert all(error is None for _, error in outcomes)
             results = await asyncio.gather(*(fut for fut, _ in outcomes if fut is not None))
-            assert len(results) == len(records)
+            assert len(results) == len(records)  # one result per record (shared per batch)
             batches = len({id(fut) for fut, _ in outcomes})
             expected = {}
             for key, value in records[:37]:
@@ -82,15 +84,25 @@ def test_batched_records_land_where_send_puts_them_in_order(kafka_bootstrap: str
                 expected[key] = meta.partition
         finally:
             await producer.stop()
-        return await _read(kafka_bootstrap, batched, len(records)), expected, batches
+        return (await _read(kafka_bootstrap, batched, len(records)), expected, batches,
+                results)
 
-    got, partition_of, batches = asyncio.run(run())
+    got, partition_of, batches, results = asyncio.run(run())
     assert len(got) == len(records)
     # The producer's own send puts each key in the same partition.
-    assert {key: p for p, key, _ in got} == partition_of
+    assert {key: p for p, key, _, _ in got} == partition_of
     by_partition: dict[int, list[bytes]] = defaultdict(list)
-    for partition, _key, value in got:
+    offset_of: dict[bytes, int] = {}
+    for partition, _key, value, offset in got:
         by_partition[partition].append(value)
+        offset_of[value] = offset
+    # A batch's delivery result holds the offset of its first record (what the
+    # changelog writer's persisted offsets are computed from).
+    first: dict[int, int] = {}
+    for (key, value), meta in zip(records, results, strict=True):
+        first.setdefault(id(meta), offset_of[value])
+        assert meta.partition == partition_of[key]
+        assert meta.offset == first[id(meta)]
     want: dict[int, list[bytes]] = defaultdict(list)
     for key, value in records:
         want[partition_of[key]].append(value)
