@@ -334,10 +334,8 @@ def test_one_changelog_write_at_a_time_per_table() -> None:
     assert table.data.persisted == {0: 1}
 
 
-def test_a_changelog_refused_before_a_commit_stops_the_worker(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """flush_states (Faust's commit hook): a refusal exits at once instead of committing."""
+def _fail_stops(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """Replace _fail_stop: record the exception, raise SystemExit; return the records."""
     stopped: list[BaseException] = []
 
     def fake_fail_stop(exc: Exception) -> None:
@@ -345,12 +343,26 @@ def test_a_changelog_refused_before_a_commit_stops_the_worker(
         raise SystemExit(70)
 
     monkeypatch.setattr(worker, "_fail_stop", fake_fail_stop)
+    return stopped
+
+
+def _one_pending_key(**producer: Any) -> tuple[_ChangelogTable, Any, list[str]]:
+    """A pipeline whose one table holds one pending state ("a", partition 0): table, pipe, log."""
     log: list[str] = []
     table = _ChangelogTable(log)
     pending = _PendingStates(table)
     pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
-    pipe = _pipeline(_Producer(log, refuse=(stages.encode_state(_ctx(1)),)))
+    pipe = _pipeline(_Producer(log, **producer))
     pipe.pending = {id(table): pending}
+    return table, pipe, log
+
+
+def test_a_changelog_refused_before_a_commit_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """flush_states (Faust's commit hook): a refusal exits at once instead of committing."""
+    stopped = _fail_stops(monkeypatch)
+    table, pipe, _ = _one_pending_key(refuse=(stages.encode_state(_ctx(1)),))
 
     with pytest.raises(SystemExit):
         asyncio.run(pipe.flush_states())
@@ -363,21 +375,8 @@ def test_a_stopping_app_gives_up_an_undeliverable_changelog_and_stops(
 ) -> None:
     """During an outage a graceful stop does not wait for the broker: exit, nothing committed."""
     monkeypatch.setattr(worker, "RETRY_BACKOFF_S", 0.001)
-    stopped: list[BaseException] = []
-
-    def fake_fail_stop(exc: Exception) -> None:
-        stopped.append(exc)
-        raise SystemExit(70)
-
-    monkeypatch.setattr(worker, "_fail_stop", fake_fail_stop)
-    log: list[str] = []
-    table = _ChangelogTable(log)
-    pending = _PendingStates(table)
-    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
-    value = stages.encode_state(_ctx(1))
-    producer = _Producer(log, fail_once=(value,))  # retriable
-    pipe = _pipeline(producer)
-    pipe.pending = {id(table): pending}
+    stopped = _fail_stops(monkeypatch)
+    table, pipe, log = _one_pending_key(fail_once=(stages.encode_state(_ctx(1)),))  # retriable
 
     async def run() -> None:
         pipe.app.should_stop = True
@@ -395,13 +394,7 @@ def test_a_running_app_waits_out_a_retriable_changelog_failure(
 ) -> None:
     """Not stopping: the same failure is resent and the write completes."""
     monkeypatch.setattr(worker, "RETRY_BACKOFF_S", 0.001)
-    log: list[str] = []
-    table = _ChangelogTable(log)
-    pending = _PendingStates(table)
-    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
-    producer = _Producer(log, fail_once=(stages.encode_state(_ctx(1)),))
-    pipe = _pipeline(producer)
-    pipe.pending = {id(table): pending}
+    table, pipe, log = _one_pending_key(fail_once=(stages.encode_state(_ctx(1)),))
     asyncio.run(pipe.flush_states())
     assert log.count("send a") == 2
     assert table.data.persisted == {0: 0}
