@@ -290,6 +290,18 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Appends a finite float in its shortest round-trip form: Debug is the
+/// shortest text that reads back as the same double, always with a fraction
+/// or an exponent, so it decodes as a float. A non-finite one is a doubt
+/// (orjson writes null for it; the Python path decides).
+pub(crate) fn write_float(out: &mut Vec<u8>, x: f64) -> R<()> {
+    if !x.is_finite() {
+        return Err(Doubt);
+    }
+    out.extend_from_slice(format!("{x:?}").as_bytes());
+    Ok(())
+}
+
 /// Appends a Python int as a JSON integer (within int64 or uint64, as orjson; else a doubt).
 pub(crate) fn write_int(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> R<()> {
     if let Ok(x) = v.extract::<i64>() {
@@ -437,13 +449,7 @@ impl RoutedCodec {
         } else if v.is_exact_instance_of::<PyInt>() {
             write_int(out, v)?;
         } else if v.is_exact_instance_of::<PyFloat>() {
-            let x: f64 = v.extract()?;
-            if !x.is_finite() {
-                return Err(Doubt); // orjson writes null for these; the Python path decides
-            }
-            // Debug is the shortest text that reads back as the same double,
-            // always with a fraction or an exponent, so it decodes as a float.
-            out.extend_from_slice(format!("{x:?}").as_bytes());
+            write_float(out, v.extract()?)?;
         } else if v.is_exact_instance_of::<PyString>() {
             // A lone surrogate has no UTF-8 form (orjson refuses it): a doubt.
             write_str(out, v.cast::<PyString>().map_err(|_| Doubt)?.to_str()?);

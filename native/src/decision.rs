@@ -18,7 +18,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple, PyType};
 
-use crate::codec::{members, write_int, write_str};
+use crate::codec::{members, write_float, write_int, write_str};
 use crate::parse::{Doubt, R};
 use crate::update::py_round;
 
@@ -74,22 +74,12 @@ fn put_opt_str(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> R<()> {
     }
 }
 
-/// Appends a finite float in its shortest round-trip form (Debug: always
-/// with a fraction or an exponent, so it reads back as a float).
-fn put_f64(out: &mut Vec<u8>, x: f64) -> R<()> {
-    if !x.is_finite() {
-        return Err(Doubt); // orjson writes null; the Python path decides
-    }
-    out.extend_from_slice(format!("{x:?}").as_bytes());
-    Ok(())
-}
-
 /// Appends `round(v, 6)` for an exact float.
 fn put_round6(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> R<()> {
     if !v.is_exact_instance_of::<PyFloat>() {
         return Err(Doubt);
     }
-    put_f64(out, py_round(v.extract::<f64>()?, 6, 1e6))
+    write_float(out, py_round(v.extract::<f64>()?, 6, 1e6))
 }
 
 impl DecisionEncoder {
@@ -170,7 +160,7 @@ impl DecisionEncoder {
         out.extend_from_slice(b",\"learned\":");
         let learned = t.get_item(7)?;
         if learned.is_exact_instance_of::<PyFloat>() {
-            put_f64(&mut out, learned.extract::<f64>()?)?;
+            write_float(&mut out, learned.extract::<f64>()?)?;
         } else if learned.is_exact_instance_of::<PyInt>() {
             write_int(&mut out, &learned)?;
         } else {
