@@ -253,3 +253,18 @@ def test_update_builds_every_field() -> None:
         b = update(b, e, CFG)
         assert len(b) == len(Baseline._fields)
         assert isinstance(b, Baseline)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=3),
+        st.tuples(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.5]), st.integers(0, 10)),
+        max_size=40,
+    ),
+    st.integers(0, 8),
+)
+def test_top_values_ranks_like_a_full_sort(entries: dict[str, tuple[float, int]], n: int) -> None:
+    """Most weighted first, ties by value: the same as sorting every value (many ties here)."""
+    b = Baseline()._replace(seen={"country": entries})
+    ranked = sorted(entries.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    assert b.top_values("country", n) == [k for k, _ in ranked[:n]]
