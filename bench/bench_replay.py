@@ -14,6 +14,10 @@ rounds):
 * the first model's full pipeline once more under the interpreter's own GC
   thresholds (700, 10, 10); the others run under the replay CLI's default
   (``detector.gctune.DEFAULT_THRESHOLD``), as ``detector replay`` does.
+* the first model's compiled pipeline once more with every event its policy
+  gate cannot prove allowed (every step-up and revoke) handed over whole to
+  the Python pipeline, as before session 12, instead of judged by
+  ``Detector._judge`` with the rest kept in Rust.
 
 Each variant starts from the baselines it built itself on a warm-up prefix of
 the events (untimed), so the timed events meet realistic, non-empty state.
@@ -155,6 +159,8 @@ class Variant:
     #: The collector's thresholds while this variant runs: the replay CLI's
     #: default, or the interpreter's for the one variant that measures them.
     gc_threshold: tuple[int, int, int] = DEFAULT_THRESHOLD
+    #: The compiled engine hands its escalations over whole (``judge=False``).
+    handed_over_whole: bool = False
 
 
 def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -> None:
@@ -243,6 +249,16 @@ def measure_core(
                 variants.append(Variant(
                     f"{n_trees} trees with model, interpreter's GC thresholds", n_trees, True,
                     compiled, det, clock, warm, {}, {}, {}, {}, PYTHON_THRESHOLD))
+                module = native.load()
+                if compiled and module is not None:
+                    # And with its escalations handed over whole (before session 12).
+                    det, clock = detector_for(model, True, True)
+                    det._bl_engine = native.bl_engine(module, det, judge=False)
+                    _, _, warm = run(det, warmup, 1000)
+                    variants.append(Variant(
+                        f"{n_trees} trees with model, escalations handed over whole", n_trees,
+                        True, True, det, clock, warm, {}, {}, {}, {},
+                        handed_over_whole=True))
         say(f"core: {len(warmup)} warm-up + {len(timed)} timed events, "
             f"{len(variants)} variants, {rounds} rounds, cpu {on_cpu}")
         # The warm states of all variants live in this one process; freezing
@@ -268,19 +284,25 @@ def measure_core(
     n = len(timed)
     rows = []
     python_gc = next((v for v in variants if v.gc_threshold == PYTHON_THRESHOLD), None)
+    whole = next((v for v in variants if v.handed_over_whole), None)
     for v in variants:
-        if not v.with_model or (compiled and not v.native) or v is python_gc:
+        if not v.with_model or (compiled and not v.native) or v is python_gc or v is whole:
             continue
         floor = next(f for f in variants if f.trees == v.trees and not f.with_model)
         py = next((f for f in variants if f.trees == v.trees and f.with_model
-                   and not f.native and f is not v and f is not python_gc), None)
+                   and not f.native and f is not v and f is not python_gc
+                   and f is not whole), None)
         gc_twin = (python_gc if python_gc is not None and python_gc.trees == v.trees
                    and python_gc.native == v.native else None)
         for batch in batches:
             s_with, s_without = median(v.seconds[batch]), median(floor.seconds[batch])
             s_py = median(py.seconds[batch]) if py is not None else None
             s_gc = median(gc_twin.seconds[batch]) if gc_twin is not None else None
+            s_whole = (median(whole.seconds[batch]) if whole is not None
+                       and whole.trees == v.trees else None)
             rows.append({
+                "handed_over_whole_eps": None if s_whole is None else n / s_whole,
+                "judged_over_handed_over": None if s_whole is None else s_whole / s_with,
                 "native": v.native,
                 "python_gc_eps": None if s_gc is None else n / s_gc,
                 "tuned_over_python_gc": None if s_gc is None else s_gc / s_with,
@@ -337,6 +359,10 @@ def main() -> int:
             print(f"(interpreter's GC thresholds, {r['trees']} trees, batch {r['batch']}: "
                   f"{r['python_gc_eps']:,.0f} events/s; tuned / interpreter's "
                   f"{r['tuned_over_python_gc']:.2f}x)")
+        if r["handed_over_whole_eps"] is not None:
+            print(f"(escalations handed over whole, {r['trees']} trees, batch {r['batch']}: "
+                  f"{r['handed_over_whole_eps']:,.0f} events/s; judged / handed over "
+                  f"{r['judged_over_handed_over']:.2f}x)")
         if r["python_core_eps"] is not None:
             print(f"(pure-Python core, {r['trees']} trees, batch {r['batch']}: "
                   f"{r['python_core_eps']:,.0f} events/s; compiled / Python "

@@ -352,15 +352,19 @@ def render(res: dict[str, Any], command: str) -> str:
             "100 trees, with model. The variants run under the replay CLI's GC thresholds "
             f"({','.join(str(t) for t in c.get('gc_threshold', ()))}); \"interpreter's GC\" = "
             "the 100-tree compiled pipeline once more under Python's own (700,10,10), in the "
-            "same turns. Parse only: "
+            "same turns; \"escalations handed over whole\" = the 100-tree compiled "
+            "pipeline once more with every event its policy gate cannot prove allowed "
+            "handed to the Python pipeline whole, as before session 12 (now only the "
+            "verdict is asked of Python), in the same turns. Parse only: "
             f"{_n(c['parse_only_eps'])} events/s.",
             "",
             "| trees | batch | with model (events/s) | without model (events/s) | "
             "with / without time | model share | model share timed inside scoring | "
             "batch p50 (ms) | batch p99 (ms) | without model p50 / p99 (ms) | "
             "Python core (events/s) | compiled / Python | interpreter's GC (events/s) | "
-            "tuned / interpreter's GC |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "tuned / interpreter's GC | escalations handed over whole (events/s) | "
+            "judged / handed over whole |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         out += [f"| {r['trees']} | {r['batch']:,} | {_n(r['with_model_eps'])} | "
                 f"{_n(r['without_model_eps'])} | {r['with_over_without_time']:.2f} | "
@@ -371,7 +375,9 @@ def render(res: dict[str, Any], command: str) -> str:
                 f"{_n(r['python_core_eps']) if r.get('python_core_eps') else '–'} | "
                 f"{_ratio(r.get('native_over_python'))} | "
                 f"{_n(r['python_gc_eps']) if r.get('python_gc_eps') else '–'} | "
-                f"{_ratio(r.get('tuned_over_python_gc'))} |" for r in c["rows"]]
+                f"{_ratio(r.get('tuned_over_python_gc'))} | "
+                f"{_n(r['handed_over_whole_eps']) if r.get('handed_over_whole_eps') else '–'} | "
+                f"{_ratio(r.get('judged_over_handed_over'))} |" for r in c["rows"]]
     if "forest" in res:
         f = res["forest"]
         out += [

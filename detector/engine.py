@@ -501,9 +501,7 @@ class Detector:
         risk = model_risk
         new_b = self._update(b, e, cfg, weight)
         if action is not _ALLOW:
-            step_thr, revoke_thr = self.policy.thresholds_for(e)
-            floor = revoke_thr if action is Action.REVOKE else step_thr
-            risk = max(model_risk, floor)
+            risk = self._escalated_risk(e, action, model_risk)
             level = action.level
             dedup_key = e.session_id or ""
             if not signal_suppressed(new_b, dedup_key, level, e.ts_ms, cfg.signal_dedup_window_s):
@@ -523,6 +521,55 @@ class Detector:
             None,
         )
         return decision, new_b
+
+    def _escalated_risk(self, e: Event, action: Action, model_risk: float) -> float:
+        """Return the risk of a step-up or revoke: the model's, at least the action's threshold."""
+        step_thr, revoke_thr = self.policy.thresholds_for(e)
+        floor = revoke_thr if action is Action.REVOKE else step_thr
+        return max(model_risk, floor)
+
+    def _judge(
+        self,
+        e: Event,
+        b: Baseline | None,
+        row: list[float],
+        model_risk: float,
+        cold: bool,
+        ctx: EventContext,
+    ) -> tuple[Action, tuple[Reason, ...], float, float, int, str, str | None, int]:
+        """Decide, for the compiled engine, an event its policy gate could not prove allowed.
+
+        The engine has scored the event against ``b``, the entity's baseline
+        before it (None: a new entity). This asks the policy for the verdict
+        and computes what :meth:`_decide` derives from it, except the two
+        steps the engine does itself on its Rust-held baseline: the update
+        with the learn weight, and the signal's dedup check and record. So
+        the baseline is read once into Python and never written back.
+
+        Returns ``(action, reasons, learn weight, risk, signal level, dedup
+        key, signal id, dedup horizon in ms)``; for ``allow`` the last four
+        are unused (no signal) and the risk is the model's.
+        """
+        base = EMPTY if b is None else b
+        prof = base
+        if cold:
+            peer = self._peers.get(e.entity_kind)
+            if peer is not None:
+                prof = peer
+        verdict = self._verdict(e, row, model_risk, cold, ctx, base, prof)
+        action = verdict.action
+        if action is _ALLOW:
+            return action, verdict.reasons, 1.0, model_risk, 0, "", None, 0
+        return (
+            action,
+            verdict.reasons,
+            self._learn[action],
+            self._escalated_risk(e, action, model_risk),
+            action.level,
+            e.session_id or "",
+            signal_id_for(e, action),
+            e.ts_ms - self.cfg.signal_dedup_window_s * 1000,
+        )
 
 
 _NO_CTX: Final = EventContext()

@@ -427,15 +427,19 @@ def process_kernel(module: ModuleType, detector: Any) -> Any:
     )
 
 
-def bl_engine(module: ModuleType, detector: Any) -> Any:
+def bl_engine(module: ModuleType, detector: Any, judge: bool = True) -> Any:
     """Return the compiled engine on Rust-held baselines (``BlEngine``), or None.
 
     ``Detector.process`` uses it for a state whose baselines are a
     ``BaselineMap`` (``Detector.new_state``). It reads the detector's
     configuration, feature extractor, peer baselines, policy gate and
-    scorers dict (read again at every batch), and hands every event it does
-    not decide itself to ``detector._process_one``. None when one of these
-    is not the compiled piece or the configuration is out of its range.
+    scorers dict (read again at every batch). It asks ``detector._judge``
+    for the verdict on every event its policy gate cannot prove allowed, and
+    hands every event it cannot decide itself to ``detector._process_one``.
+    With ``judge=False`` it hands the former over whole too, as it did before
+    ``_judge`` existed (kept for the benchmark's side-by-side twin). None when
+    one of these is not the compiled piece or the configuration is out of its
+    range.
     """
     factory = getattr(module, "BlEngine", None)
     gate = getattr(detector._verdict, "__self__", None)
@@ -456,6 +460,7 @@ def bl_engine(module: ModuleType, detector: Any) -> Any:
             gate,
             detector._scorers,
             detector._process_one,
+            detector._judge if judge else None,
             engine._new_decision,
             engine.Decision,
             Action.ALLOW,

@@ -10,11 +10,19 @@
 //! Anything else goes through Python, one event at a time, exactly: an event
 //! or context with a field the Rust types do not model, an entity whose
 //! baseline is held as a Python value, a feature or update that would need
-//! Python's own arithmetic (overflow, domain errors), and every event the
-//! gate cannot prove to be allowed (all signals, every rule that fires). For
-//! such an event the engine hands the entity's baseline (as a Python
-//! `Baseline`) to `Detector._process_one`, which runs the Python pipeline on
-//! that single event and returns its decision and new baseline, stored back.
+//! Python's own arithmetic (overflow, domain errors). For such an event the
+//! engine hands the entity's baseline (as a Python `Baseline`) to
+//! `Detector._process_one`, which runs the Python pipeline on that single
+//! event and returns its decision and new baseline, stored back.
+//!
+//! An event the gate cannot prove to be allowed (all signals, every rule that
+//! fires) is scored here as any other; only its verdict comes from Python
+//! (`Detector._judge`: the policy, with its reasons), given the feature row,
+//! the risk and the baseline read out once. The engine then learns the event
+//! into the Rust baseline with the verdict's weight and keeps the signal
+//! dedup record itself, as `Detector._decide` does, so that baseline never
+//! makes the round trip back from Python (reading a large baseline back in
+//! cost more than all the rest of such an event).
 //! A scorer that is not one of ours (a benchmark's clock, a test double) is
 //! called from here with a one-row batch.
 
@@ -24,7 +32,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyString, PyType};
 
 use crate::bl::{Bl, Cx, Ev, EvTypes, EK_DEVICE, EK_USER};
-use crate::blcore::UpdCfg;
+use crate::blcore::{BlTypes, UpdCfg};
 use crate::blfeat::{extract_bl, FeatCfg};
 use crate::blmap::{BaselineMap, Slot};
 use crate::context::PolicyGate;
@@ -56,6 +64,10 @@ pub struct BlEngine {
     network: Py<PyAny>,
     /// `Detector._process_one(event, baseline_or_None, ctx, keep_features)`.
     process_one: Py<PyAny>,
+    /// `Detector._judge(event, baseline_or_None, row, model_risk, cold, ctx)`;
+    /// `None`: such events are handed over whole, as before (a benchmark's twin).
+    judge: Option<Py<PyAny>>,
+    bl_types: BlTypes,
     new_decision: Py<PyAny>,
     decision_type: Option<Py<PyType>>,
     allow: Py<PyAny>,
@@ -67,6 +79,7 @@ pub struct BlEngine {
     entity_kind_names: [String; 2],
     handed_over: AtomicU64,
     decided: AtomicU64,
+    judged: AtomicU64,
 }
 
 impl BlEngine {
@@ -93,6 +106,91 @@ impl BlEngine {
             }
         }
         Ok(out)
+    }
+
+    /// A `Decision` from its fields, in field order.
+    fn decision<'py>(&self, py: Python<'py>, fields: &[&Bound<'py, PyAny>; 11]) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(tp) = &self.decision_type {
+            if let Some(d) = new_tuple_subtype(py, tp.bind(py), fields)? {
+                return Ok(d);
+            }
+        }
+        self.new_decision.bind(py).call1((pyo3::types::PyTuple::new(py, fields)?,))
+    }
+
+    /// The decision for an event the gate could not prove allowed, from
+    /// `Detector._judge`'s answer `judged`; `b` learns the event and keeps the
+    /// signal's dedup record as `Detector._decide` does.
+    ///
+    /// `None`, with `b` untouched, when an answer is of a type the Rust
+    /// baseline does not model or the update would need Python's arithmetic:
+    /// the event is then handed over whole.
+    #[allow(clippy::too_many_arguments)]
+    fn judged<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        ev: &Ev<'_>,
+        b: &mut Bl,
+        judged: &Bound<'py, PyAny>,
+        score: f64,
+        model_risk: &Bound<'py, PyAny>,
+        cold: bool,
+        features: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Ok(j) = judged.cast_exact::<pyo3::types::PyTuple>() else { return Ok(None) };
+        if j.len() != 8 {
+            return Ok(None);
+        }
+        let action = j.get_item(0)?;
+        let reasons = j.get_item(1)?;
+        let cold = PyBool::new(py, cold).to_owned().into_any();
+        let score = PyFloat::new(py, score).into_any();
+        let none = py.None().into_bound(py);
+        if action.is(self.allow.bind(py)) {
+            if b.update(ev, &self.upd, 1.0).is_err() {
+                return Ok(None);
+            }
+            let allow = self.allow.bind(py);
+            let fields = [event, allow, model_risk, model_risk, &score, &reasons, &cold,
+                          self.one.bind(py), &none, self.version.bind(py), features];
+            return self.decision(py, &fields).map(Some);
+        }
+        let (weight, risk, signal_id) = (j.get_item(2)?, j.get_item(3)?, j.get_item(6)?);
+        let level = j.get_item(4)?;
+        let dedup = j.get_item(5)?;
+        let horizon = j.get_item(7)?;
+        let (Ok(w), Ok(level), Ok(dedup), Ok(horizon)) = (
+            weight.cast_exact::<PyFloat>(),
+            level.cast_exact::<pyo3::types::PyInt>(),
+            dedup.cast_exact::<PyString>(),
+            horizon.cast_exact::<pyo3::types::PyInt>(),
+        ) else {
+            return Ok(None);
+        };
+        let (Ok(level), Ok(horizon), Ok(dedup)) = (level.extract::<i64>(), horizon.extract::<i64>(), dedup.to_str())
+        else {
+            return Ok(None);
+        };
+        if b.update(ev, &self.upd, w.value()).is_err() {
+            return Ok(None);
+        }
+        // `signal_suppressed` and `with_signal` (detector.baseline) on the updated baseline.
+        let ts = ev.ts_ms;
+        let suppressed =
+            b.signals.iter().any(|(k, l, t)| k.as_str() == dedup && *l >= level && horizon <= *t && *t <= ts);
+        let signal_id = if suppressed {
+            none.clone()
+        } else {
+            b.signals.retain(|(k, _, t)| *t >= horizon && k.as_str() != dedup);
+            b.signals.push((crate::sstr::SStr::new(dedup), level, ts));
+            let extra = b.signals.len().saturating_sub(8);
+            b.signals.drain(..extra);
+            signal_id
+        };
+        let fields = [event, &action, &risk, model_risk, &score, &reasons, &cold, &weight, &signal_id,
+                      self.version.bind(py), features];
+        self.decision(py, &fields).map(Some)
     }
 
     /// The event through Python (`Detector._process_one`); its new baseline stored back.
@@ -127,7 +225,7 @@ impl BlEngine {
     /// Binds the engine to a detector's pieces: see `detector.native.bl_engine`.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (cfg, extractor, peers, gate, scorers, process_one, new_decision,
+    #[pyo3(signature = (cfg, extractor, peers, gate, scorers, process_one, judge, new_decision,
                         decision_type, allow, allow_reasons, version, nan, n_features,
                         ip_stats_type, no_ctx))]
     fn new(
@@ -138,6 +236,7 @@ impl BlEngine {
         gate: Bound<'_, PolicyGate>,
         scorers: Bound<'_, PyAny>,
         process_one: Bound<'_, PyAny>,
+        judge: Option<Bound<'_, PyAny>>,
         new_decision: Bound<'_, PyAny>,
         decision_type: Bound<'_, PyType>,
         allow: Bound<'_, PyAny>,
@@ -153,7 +252,7 @@ impl BlEngine {
         let (Some(upd), Some(feat)) = (UpdCfg::from_py(cfg), FeatCfg::from_py(extractor)) else {
             return Err(not_modelled());
         };
-        let bl_types = crate::blcore::BlTypes::new(py)?;
+        let bl_types = BlTypes::new(py)?;
         let mut peer_bls: [Option<Bl>; 2] = [None, None];
         for (code, member) in [(EK_USER, &ev_types.entity_kinds[0]), (EK_DEVICE, &ev_types.entity_kinds[1])] {
             if let Some(p) = peers.get_item(member.bind(py)).ok().filter(|p| !p.is_none()) {
@@ -182,6 +281,8 @@ impl BlEngine {
             auth,
             network,
             process_one: process_one.unbind(),
+            judge: judge.map(Bound::unbind),
+            bl_types,
             new_decision: new_decision.unbind(),
             decision_type,
             allow: allow.unbind(),
@@ -193,6 +294,7 @@ impl BlEngine {
             entity_kind_names: names,
             handed_over: AtomicU64::new(0),
             decided: AtomicU64::new(0),
+            judged: AtomicU64::new(0),
         })
     }
 
@@ -302,7 +404,28 @@ impl BlEngine {
                 continue;
             };
             if gate.proves_allow_bl(py, event, &ev, &row, risk, &cx, b).is_none() {
-                out.append(self.hand_over(py, &mut map, &key, event, ctx, keep_features)?)?;
+                let Some(judge) = &self.judge else {
+                    out.append(self.hand_over(py, &mut map, &key, event, ctx, keep_features)?)?;
+                    continue;
+                };
+                // The policy decides, in Python for its reasons; the rest stays here.
+                let before = if held.is_none() { none.clone() } else { b.to_py(py, &self.bl_types)? };
+                let row_py = self.row_list(py, &row)?.into_any();
+                let risk_f = PyFloat::new(py, risk).into_any();
+                let answer =
+                    judge.bind(py).call1((event, &before, &row_py, &risk_f, cold, ctx))?;
+                let features = if keep_features { row_py } else { none.clone() };
+                match self.judged(py, event, &ev, b, &answer, score, &risk_f, cold, &features)? {
+                    Some(decision) => {
+                        if let Some(new) = fresh.take() {
+                            map.put(&key, Slot::Native(new));
+                        }
+                        self.decided.fetch_add(1, Ordering::Relaxed);
+                        self.judged.fetch_add(1, Ordering::Relaxed);
+                        out.append(decision)?;
+                    }
+                    None => out.append(self.hand_over(py, &mut map, &key, event, ctx, keep_features)?)?,
+                }
                 continue;
             }
             if b.update(&ev, &self.upd, 1.0).is_err() {
@@ -327,13 +450,7 @@ impl BlEngine {
                 version,
                 &features,
             ];
-            let decision = match &self.decision_type {
-                Some(tp) => match new_tuple_subtype(py, tp.bind(py), &fields)? {
-                    Some(d) => d,
-                    None => self.new_decision.bind(py).call1((pyo3::types::PyTuple::new(py, fields)?,))?,
-                },
-                None => self.new_decision.bind(py).call1((pyo3::types::PyTuple::new(py, fields)?,))?,
-            };
+            let decision = self.decision(py, &fields)?;
             self.decided.fetch_add(1, Ordering::Relaxed);
             out.append(decision)?;
         }
@@ -343,6 +460,11 @@ impl BlEngine {
     /// `(decided here, handed over to Python)` event counts so far.
     fn counts(&self) -> (u64, u64) {
         (self.decided.load(Ordering::Relaxed), self.handed_over.load(Ordering::Relaxed))
+    }
+
+    /// Of the events decided here, how many took their verdict from `Detector._judge`.
+    fn judged_count(&self) -> u64 {
+        self.judged.load(Ordering::Relaxed)
     }
 }
 
