@@ -227,6 +227,7 @@ class Detector:
             kind: _python_scorer(km) for kind, km in model.kinds.items()
         }
         self._verdict: Callable[..., Verdict] = self.policy.decide
+        self._combine: Callable[..., list[EventContext]] = combine_context
         self._ip_stats_kernel: Any = None
         self._session_changes_kernel: Any = None
         self._process_kernel: Any = None
@@ -251,6 +252,7 @@ class Detector:
         self._extract = native_kernels.extract_kernel(module, self) or self._extract
         self._scorers = native_kernels.score_kernels(module, self) or self._scorers
         self._verdict = native_kernels.policy_kernel(module, self) or self._verdict
+        self._combine = native_kernels.combine_kernel(module) or self._combine
         ctx = native_kernels.context_kernels(module, self)
         if ctx is not None:
             self._ip_stats_kernel, self._session_changes_kernel = ctx
@@ -321,9 +323,20 @@ class Detector:
 
     def context(self, events: Sequence[Event], state: EngineState) -> list[EventContext]:
         """Compute each event's cross-entity context in input order, updating ``state``."""
-        return combine_context(
+        return self._combine(
             self.ip_stats(events, state.ips), self.session_changes(events, state.sessions)
         )
+
+    def combine_context(
+        self,
+        ip: Sequence[IpStats | None],
+        sessions: Sequence[tuple[tuple[str, str, str], ...] | None],
+    ) -> list[EventContext]:
+        """Return per-event contexts from the IP and session stages' outputs.
+
+        The module's :func:`combine_context`, compiled when the kernels are built.
+        """
+        return self._combine(ip, sessions)
 
     def process(
         self,

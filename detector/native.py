@@ -273,6 +273,23 @@ def score_kernels(module: ModuleType, detector: Any) -> Any:
     return scorers
 
 
+def combine_kernel(module: ModuleType) -> Any:
+    """Return the compiled ``combine_context(ip, sessions)`` (``ContextCombiner``), or None.
+
+    It builds the same ``EventContext`` values (the shared ``_NO_CTX`` where
+    an event has neither part) and hands anything but two lists of one
+    length to the Python function.
+    """
+    cls = getattr(module, "ContextCombiner", None)
+    if cls is None:
+        return None
+    # Imported here: detector.engine imports this module.
+    from detector import engine
+    from detector.features import EventContext
+
+    return cls(EventContext, engine._NO_CTX, engine.combine_context)
+
+
 def context_kernels(module: ModuleType, detector: Any) -> Any:
     """Return compiled ``(ip_stats, session_changes)``: ``(events, table) -> list``, or None.
 

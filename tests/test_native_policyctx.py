@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from detector import native
 from detector.baseline import EMPTY, Baseline
 from detector.context import IpContext, IpStats, SessionContext
-from detector.engine import Decision, Detector, EngineState, combine_context
+from detector.engine import _NO_CTX, Decision, Detector, EngineState, combine_context
 from detector.events import Event, EventKind
 from detector.features import FEATURE_INDEX, FEATURE_NAMES, EventContext
 from detector.model import Model, load_model
@@ -486,3 +486,53 @@ def test_gate_on_foreign_values_raises_like_python(py_det: Detector) -> None:
         args = (event, row, 0.0, False, EventContext(), b, b)
         assert _outcome(gate, args) == _outcome(py_det.policy.decide, args)
         assert isinstance(_outcome(gate, args), type)
+
+
+# ------------------------------------------------------ combined contexts
+
+
+def _canon_contexts(contexts: Sequence[Any]) -> Any:
+    return [
+        ("shared", id(c)) if c is _NO_CTX else
+        (type(c).__name__, canon(c.ip), canon(c.session_changes))
+        for c in contexts
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 1000])
+def test_combined_contexts_equal_python_on_replay(
+    py_det: Detector, small_events: list[Event], size: int
+) -> None:
+    """The compiled combine_context: equal EventContexts, the shared empty one where Python's is."""
+    assert _native is not None
+    combine = native.combine_kernel(_native)
+    assert combine is not None and Detector(py_det.model)._combine is not combine_context
+    state = EngineState()
+    seen_both = 0
+    for i in range(0, len(small_events), size):
+        batch = small_events[i : i + size]
+        ip = py_det.ip_stats(batch, state.ips)
+        sessions = py_det.session_changes(batch, state.sessions)
+        got, want = combine(ip, sessions), combine_context(ip, sessions)
+        assert type(got) is list
+        assert _canon_contexts(got) == _canon_contexts(want)
+        seen_both += sum(c.ip is not None and c.session_changes is not None for c in got)
+    assert seen_both > 0
+
+
+def test_combined_contexts_leave_anything_else_to_python() -> None:
+    """Tuples, iterators, unequal lengths: Python's function, its results and errors."""
+    assert _native is not None
+    combine = native.combine_kernel(_native)
+    stats = IpStats(2, 1, 1)
+    got = combine((stats, None), (None, ()))
+    assert [(c.ip, c.session_changes) for c in got] == [(stats, None), (None, ())]
+    assert combine(iter([None]), iter([None]))[0] is _NO_CTX
+    with pytest.raises(ValueError, match="zip"):
+        combine([None, None], [None])
+    with pytest.raises(ValueError, match="zip"):
+        combine_context([None, None], [None])
+    frozen = combine([stats], [None])[0]
+    with pytest.raises(AttributeError):
+        frozen.ip = None
+    assert frozen == EventContext(stats, None) and hash(frozen) == hash(EventContext(stats))

@@ -47,7 +47,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from detector import native
 from detector.baseline import Baseline
 from detector.context import IpContext, IpStats, SessionContext
-from detector.engine import Detector, EngineState, combine_context
+from detector.engine import Detector, EngineState
 from detector.events import (
     MAX_EVENT_BYTES,
     EntityClass,
@@ -717,7 +717,9 @@ def entity_stage(
     fresh, dups, touched = _fresh(
         items, entity_state_key, applied, lambda e: entity_path(e, partitions)
     )
-    contexts = combine_context([r.ip for r in fresh], [r.session_changes for r in fresh])
+    contexts = detector.combine_context(
+        [r.ip for r in fresh], [r.session_changes for r in fresh]
+    )
     state = EngineState(baselines=baselines)
     decisions = detector.process([r.event for r in fresh], state, contexts=contexts)
     changed = _changed(before, baselines)

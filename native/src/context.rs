@@ -32,6 +32,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IpStatsKernel>()?;
     m.add_class::<SessionKernel>()?;
     m.add_class::<PolicyGate>()?;
+    m.add_class::<ContextCombiner>()?;
     Ok(())
 }
 
@@ -351,6 +352,60 @@ impl IpStatsKernel {
             }
         }
         Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------- combined
+
+/// `detector.engine.combine_context(ip, sessions)`: each event's
+/// `EventContext(ip, session_changes)`, or the shared `_NO_CTX` when both
+/// are None. Builds each one through its slots (see [`SlotClass`]) instead
+/// of the dataclass's Python `__init__`. Anything but two lists of one
+/// length goes to the Python function, so its results and errors are Python's.
+#[pyclass(frozen)]
+pub struct ContextCombiner {
+    event_context: SlotClass,
+    no_ctx: Py<PyAny>,
+    python: Py<PyAny>,
+}
+
+#[pymethods]
+impl ContextCombiner {
+    #[new]
+    fn new(event_context_cls: &Bound<'_, PyType>, no_ctx: Py<PyAny>, python: Py<PyAny>) -> PyResult<Self> {
+        Ok(Self {
+            event_context: SlotClass::new(event_context_cls, &["ip", "session_changes"])?,
+            no_ctx,
+            python,
+        })
+    }
+
+    /// Returns one `EventContext` per event, as `combine_context` does.
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        ip: &Bound<'py, PyAny>,
+        sessions: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (Ok(a), Ok(b)) = (ip.cast_exact::<PyList>(), sessions.cast_exact::<PyList>()) else {
+            return self.python.bind(py).call1((ip, sessions));
+        };
+        if a.len() != b.len() {
+            return self.python.bind(py).call1((ip, sessions));
+        }
+        let no_ctx = self.no_ctx.bind(py);
+        let mut out = Vec::with_capacity(a.len());
+        // Indexed reads, bounds-checked each time: nothing here runs Python
+        // code that could resize the lists, but a stale length cannot hurt.
+        for i in 0..a.len() {
+            let (x, y) = (a.get_item(i)?, b.get_item(i)?);
+            out.push(if x.is_none() && y.is_none() {
+                no_ctx.clone()
+            } else {
+                self.event_context.build(py, &[&x, &y])?
+            });
+        }
+        Ok(PyList::new(py, out)?.into_any())
     }
 }
 
