@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -1972,15 +1972,53 @@ def parse_event(raw: bytes | str) -> Event:
 _FastOcsf = Callable[[dict[str, Any], bytes | bytearray, bool], Event | None]
 _FastNative = Callable[[dict[str, Any], bytes | bytearray, EventKind], Event | None]
 _RawEvent = Callable[[bytes], Event | None]
+_RawEvents = Callable[[list[Any], int], tuple[list[Any], list[int]]]
 
 #: ``ParseKernels.raw`` (``native/src/jparse.rs``) when the compiled parser is
 #: on: one document's bytes straight to the Event parse_event returns for them,
 #: or None at any doubt (then the orjson path runs as if it were not there).
 _raw_event: _RawEvent | None = None
+#: ``ParseKernels.raw_many``: the same over a list, for :func:`parse_batch`.
+_raw_events: _RawEvents | None = None
 
 #: The Python fast parsers: the specification of the compiled ones.
 _py_fast_ocsf: Final[_FastOcsf] = _fast_ocsf
 _py_fast_native: Final[_FastNative] = _fast_native
+
+
+def parse_batch(raws: Sequence[bytes | str]) -> tuple[list[Event | ParseError], list[int]]:
+    """Parse a batch of documents: each one's Event or the ParseError rejecting it, in order.
+
+    Exactly ``parse_event`` on each (the same Events, the same reasons), with
+    the compiled raw reader run over the whole list in one call: the replay
+    CLI's and the worker's way in, without a Python call per document.
+
+    Returns
+    -------
+    (results, rejected)
+        ``results[i]`` is the Event or the ParseError of ``raws[i]``;
+        ``rejected`` the indices of the ParseErrors, in order.
+
+    Examples
+    --------
+    >>> (ok, bad), rejected = parse_batch([b'{"kind":"auth","ts":1,"user":"a"}', b"nope"])
+    >>> ok.entity, bad.reason, rejected
+    ('a', 'not_json', [1])
+    """
+    results: list[Any]  # Events, and None where a doubt is still to be decided
+    doubts: Sequence[int]
+    if _raw_events is not None and type(raws) is list:
+        results, doubts = _raw_events(raws, MAX_EVENT_BYTES)
+    else:
+        results, doubts = [None] * len(raws), range(len(raws))
+    rejected: list[int] = []
+    for i in doubts:
+        try:
+            results[i] = parse_event(raws[i])
+        except ParseError as exc:
+            results[i] = exc
+            rejected.append(i)
+    return results, rejected
 
 
 def _native_fast_paths() -> dict[str, Any]:
@@ -1994,7 +2032,8 @@ def _native_fast_paths() -> dict[str, Any]:
     if module is None or not hasattr(module, "ParseKernels"):
         return {}
     kernels = module.ParseKernels(sys.modules[__name__])
-    return {"_fast_ocsf": kernels.ocsf, "_fast_native": kernels.native, "_raw_event": kernels.raw}
+    return {"_fast_ocsf": kernels.ocsf, "_fast_native": kernels.native, "_raw_event": kernels.raw,
+            "_raw_events": kernels.raw_many}
 
 
 def use_native_parser(enabled: bool, raw: bool = True) -> bool:
@@ -2006,10 +2045,12 @@ def use_native_parser(enabled: bool, raw: bool = True) -> bool:
     measure or test it alone). Returns True when the compiled kernels are in
     use afterwards.
     """
-    python = {"_fast_ocsf": _py_fast_ocsf, "_fast_native": _py_fast_native, "_raw_event": None}
+    python = {"_fast_ocsf": _py_fast_ocsf, "_fast_native": _py_fast_native, "_raw_event": None,
+              "_raw_events": None}
     compiled = _native_fast_paths() if enabled else {}
     if not raw:
         compiled.pop("_raw_event", None)
+        compiled.pop("_raw_events", None)
     globals().update(python)
     globals().update(compiled)
     return bool(compiled)

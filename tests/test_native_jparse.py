@@ -31,7 +31,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import detector.events as events_mod
-from detector.events import MAX_EVENT_BYTES, MAX_STR_LEN, Event, EventKind, parse_event
+from detector.events import (
+    MAX_EVENT_BYTES,
+    MAX_STR_LEN,
+    Event,
+    EventKind,
+    ParseError,
+    parse_event,
+)
 from detector.generate import GeneratorConfig, write_dataset
 from tests.test_hostile import DOCS, SPECIAL_LITERALS, dump, mutated_documents
 from tests.test_native_parse import (
@@ -426,3 +433,53 @@ def test_too_large_documents_are_not_read() -> None:
     with pytest.raises(events_mod.ParseError) as exc:
         parse_event(raw)
     assert exc.value.reason == "too_large"
+
+
+# ------------------------------------------------------------------ batches
+
+
+def _batch_outcomes(raws: Any) -> list[Any]:
+    results, rejected = events_mod.parse_batch(raws)
+    assert rejected == [i for i, r in enumerate(results) if isinstance(r, ParseError)]
+    out = []
+    for r in results:
+        if isinstance(r, ParseError):
+            out.append(("reject", r.reason, r.detail))
+        else:
+            out.append(("accept", typed(r)))
+    return out
+
+
+def test_parse_batch_equals_parse_event_on_each(generated: list[bytes]) -> None:
+    """A batch of generated lines with rejects and odd inputs mixed in: each outcome
+    is parse_event's (with the compiled parser on and off), in order."""
+    odd: list[Any] = [
+        b"nope", b"[1, 2]", b"", b"x" * (MAX_EVENT_BYTES + 1), b'{"kind":"auth"}',
+        dump(DOCS["ocsf_3002"]).decode(), bytearray(dump(DOCS["ocsf_4001"])),
+        memoryview(dump(DOCS["ocsf_3002"])), 42,
+    ]
+    raws: list[Any] = list(generated[:400])
+    for i, o in enumerate(odd):
+        raws.insert(37 * i + 5, o)
+    want = [outcome(r) for r in raws]
+    assert _batch_outcomes(raws) == want
+    assert _batch_outcomes(tuple(raws)) == want  # not a list: parse_event on each
+    with python_only():
+        assert _batch_outcomes(raws) == want
+    assert sum(w[0] == "reject" for w in want) >= 6
+
+
+def test_parse_batch_reads_the_batch_in_one_call() -> None:
+    """Ordinary documents never reach parse_event one by one; doubts do, in order."""
+    docs = [dump(DOCS["ocsf_3002"]), b"nope", dump(DOCS["ocsf_4001"]), "{}"]
+    seen: list[Any] = []
+    real = events_mod.parse_event
+
+    def spy(raw: Any) -> Any:
+        seen.append(raw)
+        return real(raw)
+
+    with mock.patch.object(events_mod, "parse_event", spy):
+        got, rejected = events_mod.parse_batch(docs)
+    assert seen == [b"nope", "{}"] and rejected == [1, 3]
+    assert [type(g).__name__ for g in got] == ["Event", "ParseError", "Event", "ParseError"]

@@ -13,7 +13,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use crate::layout::*;
 
@@ -930,6 +930,40 @@ impl ParseKernels {
             crate::jparse::raw_event(self, data).ok()
         }))
         .unwrap_or(None)
+    }
+
+    /// `raw` over a list of documents: `(results, doubts)`, where `results[i]`
+    /// is the Event `raw` returns for `docs[i]` or None, and `doubts` lists
+    /// the indices of the Nones in order. A document that is not an exact
+    /// `bytes` of at most `max_bytes` is a doubt without being read (the
+    /// caller's careful path decides, as `parse_event` does for one).
+    fn raw_many<'py>(
+        &self,
+        py: Python<'py>,
+        docs: &Bound<'py, PyList>,
+        max_bytes: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let n = docs.len();
+        let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(n);
+        let doubts = PyList::empty(py);
+        let none = py.None().into_bound(py);
+        for i in 0..n {
+            // Indexed and bounds-checked: building an Event runs no Python
+            // code, but the list is the caller's.
+            let doc = docs.get_item(i)?;
+            let event = match doc.cast_exact::<PyBytes>() {
+                Ok(b) if b.as_bytes().len() <= max_bytes => self.raw(b),
+                _ => None,
+            };
+            match event {
+                Some(e) => out.push(e),
+                None => {
+                    doubts.append(i)?;
+                    out.push(none.clone());
+                }
+            }
+        }
+        Ok((PyList::new(py, out)?, doubts))
     }
 
     /// Whether Events are allocated in place (else through `tuple.__new__`), for tests.
