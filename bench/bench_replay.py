@@ -5,8 +5,9 @@ noise hits every variant alike (for each round and batch size, the variants
 take turns batch by batch, each on its own state; figures are medians over
 rounds):
 
-* the full pipeline (parse -> context -> baseline -> features -> forest score
-  -> policy -> decision) with each model (``models/default``, 100 trees, and
+* the full pipeline (parse, a batch at a time with ``parse_batch`` as the
+  replay CLI does -> context -> baseline -> features -> forest score -> policy
+  -> decision) with each model (``models/default``, 100 trees, and
   optionally a second model, e.g. 200 trees trained at bench time);
 * the same pipeline with the model replaced by a constant scorer
   (a constant scorer: no feature matrix, no forest, no calibration),
@@ -47,7 +48,7 @@ from common import REPO, generated_lines, median, pct, pinned
 from detector import events as events_module
 from detector import native
 from detector.engine import Detector, EngineState, Scorer
-from detector.events import parse_event
+from detector.events import Event, parse_batch
 from detector.gctune import DEFAULT_THRESHOLD, PYTHON_THRESHOLD
 from detector.model import Model, load_model
 
@@ -122,6 +123,15 @@ def copy_state(s: EngineState) -> EngineState:
     return EngineState(baselines.copy(), dict(s.ips), dict(s.sessions))
 
 
+def parsed_events(lines: Sequence[bytes]) -> list[Event]:
+    """Parse a batch of lines as the replay CLI does (``parse_batch``), rejects left out."""
+    parsed, rejected = parse_batch(list(lines))
+    if rejected:
+        bad = set(rejected)
+        parsed = [p for i, p in enumerate(parsed) if i not in bad]
+    return parsed  # type: ignore[return-value]  # only Events are left
+
+
 def run(det: Detector, lines: Sequence[bytes], batch: int,
         state: EngineState | None = None) -> tuple[float, list[float], EngineState]:
     """Parse and process ``lines`` in batches of ``batch``.
@@ -135,7 +145,7 @@ def run(det: Detector, lines: Sequence[bytes], batch: int,
     started = clock()
     for i in range(0, len(lines), batch):
         t = clock()
-        events = [parse_event(raw) for raw in lines[i : i + batch]]
+        events = parsed_events(lines[i : i + batch])
         det.process(events, state)
         lat.append((clock() - t) * 1000.0)
     return clock() - started, lat, state
@@ -184,7 +194,7 @@ def _lockstep(variants: Sequence[Variant], timed: Sequence[bytes], batch: int) -
             events_module.use_native_parser(variants[j].native)
             gc.set_threshold(*variants[j].gc_threshold)
             t = clock()
-            events = [parse_event(raw) for raw in chunk]
+            events = parsed_events(chunk)
             variants[j].det.process(events, states[j])
             dt = clock() - t
             secs[j] += dt
@@ -270,8 +280,8 @@ def measure_core(
         try:
             events_module.use_native_parser(compiled)
             t = time.perf_counter()
-            for raw in timed:
-                parse_event(raw)
+            for i in range(0, len(timed), 1000):
+                parsed_events(timed[i : i + 1000])
             parse_s = time.perf_counter() - t
             for r in range(rounds):
                 for batch in batches:
