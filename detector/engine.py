@@ -369,7 +369,8 @@ class Detector:
             raise ValueError("one context per event is required")
         if self._baseline_map is not None and type(state.baselines) is self._baseline_map:
             # The compiled engine, one event at a time on the Rust-held
-            # baselines; it hands events it cannot decide to _process_one.
+            # baselines; it asks _judge for the verdicts its gate cannot
+            # prove "allow", and hands events it cannot model to _process_one.
             engine_decisions: list[Decision] = self._bl_engine.run(
                 events, state.baselines, contexts, keep_features
             )
