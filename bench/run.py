@@ -356,7 +356,8 @@ def render(res: dict[str, Any], command: str) -> str:
             "pipeline once more with every event its policy gate cannot prove allowed "
             "handed to the Python pipeline whole, as before session 12 (now only the "
             "verdict is asked of Python), in the same turns. Every variant parses as the replay "
-            "CLI does, a batch at a time (`parse_batch`). Parse only (batches of 1,000): "
+            "CLI does, a batch at a time (`parse_batch`). Parse only (batches of 1,000, once per "
+            "round under the same GC thresholds, median): "
             f"{_n(c['parse_only_eps'])} events/s.",
             "",
             "| trees | batch | with model (events/s) | without model (events/s) | "
