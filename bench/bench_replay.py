@@ -48,7 +48,7 @@ from common import REPO, generated_lines, median, pct, pinned
 from detector import events as events_module
 from detector import native
 from detector.engine import Detector, EngineState, Scorer
-from detector.events import Event, parse_batch
+from detector.events import Event, accepted_events, parse_batch
 from detector.gctune import DEFAULT_THRESHOLD, PYTHON_THRESHOLD
 from detector.model import Model, load_model
 
@@ -125,11 +125,7 @@ def copy_state(s: EngineState) -> EngineState:
 
 def parsed_events(lines: Sequence[bytes]) -> list[Event]:
     """Parse a batch of lines as the replay CLI does (``parse_batch``), rejects left out."""
-    parsed, rejected = parse_batch(list(lines))
-    if rejected:
-        bad = set(rejected)
-        parsed = [p for i, p in enumerate(parsed) if i not in bad]
-    return parsed  # type: ignore[return-value]  # only Events are left
+    return accepted_events(*parse_batch(list(lines)))
 
 
 def run(det: Detector, lines: Sequence[bytes], batch: int,

@@ -2021,6 +2021,15 @@ def parse_batch(raws: Sequence[bytes | str]) -> tuple[list[Event | ParseError], 
     return results, rejected
 
 
+def accepted_events(results: list[Event | ParseError], rejected: Sequence[int]) -> list[Event]:
+    """Return the Events of a :func:`parse_batch` result, in order (``results`` itself when
+    nothing was rejected)."""
+    if rejected:
+        bad = set(rejected)
+        results = [r for i, r in enumerate(results) if i not in bad]
+    return results  # type: ignore[return-value]  # only Events are left
+
+
 def _native_fast_paths() -> dict[str, Any]:
     """Return the compiled fast parsers by module name, or an empty dict when not built."""
     from detector import native  # late: detector.native never imports this module

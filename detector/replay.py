@@ -20,7 +20,7 @@ from typing import IO, Any, Final, cast
 import orjson
 
 from detector.engine import Decision, Detector, EngineState, decision_json
-from detector.events import Event, ParseError, parse_batch, parse_event
+from detector.events import Event, ParseError, accepted_events, parse_batch, parse_event
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,9 @@ def event_batches(
                 source, n, _ = chunk[i]
                 exc = cast(ParseError, parsed[i])
                 on_reject(Reject(source, n, exc.reason, exc.detail))
-            bad = set(rejected)
-            parsed = [p for i, p in enumerate(parsed) if i not in bad]
-        if parsed:
-            yield cast(list[Event], parsed)  # only Events are left
+        events = accepted_events(parsed, rejected)
+        if events:
+            yield events
 
 
 def batched_events(

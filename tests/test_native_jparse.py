@@ -441,6 +441,9 @@ def test_too_large_documents_are_not_read() -> None:
 def _batch_outcomes(raws: Any) -> list[Any]:
     results, rejected = events_mod.parse_batch(raws)
     assert rejected == [i for i, r in enumerate(results) if isinstance(r, ParseError)]
+    assert events_mod.accepted_events(results, rejected) == [
+        r for r in results if not isinstance(r, ParseError)
+    ]
     out = []
     for r in results:
         if isinstance(r, ParseError):
