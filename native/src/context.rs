@@ -395,8 +395,9 @@ impl ContextCombiner {
         }
         let no_ctx = self.no_ctx.bind(py);
         let mut out = Vec::with_capacity(a.len());
-        // Indexed reads, bounds-checked each time: nothing here runs Python
-        // code that could resize the lists, but a stale length cannot hurt.
+        // Indexed reads, bounds-checked each time: should a list change
+        // meanwhile (a finalizer run by the collector during an allocation),
+        // a read past its end raises instead of reading freed memory.
         for i in 0..a.len() {
             let (x, y) = (a.get_item(i)?, b.get_item(i)?);
             out.push(if x.is_none() && y.is_none() {

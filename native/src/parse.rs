@@ -948,8 +948,9 @@ impl ParseKernels {
         let doubts = PyList::empty(py);
         let none = py.None().into_bound(py);
         for i in 0..n {
-            // Indexed and bounds-checked: building an Event runs no Python
-            // code, but the list is the caller's.
+            // Indexed and bounds-checked: should the caller's list change
+            // meanwhile (a finalizer run by the collector during an
+            // allocation), a read past its end raises.
             let doc = docs.get_item(i)?;
             let event = match doc.cast_exact::<PyBytes>() {
                 Ok(b) if b.as_bytes().len() <= max_bytes => self.raw(b),
