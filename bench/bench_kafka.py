@@ -425,7 +425,7 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
     With ``with_faust_rows``, also the same worker with ``--ingest faust``,
     with ``--faust-consumer thread``, with ``--state-writes batch``, with
     ``--gc-threshold python``, with ``--output-sends record --changelog-sends
-    table``, and an empty Faust agent (:func:`faust_floor`)
+    table``, with ``--topology fused``, and an empty Faust agent (:func:`faust_floor`)
     on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
@@ -463,7 +463,9 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
             # Faust agent (before the direct ingest), Faust's consumer in its own
             # thread, a state write per changed key per batch (before session 8),
             # the interpreter's GC thresholds (before session 9), outputs and
-            # changelog records sent one by one (before session 11).
+            # changelog records sent one by one (before session 11); and the
+            # stateful stages fused into the parse batch (--topology fused,
+            # session 13; a lone worker owns every partition, so it fuses).
             # Then an agent that does nothing: Faust's own per-message floor.
             # Same topic, same run.
             for key, flags in (("worker_faust_ingest", ("--ingest", "faust")),
@@ -471,7 +473,8 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
                                ("worker_state_batch", ("--state-writes", "batch")),
                                ("worker_gc_python", ("--gc-threshold", "python")),
                                ("worker_record_sends", ("--output-sends", "record",
-                                                        "--changelog-sends", "table"))):
+                                                        "--changelog-sends", "table")),
+                               ("worker_fused", ("--topology", "fused"))):
                 variant = replace(cfg, extra=(*cfg.extra, *flags))
                 out[key] = _drain_alone(
                     variant, f"bench-{key[7:].replace('_', '')}-{run}", tp, state, n

@@ -172,6 +172,12 @@ class StreamMetrics:
             ["topic"],
             registry=r,
         )
+        self.stage_paths = Counter(
+            "detector_stage_path_batches",
+            "Input batches by how their stateful stages ran: fused (in process, "
+            "--topology fused) or staged (forwarded to the internal topics).",
+            ["path"], registry=r,
+        )
         self.batch_ms = Histogram(
             "detector_batch_latency_ms",
             "Wall time to process one micro-batch, per stage (ms).",

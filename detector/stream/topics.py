@@ -107,3 +107,42 @@ def _denied(settings: WorkerSettings, exc: Exception) -> str:
         f"Describe and Create on topics prefixed '{settings.app_id}-' "
         "(see docs/kafka-security.md, 'ACLs')"
     )
+
+
+class InternalBacklog:
+    """Read the repartition topics' end offsets and the app group's committed offsets.
+
+    The fused stages (``--topology fused``) start only when no record waits
+    in a repartition topic: records sent there before (by this worker when it
+    was staged, or by another before a rebalance) would otherwise be decided
+    after newer events of the same keys. Blocking kafka-python admin calls:
+    run :meth:`read` in an executor. Read only while a worker waits to fuse
+    (at most every ``BACKLOG_CHECK_S``), so each read opens its own client.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+
+    def read(self, partitions: list[tuple[str, int]]
+             ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """Return (end offset, committed offset of the app group) per partition.
+
+        A partition the group never committed is absent from the second map.
+        Raises what kafka-python raises (the caller stays staged then).
+        """
+        from kafka import KafkaAdminClient, TopicPartition
+        from kafka.admin import OffsetSpec
+
+        admin = KafkaAdminClient(**self.settings.kafka.kafka_python_config())
+        try:
+            tps = [TopicPartition(t, p) for t, p in partitions]
+            ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+            app = self.settings.app_id
+            committed = admin.list_group_offsets({app: tps}).get(app, {})
+        finally:
+            admin.close()
+        return (
+            {(tp.topic, tp.partition): int(o.offset) for tp, o in ends.items()},
+            {(tp.topic, tp.partition): int(m.offset) for tp, m in committed.items()
+             if m is not None and m.offset >= 0},
+        )

@@ -64,7 +64,7 @@ import signal
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +81,7 @@ from faust.types import TP, EventT
 
 from detector.baseline import Baseline
 from detector.context import IpContext, SessionContext
-from detector.engine import Detector, decision_json
+from detector.engine import Decision, Detector, decision_json
 from detector.events import Event
 from detector.gctune import apply_threshold, format_threshold, parse_threshold
 from detector.model import load_model
@@ -93,12 +93,15 @@ from detector.stream.metrics import GcPauses, OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.signing import signal_encoder
 from detector.stream.store import MEMORY_OPTION, STORE_SCHEME, SharedMemory
-from detector.stream.topics import ensure_topics
+from detector.stream.topics import InternalBacklog, ensure_topics
 from detector.stream.transport import TRANSPORT_SCHEME
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Least time between two reads of the internal topics' backlog while a
+#: worker that owns every stage partition waits for them to drain (s).
+BACKLOG_CHECK_S: Final = 0.5
 #: Exit code of a worker that stopped because a batch failed (EX_SOFTWARE).
 FAIL_STOP_EXIT: Final = 70
 #: A consumed message: raw bytes key and value.
@@ -157,7 +160,38 @@ class ModelHolder:
         return "loaded"
 
 
-def _bind(event: RawEvent) -> None:
+class _BoundMessage:
+    """The two fields of a message that Faust's tables read from the current event."""
+
+    __slots__ = ("topic", "partition")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+
+
+class _KeyBinding:
+    """A stand-in current event for table access outside its stage's stream.
+
+    The fused stages (``--topology fused``) read and write a stage's table
+    for events that never crossed its internal topic. Bound to this, a key
+    lands in the very partition its stage would have received it on (the
+    internal topic's partition of the key): the same store and changelog
+    partition as when staged, so a worker can switch between the two.
+    """
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _BoundMessage(topic, partition)
+
+
+#: What a table key is bound to: an event of the key from the stage's stream,
+#: or a stand-in for its partition (fused stages).
+_Bound = RawEvent | _KeyBinding
+
+
+def _bind(event: _Bound) -> None:
     """Make ``event`` Faust's current event in this task.
 
     Faust's tables read and write in the partition of the current event;
@@ -165,8 +199,10 @@ def _bind(event: RawEvent) -> None:
     an event of the same key (hence the same partition) before each table
     access keeps every key in its own changelog partition. (There is no public
     API for this; ``_current_event`` is the context variable Faust itself sets.)
+    Faust reads only ``message.topic`` and ``message.partition`` of it, which
+    is all a :class:`_KeyBinding` has.
     """
-    _current_event.set(weakref.ref(event))
+    _current_event.set(weakref.ref(event))  # type: ignore[arg-type]  # see _KeyBinding
 
 
 def _record_ms(event: RawEvent) -> int | None:
@@ -212,7 +248,7 @@ class _PendingStates:
         #: time per table, so a key's changelog records keep their order
         #: even when one write's delivery is retried.
         self.lock = asyncio.Lock()
-        self._values: dict[str, tuple[Any, stages.Applied | None, RawEvent]] = {}
+        self._values: dict[str, tuple[Any, stages.Applied | None, _Bound]] = {}
 
     def __len__(self) -> int:
         return len(self._values)
@@ -241,18 +277,18 @@ class _PendingStates:
                 applied[key] = stages.Applied(dict(log.offsets))
         return held
 
-    def put(self, key: str, value: Any, log: stages.Applied | None, event: RawEvent) -> None:
+    def put(self, key: str, value: Any, log: stages.Applied | None, event: _Bound) -> None:
         """Hold ``value`` (and its applied log) as ``key``'s latest state."""
         self._values[key] = (value, log, event)
 
     def hold(self, changed: dict[str, Any], applied: dict[str, stages.Applied] | None,
-             keyed: dict[str, RawEvent]) -> bool:
+             keyed: Mapping[str, _Bound]) -> bool:
         """Hold a batch's changed states; return whether the memory bound is reached."""
         for key, value in changed.items():
             self.put(key, value, applied.get(key) if applied is not None else None, keyed[key])
         return self.full
 
-    def take_all(self) -> list[tuple[bytes, bytes, RawEvent]]:
+    def take_all(self) -> list[tuple[bytes, bytes, _Bound]]:
         """Return every pending state as (key, table value, an event of the key); forget them."""
         entries = [(key.encode(), stages.encode_state(value, log), event)
                    for key, (value, log, event) in self._values.items()]
@@ -326,6 +362,25 @@ class _Pipeline:
         self.pending = {id(t): _PendingStates(t) for t in (self.ips, self.sessions, self.baselines)}
         self.write_per_batch = settings.state_writes == "batch"
 
+        # --topology fused (see _fusable): the stages' partitions, the consumer
+        # generation in which fusing was found safe, the next offset each
+        # staged batch has finished per internal partition, and the fused
+        # batches running (a revocation waits for them, as Faust waits for
+        # its agents' batches).
+        self.fuse = settings.topology == "fused"
+        self._internal = [(topic.get_topic_name(), p) for topic in
+                          (self.by_ip, self.by_session, self.by_entity) for p in range(n)]
+        self._bindings = {tp: _KeyBinding(*tp) for tp in self._internal}
+        self._fused_generation: int | None = None
+        self._fuse_off: str | None = None
+        self._finished: dict[tuple[str, int], int] = {}
+        self._backlog = InternalBacklog(settings)
+        self._backlog_checked = -BACKLOG_CHECK_S
+        self._fused_running = 0
+        self._fused_settled = asyncio.Event()
+        self._fused_settled.set()
+        self._fused_unflushed = False
+
     # ------------------------------------------------------------------ helpers
     def _outbox(self) -> _Outbox:
         """Return a new batch's outbox on the app's producer (``--output-sends``)."""
@@ -374,7 +429,7 @@ class _Pipeline:
         self,
         table: Any,
         name: str,
-        keyed: dict[str, RawEvent],
+        keyed: Mapping[str, _Bound],
         decode: Callable[[Any], T],
         applied: dict[str, stages.Applied] | None = None,
     ) -> dict[str, T]:
@@ -400,7 +455,7 @@ class _Pipeline:
     async def _store(
         self,
         table: Any,
-        keyed: dict[str, RawEvent],
+        keyed: Mapping[str, _Bound],
         changed: dict[str, Any],
         applied: dict[str, stages.Applied] | None = None,
     ) -> None:
@@ -434,7 +489,7 @@ class _Pipeline:
                 self.metrics.state_writes.labels(table=table.name).inc(n)
             return n
 
-    async def _send_changelog(self, table: Any, entries: list[tuple[bytes, bytes, RawEvent]]
+    async def _send_changelog(self, table: Any, entries: list[tuple[bytes, bytes, _Bound]]
                               ) -> None:
         # What Faust's Table.__setitem__ does per key (changelog record in the
         # current event's partition, store write, table sensor), with the
@@ -568,10 +623,170 @@ class _Pipeline:
             int(skew * 1000) if skew > 0 else None,
         )
         out = self._outbox()
-        await self._forward(out, self.by_ip.get_topic_name(), accepted)
-        await self._dead_letter(out, dead)
-        await out.delivered()
+        if self.fuse and await self._fusable():
+            await self._fused(out, accepted, dead)
+        else:
+            if self.fuse:
+                self.metrics.stage_paths.labels(path="staged").inc()
+            await self._forward(out, self.by_ip.get_topic_name(), accepted)
+            await self._dead_letter(out, dead)
+            await out.delivered()
         self._observe("parse", len(values), started)
+
+    # ------------------------------------------------------------ fused stages
+    async def _fusable(self) -> bool:
+        """Return whether this batch may run the stateful stages in process.
+
+        Only while this worker owns every partition of the three stages,
+        their tables are recovered and no rebalance is under way: then every
+        key's state is here, as it would be in the stages' own batches. On
+        the first batch of a consumer generation this also needs the
+        repartition topics drained (:class:`InternalBacklog`): a record still
+        waiting there holds older events than this batch's. Until then, and
+        whenever ownership is partial (several workers), the batch is staged.
+        """
+        app = self.app
+        recovery = getattr(app.tables, "recovery", None)
+        if app.rebalancing or app.should_stop:
+            return self._staged("rebalancing")
+        if recovery is None or not recovery.completed.is_set():
+            return self._staged("recovering")
+        actives = app.assignor.assigned_actives()
+        if any(TP(t, p) not in actives for t, p in self._internal):
+            return self._staged("partial_ownership")
+        generation = app.consumer_generation_id
+        if self._fused_generation == generation:
+            return True
+        now = time.monotonic()
+        if now - self._backlog_checked < BACKLOG_CHECK_S:
+            return False
+        self._backlog_checked = now
+        try:
+            ends, committed = await asyncio.get_running_loop().run_in_executor(
+                None, self._backlog.read, self._internal
+            )
+        except Exception as exc:  # noqa: BLE001 (staged meanwhile, retried; logged)
+            logger.warning("fused stages: backlog unknown error=%s", type(exc).__name__)
+            return self._staged("backlog_unknown")
+        waiting = sum(
+            max(0, end - max(self._finished.get(tp, 0), committed.get(tp, 0)))
+            for tp, end in ends.items()
+        )
+        if len(ends) < len(self._internal) or waiting:
+            return self._staged("backlog", waiting)
+        if app.consumer_generation_id != generation or app.rebalancing:
+            return self._staged("rebalancing")
+        self._fused_generation = generation
+        self._fuse_off = None
+        logger.info("fused stages on generation=%d partitions=%d", generation,
+                    self.settings.partitions)
+        return True
+
+    def _staged(self, reason: str, records: int = 0) -> bool:
+        """Note why this batch is staged (logged when the reason changes); return False."""
+        self._fused_generation = None
+        if reason != self._fuse_off:
+            self._fuse_off = reason
+            logger.info("fused stages off reason=%s waiting_records=%d", reason, records)
+        return False
+
+    def _finish(self, batch: Sequence[RawEvent]) -> None:
+        """Record how far a staged batch of an internal topic was processed (for _fusable)."""
+        if not self.fuse:
+            return
+        finished = self._finished
+        for e in batch:
+            m = e.message
+            tp = (m.topic, m.partition)
+            if finished.get(tp, 0) <= m.offset:
+                finished[tp] = m.offset + 1
+
+    def _bound(self, topic: str, keys: Iterable[str]) -> dict[str, _Bound]:
+        """Bind each key to its partition of ``topic``, as its stage would receive it."""
+        n = self.settings.partitions
+        bindings = self._bindings
+        return {k: bindings[(topic, stages.partition_for(k, n))] for k in keys}
+
+    async def _fused(self, out: _Outbox, accepted: Sequence[tuple[str, stages.Routed]],
+                     dead: Sequence[stages.DeadLetter]) -> None:
+        """Run the three stateful stages on a parsed batch in process and deliver its outputs.
+
+        The very stage functions and tables of the staged agents, in their
+        order (IP, session, entity), each key bound to the partition its
+        stage owns it in (:meth:`_bound`). States are held or written after
+        every output of the batch was delivered, as a stage does.
+        """
+        self.metrics.stage_paths.labels(path="fused").inc()
+        self._fused_running += 1
+        self._fused_settled.clear()
+        try:
+            started = time.perf_counter()
+            detector = self.holder.detector
+            items = [r for _, r in accepted]
+            ip_keyed = self._bound(self.by_ip.get_topic_name(), {
+                k for r in items if (k := stages.ip_state_key(r.event)) is not None})
+            ip_applied: dict[str, stages.Applied] = {}
+            ips = self._load(self.ips, "ip-context", ip_keyed, IpContext.from_dict, ip_applied)
+            ip_result, failures = stages.run_isolated(
+                lambda b, st, ap: stages.ip_stage(detector, b, st, ap),
+                items, ips, ip_applied, stages.ip_state_key,
+            )
+            await self._engine_errors(out, "ip", failures, items)
+            items = [r for _, r in ip_result.out]
+            session_keyed = self._bound(self.by_session.get_topic_name(), {
+                k for r in items if (k := stages.session_state_key(r.event)) is not None})
+            sessions = self._load(self.sessions, "session-context", session_keyed,
+                                  SessionContext.from_dict)
+            session_result, failures = stages.run_isolated(
+                lambda b, st, ap: stages.session_stage(detector, b, st),
+                items, sessions, None, stages.session_state_key,
+            )
+            await self._engine_errors(out, "session", failures, items)
+            items = [r for _, r in session_result.out]
+            entity_keyed = self._bound(self.by_entity.get_topic_name(),
+                                       {r.event.entity_key for r in items})
+            entity_applied: dict[str, stages.Applied] = {}
+            baselines = self._load(self.baselines, "baselines", entity_keyed,
+                                   Baseline.from_dict, entity_applied)
+            partitions = self.settings.partitions
+            entity_result, failures = stages.run_isolated(
+                lambda b, st, ap: stages.entity_stage(detector, b, st, ap, partitions),
+                items, baselines, entity_applied, stages.entity_state_key,
+            )
+            await self._engine_errors(out, "entity", failures, items)
+            decisions = entity_result.out
+            await self._send_decisions(out, decisions)
+            await self._dead_letter(out, dead)
+            await out.delivered()
+            self._fused_unflushed = True
+            await self._store(self.ips, ip_keyed, ip_result.changed, ip_applied)
+            await self._store(self.sessions, session_keyed, session_result.changed)
+            await self._store(self.baselines, entity_keyed, entity_result.changed,
+                              entity_applied)
+            self._duplicates("ip", ip_result.duplicates)
+            self._duplicates("entity", entity_result.duplicates)
+            self._count_decisions(decisions)
+            self._observe("fused", len(accepted), started)
+        finally:
+            self._fused_running -= 1
+            if not self._fused_running:
+                self._fused_settled.set()
+
+    async def settle_fused(self) -> None:
+        """Wait until no fused batch is running (before partitions are revoked)."""
+        await self._fused_settled.wait()
+
+    async def flush_fused(self) -> None:
+        """Write the states fused batches changed, before the input offsets are committed.
+
+        The direct ingest commits input offsets itself; with fused stages a
+        committed input offset must never be ahead of the states that hold
+        its event (a crash would lose that learning), as for Faust's commits.
+        """
+        if self._fused_unflushed:
+            self._fused_unflushed = False
+            await self.flush_states()
+            await self.app.producer.flush()
 
     async def _context_stage(
         self,
@@ -607,6 +822,7 @@ class _Pipeline:
             await self._forward(out, forward, result.out)
             await out.delivered()
             await self._store(table, keyed, result.changed, applied)
+            self._finish(batch)
             self._duplicates(stage, result.duplicates)
             self._observe(stage, len(items), started)
 
@@ -634,7 +850,6 @@ class _Pipeline:
             await _complete(self._entity_batch(batch))
 
     async def _entity_batch(self, batch: Sequence[RawEvent]) -> None:
-        m = self.metrics
         s = self.settings
         started = time.perf_counter()
         self._check_offsets("entity", batch)
@@ -655,6 +870,17 @@ class _Pipeline:
         )
         await self._engine_errors(out, "entity", failures, items)
         decisions = result.out
+        await self._send_decisions(out, decisions)
+        await out.delivered()
+        await self._store(self.baselines, keyed, result.changed, applied)
+        self._finish(batch)
+        self._duplicates("entity", result.duplicates)
+        self._count_decisions(decisions)
+        self._observe("entity", len(items), started)
+
+    async def _send_decisions(self, out: _Outbox, decisions: Sequence[Decision]) -> None:
+        """Hand the signals (and, when configured, every decision) to ``out``."""
+        s = self.settings
         signals = [
             (d.event.entity_key, self.encode_signal(d))
             for d in decisions
@@ -666,9 +892,9 @@ class _Pipeline:
                 s.decisions_topic,
                 [(d.event.entity_key, decision_json(d)) for d in decisions],
             )
-        await out.delivered()
-        await self._store(self.baselines, keyed, result.changed, applied)
-        self._duplicates("entity", result.duplicates)
+
+    def _count_decisions(self, decisions: Sequence[Decision]) -> None:
+        m = self.metrics
         for action, count in Counter(d.action.value for d in decisions).items():
             m.decisions.labels(action=action).inc(count)
         for d in decisions:
@@ -677,7 +903,6 @@ class _Pipeline:
         cold = sum(1 for d in decisions if d.cold_start)
         if cold:
             m.cold_start.inc(cold)
-        self._observe("entity", len(items), started)
 
 
 def _store_url(settings: WorkerSettings) -> str:
@@ -1091,6 +1316,7 @@ def build_app(
         ingest = DirectIngest(
             settings, pipe.parse_messages, _complete, lambda: pipe.reset_offsets("parse"),
             _fail_stop, lambda: bool(app.should_stop),
+            before_commit=pipe.flush_fused if pipe.fuse else None,
             max_poll_interval_s=app.conf.broker_max_poll_interval,
             session_timeout_s=app.conf.broker_session_timeout,
             heartbeat_interval_s=app.conf.broker_heartbeat_interval,
@@ -1125,6 +1351,10 @@ def build_app(
 
     async def on_revoked(app_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         pipe.reset_offsets()
+        # A fused batch still running holds states of these partitions, as an
+        # agent's batch does: it finishes (outputs delivered, states held)
+        # before they are written out below.
+        await pipe.settle_fused()
         # States stored by batches that were still running when the tables
         # were revoked (Faust waits for them after revoking the tables):
         # written and flushed now, before this worker rejoins the group and a

@@ -44,12 +44,14 @@ from tests.integration._stream import (
 )
 
 
+@pytest.mark.parametrize("topology", ["staged", "fused"])
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     kafka_bootstrap: str,
     stream_dataset: tuple[Path, list[dict[str, Any]]],
     tmp_path: Path,
     store: str,
+    topology: str,
 ) -> None:
     events, expected = stream_dataset
     n = len(expected)
@@ -64,15 +66,16 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     app_id = unique("app")
     # Small batches: the stop lands in the middle of the stream, not after it.
     small = ["--batch-max", "100"]
-    stored: list[str] = []
+    stored = ["--topology", topology]
     if store == "rocksdb":
-        stored = ["--store", "rocksdb://", "--rocksdb-memory-mb", "16",
+        stored += ["--store", "rocksdb://", "--rocksdb-memory-mb", "16",
                   "--state-dir", str(tmp_path / "state")]
     first = WorkerProcess(kafka_bootstrap, app_id, tmp_path, [inp], resp, dlq, dec, 1,
                           name="first", extra=small + stored)
     with running(first):
         first.wait_ready()
         first.wait_decided(n // 4)
+        paths = [first.metrics()]
         assert first.stop() == 0, first.log_tail()
     done_first = len(read_topic(kafka_bootstrap, dec, want=n, timeout_s=10))
     assert 0 < done_first < n, f"the stop must land mid-stream (decided {done_first} of {n})"
@@ -86,6 +89,7 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
         # done_first may undercount on a loaded machine.
         wait_all_decided_without_gaps(kafka_bootstrap, dec, {d["event_id"] for d in expected},
                                       [second])
+        paths.append(second.metrics())
         assert second.stop() == 0, second.log_tail()
 
     decisions = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, dec, want=n + 1,
@@ -103,6 +107,16 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     assert changelog_baselines(kafka_bootstrap, app_id) == replay_baselines(events), (
         "no event learned twice: the baselines equal the replay's"
     )
+    if topology == "fused":
+        # A lone worker owns every stage partition: after its first batches
+        # (the backlog read), every batch runs fused; nothing is left staged
+        # once the internal topics drained.
+        fused = 'detector_stage_path_batches_total{path="fused"}'
+        assert all(m.get(fused, 0) > 0 for m in paths), [
+            {k: v for k, v in m.items() if "stage_path" in k} for m in paths]
+    else:
+        assert not any(k.startswith("detector_stage_path_batches_total") for m in paths
+                       for k in m)
     if store == "rocksdb":
         databases = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "state").rglob("*.db")}
         assert databases >= {"ip-context", "session-context", "baselines"}, databases

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.integration._state import wait_all_decided_without_gaps
 from tests.integration._stream import (
@@ -38,27 +39,38 @@ from tests.integration._stream import (
 )
 
 PARTITIONS = 4
+FUSED = 'detector_stage_path_batches_total{path="fused"}'
 
 
+@pytest.mark.parametrize("topology", ["staged", "fused"])
 def test_two_workers_share_partitions_and_hand_over_state(
     kafka_bootstrap: str,
     stream_dataset: tuple[Path, list[dict[str, Any]]],
     tmp_path: Path,
+    topology: str,
 ) -> None:
+    """With ``--topology fused`` the stages run staged while the two share the
+    partitions, and fused in the survivor once it owns them all."""
     events, expected = stream_dataset
     lines = events.read_bytes().splitlines()
     half = len(lines) // 2
-    first_half, second_half = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    third = half + (len(lines) - half) // 2
+    first_half, handover, last = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
     first_half.write_bytes(b"\n".join(lines[:half]) + b"\n")
-    second_half.write_bytes(b"\n".join(lines[half:]) + b"\n")
+    # The events right after the stop are decided once the handover's
+    # rebalance is done (staged records wait for it); the last quarter comes
+    # after that, to a worker that then owns every partition.
+    handover.write_bytes(b"\n".join(lines[half:third]) + b"\n")
+    last.write_bytes(b"\n".join(lines[third:]) + b"\n")
 
     inp, resp, dlq, dec = (unique(p) for p in ("in", "resp", "dlq", "dec"))
     create_topics(kafka_bootstrap, {inp: PARTITIONS, resp: 1, dlq: 1, dec: 1})
     app_id = unique("app")
+    flags = ["--topology", topology]
     a = WorkerProcess(kafka_bootstrap, app_id, tmp_path, [inp], resp, dlq, dec, PARTITIONS,
-                      name="a")
+                      name="a", extra=flags)
     b = WorkerProcess(kafka_bootstrap, app_id, tmp_path, [inp], resp, dlq, dec, PARTITIONS,
-                      name="b")
+                      name="b", extra=flags)
 
     def produce(path: Path) -> None:
         out = run_cli("produce", "--bootstrap-servers", kafka_bootstrap, "--events", str(path),
@@ -77,11 +89,21 @@ def test_two_workers_share_partitions_and_hand_over_state(
         health_a, health_b = a.health(), b.health()
         assert health_a and health_b
         assert health_a["assigned_partitions"] > 0 and health_b["assigned_partitions"] > 0
+        # Neither owns every stage partition: nothing may run fused.
+        assert a.metrics().get(FUSED, 0) == 0 and b.metrics().get(FUSED, 0) == 0
 
         assert a.stop() == 0, a.log_tail()
-        produce(second_half)
+        produce(handover)
+        wait_all_decided_without_gaps(kafka_bootstrap, dec,
+                                      {d["event_id"] for d in expected[:third]}, [b])
+        produce(last)
         wait_all_decided_without_gaps(kafka_bootstrap, dec, {d["event_id"] for d in expected},
                                       [b])
+        fused_b = b.metrics().get(FUSED, 0)
+        if topology == "fused":
+            assert fused_b > 0, "the survivor owns every partition: its batches run fused"
+        else:
+            assert fused_b == 0
 
     records = read_topic(kafka_bootstrap, dec, want=len(lines) + 1, timeout_s=15)
     decisions = [orjson.loads(r.value) for r in records]
