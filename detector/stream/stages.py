@@ -723,8 +723,23 @@ def entity_stage(
     contexts = detector.combine_context(
         [r.ip for r in fresh], [r.session_changes for r in fresh]
     )
-    state = EngineState(baselines=baselines)
-    decisions = detector.process([r.event for r in fresh], state, contexts=contexts)
+    events = [r.event for r in fresh]
+    state = detector.new_state()
+    held = state.baselines
+    if type(held) is dict:  # the pure-Python engine: it updates the given dict
+        state = EngineState(baselines=baselines)
+        decisions = detector.process(events, state, contexts=contexts)
+    else:
+        # The compiled engine's own table (Detector.new_state): each baseline
+        # of the batch is converted to its Rust form once, every event updates
+        # it in place, and it is read back once. On a plain dict the engine
+        # would build a new Baseline object per event instead (a quarter of
+        # a fused worker's CPU, docs/streaming.md). Same decisions either way.
+        keys = {e.entity_key for e in events}
+        held.update({k: baselines[k] for k in keys if k in baselines})
+        decisions = detector.process(events, state, contexts=contexts)
+        for k in keys:
+            baselines[k] = held[k]
     changed = _changed(before, baselines)
     changed.update((k, baselines[k]) for k in touched if k in baselines)
     return StageResult(decisions, changed, dups)
