@@ -423,10 +423,10 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
     """Measure one worker's throughput, the bare consumer and latency at fractions of it.
 
     With ``with_faust_rows``, also the same worker with ``--ingest faust``,
-    with ``--faust-consumer thread``, with ``--state-writes batch``, with
-    ``--gc-threshold python``, with ``--output-sends record --changelog-sends
-    table``, with ``--topology fused``, and an empty Faust agent (:func:`faust_floor`)
-    on the same topic.
+    with ``--topology staged``, with ``--faust-consumer thread``, with
+    ``--state-writes batch``, with ``--gc-threshold python``, with
+    ``--output-sends record --changelog-sends table``, and an empty Faust
+    agent (:func:`faust_floor`) on the same topic.
 
     ``values`` is the pool of events: the first ``throughput_events`` fill the
     throughput topic, the rest feed the latency phases (each phase offers
@@ -460,21 +460,22 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         say(f"kafka: bare consumer {out['bare']['events_per_s']:,.0f} events/s")
         if with_faust_rows:
             # The same worker with one setting as before: its input through a
-            # Faust agent (before the direct ingest), Faust's consumer in its own
-            # thread, a state write per changed key per batch (before session 8),
-            # the interpreter's GC thresholds (before session 9), outputs and
-            # changelog records sent one by one (before session 11); and the
-            # stateful stages fused into the parse batch (--topology fused,
-            # session 13; a lone worker owns every partition, so it fuses).
-            # Then an agent that does nothing: Faust's own per-message floor.
+            # Faust agent (before the direct ingest; its stages are staged),
+            # the stateful stages always staged behind their internal topics
+            # (before session 13: a lone worker now fuses them), Faust's
+            # consumer in its own thread, a state write per changed key per
+            # batch (before session 8), the interpreter's GC thresholds (before
+            # session 9), outputs and changelog records sent one by one (before
+            # session 11). Then an agent that does nothing: Faust's own per-message floor.
             # Same topic, same run.
             for key, flags in (("worker_faust_ingest", ("--ingest", "faust")),
+                               ("worker_staged", ("--topology", "staged")),
                                ("worker_faust_thread", ("--faust-consumer", "thread")),
                                ("worker_state_batch", ("--state-writes", "batch")),
                                ("worker_gc_python", ("--gc-threshold", "python")),
                                ("worker_record_sends", ("--output-sends", "record",
                                                         "--changelog-sends", "table")),
-                               ("worker_fused", ("--topology", "fused"))):
+                               ):
                 variant = replace(cfg, extra=(*cfg.extra, *flags))
                 out[key] = _drain_alone(
                     variant, f"bench-{key[7:].replace('_', '')}-{run}", tp, state, n

@@ -105,12 +105,13 @@ def _faust_rows(k: dict[str, Any]) -> list[str]:
                 f"{w['ready_to_done_cpu_s_per_event'] / f['ready_to_done_cpu_s_per_event']:.2f}× |")
     w = k["worker"]
     for key, name, short in (
+        ("worker_staged", "`--topology staged`", "fused / staged stages"),
         ("worker_faust_thread", "`--faust-consumer thread`", "loop / thread"),
         ("worker_state_batch", "`--state-writes batch`", "commit / batch state writes"),
         ("worker_gc_python", "`--gc-threshold python`", "tuned / interpreter's GC thresholds"),
         ("worker_record_sends", "`--output-sends record --changelog-sends table`",
          "batched / one-by-one sends"),
-        ("worker_fused", "`--topology fused`", "staged / fused stages"),
+
     ):
         t = k.get(key)
         if t is None:
@@ -269,16 +270,6 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(("one worker through Kafka, sustained", 
                      f"{_n(k['worker']['events_per_s'])} events/s", "≥ 20,000 events/s",
                      _ok(k["worker"]["events_per_s"] >= 20_000)))
-        fused = k.get("worker_fused")
-        if fused is not None:
-            # Not the default (staged): reported beside it, never instead of it.
-            ratio = fused["events_per_s"] / k["bare"]["events_per_s"]
-            rows.append(("one worker, `--topology fused` / bare aiokafka consumer",
-                         f"{ratio:.1%} ({_n(fused['events_per_s'])} events/s)", "≥ 50 %",
-                         _ok(ratio >= 0.5)))
-            rows.append(("one worker through Kafka, `--topology fused`, sustained",
-                         f"{_n(fused['events_per_s'])} events/s", "≥ 20,000 events/s",
-                         _ok(fused["events_per_s"] >= 20_000)))
         half = next(p for p in k["latency"] if p["load"] == 0.5)
         for what, key in (("signal", "event_to_signal"), ("decision (every event)",
                                                            "event_to_decision")):
@@ -429,16 +420,19 @@ def render(res: dict[str, Any], command: str) -> str:
             f"{_n(w['ready_to_done_events_per_s'])} events/s. The bare aiokafka consumer "
             "reads and `orjson.loads` the same topic right after, in the same run."
             + (" The worker reads its input with a batched aiokafka consumer (`--ingest "
-               "direct`, the default). Further rows, on the same topic in the same run: the "
+               "direct`, the default) and, owning every partition, runs its stateful stages "
+               "in process after the parse (`--topology fused`, the default since session "
+               "13). Further rows, on the same topic in the same run: the "
                "same worker reading its input through a Faust agent (`--ingest faust`), the "
+               "same worker with its stages behind their internal topics (`--topology "
+               "staged`, the default before session 13), the "
                "same worker with Faust's consumer in its own thread (`--faust-consumer "
                "thread`) and with a state write per changed key per batch (`--state-writes "
                "batch`), the defaults before session 8, with the interpreter's GC "
                "thresholds (`--gc-threshold python`, the default before session 9), with "
                "its outputs and changelog records handed to the producer one by one "
                "(`--output-sends record --changelog-sends table`, the default before session "
-               "11), with its stateful stages run in process after the parse (`--topology "
-               "fused`, session 13; not the default), and a "
+               "11), and a "
                "stock Faust agent that only counts its events (`bench/faust_floor.py`, "
                "`stream.take(500, within=0.2)`): Faust's own cost per input message."
                if "faust_floor" in k else ""),

@@ -516,10 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ingest", choices=["direct", "faust"],
                    help="read the input topics with a batched aiokafka consumer (direct, "
                         "default) or a Faust agent (faust)")
-    w.add_argument("--topology", choices=["staged", "fused"],
-                   help="run the stateful stages as Faust agents behind internal topics "
-                        "(staged, default) or in process after the parse, whenever this worker "
-                        "owns all their partitions (fused; staged otherwise)")
+    w.add_argument("--topology", choices=["fused", "staged"],
+                   help="run the stateful stages in process after the parse whenever this "
+                        "worker owns all their partitions (fused, default; staged otherwise) "
+                        "or always as Faust agents behind internal topics (staged)")
     w.add_argument("--faust-consumer", choices=["loop", "thread"],
                    help="run Faust's consumer on the worker's event loop (loop, default) or "
                         "in Faust's own thread (thread)")

@@ -257,13 +257,13 @@ class WorkerSettings:
     #: or ``faust`` (a Faust agent, one message at a time through Faust's
     #: stream machinery, ~25x the CPU per event).
     ingest: str = "direct"
-    #: How the stateful stages run: ``staged`` (default), each a Faust agent
-    #: reached through its internal topic; ``fused``, in process, right after
-    #: the parse stage of the same batch, whenever this worker owns every
-    #: partition of the three stages (a single worker) and their internal
-    #: topics are drained, else staged as before (docs/streaming.md,
-    #: "Fused stages"). Needs ``ingest`` ``direct``.
-    topology: str = "staged"
+    #: How the stateful stages run: ``fused`` (default), in process, right
+    #: after the parse stage of the same batch, whenever this worker owns
+    #: every partition of the three stages (a single worker) and their
+    #: internal topics are drained, else staged; ``staged``, always as Faust
+    #: agents reached through their internal topics (docs/streaming.md,
+    #: "Fused stages"). With ``ingest`` ``faust`` they are always staged.
+    topology: str = "fused"
     #: Where Faust's consumer (the internal topics and changelogs) runs:
     #: ``loop`` (default), as tasks on the worker's event loop, or
     #: ``thread``, Faust's own consumer thread with its own event loop, which
@@ -342,9 +342,6 @@ class WorkerSettings:
             raise ValueError("ingest must be direct or faust")
         if self.topology not in ("staged", "fused"):
             raise ValueError("topology must be staged or fused")
-        if self.topology == "fused" and self.ingest != "direct":
-            raise ValueError("topology fused needs ingest direct (the stages are fused "
-                             "after the direct ingest's parse)")
         if self.faust_consumer not in ("loop", "thread"):
             raise ValueError("faust_consumer must be loop or thread")
         if self.state_writes not in ("commit", "batch"):

@@ -10,6 +10,12 @@ faust``, as a Faust agent; the others are Faust agents::
     session  <app>-by-session (sid)   -> <app>-by-entity    table session-context
     entity   <app>-by-entity (entity) -> response topic     table baselines
 
+A worker that owns every partition of the three stateful stages runs them in
+process right after the parse of each input batch, on the same tables and
+partitions, once their internal topics are drained (``--topology fused``, the
+default: :meth:`_Pipeline._fusable`, :meth:`_Pipeline._fused`); otherwise,
+or with ``--topology staged``, they run as the agents above.
+
 Each agent consumes raw bytes in micro-batches (``stream.take_events``), so a
 bad message can never crash it: rejects are dead-lettered with their reason,
 source topic, partition and offset, and counted. An exception from the engine
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import logging
@@ -367,7 +374,9 @@ class _Pipeline:
         # staged batch has finished per internal partition, and the fused
         # batches running (a revocation waits for them, as Faust waits for
         # its agents' batches).
-        self.fuse = settings.topology == "fused"
+        self.fuse = settings.topology == "fused" and settings.ingest == "direct"
+        if settings.topology == "fused" and not self.fuse:
+            logger.info("fused stages off reason=faust_ingest")
         self._internal = [(topic.get_topic_name(), p) for topic in
                           (self.by_ip, self.by_session, self.by_entity) for p in range(n)]
         self._bindings = {tp: _KeyBinding(*tp) for tp in self._internal}
@@ -377,6 +386,7 @@ class _Pipeline:
         self._backlog = InternalBacklog(settings)
         self._backlog_checked = -BACKLOG_CHECK_S
         self._fused_running = 0
+        self._agents_running = 0  # agent batches running or waiting (see _as_agent)
         self._fused_settled = asyncio.Event()
         self._fused_settled.set()
         self._fused_unflushed = False
@@ -649,8 +659,11 @@ class _Pipeline:
         recovery = getattr(app.tables, "recovery", None)
         if app.rebalancing or app.should_stop:
             return self._staged("rebalancing")
-        if recovery is None or not recovery.completed.is_set():
+        if (recovery is None or not recovery.completed.is_set()
+                or getattr(app, "in_recovery", False)):
             return self._staged("recovering")
+        if self._agents_running:
+            return self._staged("stages_busy")
         actives = app.assignor.assigned_actives()
         if any(TP(t, p) not in actives for t, p in self._internal):
             return self._staged("partial_ownership")
@@ -676,6 +689,8 @@ class _Pipeline:
             return self._staged("backlog", waiting)
         if app.consumer_generation_id != generation or app.rebalancing:
             return self._staged("rebalancing")
+        if self._agents_running:  # a stage's batch began meanwhile
+            return self._staged("stages_busy")
         self._fused_generation = generation
         self._fuse_off = None
         logger.info("fused stages on generation=%d partitions=%d", generation,
@@ -689,6 +704,26 @@ class _Pipeline:
             self._fuse_off = reason
             logger.info("fused stages off reason=%s waiting_records=%d", reason, records)
         return False
+
+    async def _as_agent(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run one batch of a stage's agent; with fused stages, never beside a fused batch.
+
+        Both read a key's state, await their outputs and then store it: run
+        side by side on the same key, the later store would drop what the
+        other learned. So an agent's batch waits for a running fused batch,
+        none starts while it waits or runs, and the next fused batch first
+        checks the backlog again (records reached the internal topics).
+        """
+        if not self.fuse:
+            await work()
+            return
+        self._agents_running += 1
+        self._fused_generation = None
+        try:
+            await self._fused_settled.wait()
+            await work()
+        finally:
+            self._agents_running -= 1
 
     def _finish(self, batch: Sequence[RawEvent]) -> None:
         """Record how far a staged batch of an internal topic was processed (for _fusable)."""
@@ -827,7 +862,7 @@ class _Pipeline:
             self._observe(stage, len(items), started)
 
         async for batch in self._batches(stream):
-            await _complete(one(batch))
+            await _complete(self._as_agent(functools.partial(one, batch)))
 
     async def ip(self, stream: Any) -> None:
         """Stage 2 (keyed by source IP): IP context, forward keyed by session."""
@@ -847,7 +882,7 @@ class _Pipeline:
     async def entity(self, stream: Any) -> None:
         """Stage 4 (keyed by entity): baselines, decisions, signals."""
         async for batch in self._batches(stream):
-            await _complete(self._entity_batch(batch))
+            await _complete(self._as_agent(functools.partial(self._entity_batch, batch)))
 
     async def _entity_batch(self, batch: Sequence[RawEvent]) -> None:
         s = self.settings

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConnectionError
@@ -115,11 +116,16 @@ def _signal_ids(bootstrap: str, topic: str) -> list[str]:
             for r in read_topic(bootstrap, topic, timeout_s=20, idle_s=1)]
 
 
+@pytest.mark.parametrize("topology", ["staged", "fused"])
 def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
     kafka_two_nodes: TwoNodeKafka,
     stream_dataset: tuple[Path, list[dict[str, Any]]],
     tmp_path: Path,
+    topology: str,
 ) -> None:
+    """Staged, the entity stage holds its batch and the stages before it go on;
+    fused (a lone worker's default), the one batch of all stages is held, so the
+    input topic keeps the backlog."""
     events, _ = stream_dataset
     # Three slices: before the outage, during it (with signals, so the entity
     # stage blocks on them), and more during it (the lag must keep growing).
@@ -139,6 +145,8 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
     upstream = [inp, f"{app_id}-by-ip", f"{app_id}-by-session"]
     entity_in = f"{app_id}-by-entity"  # the input of the stage that sends signals
     consumed = [*upstream, entity_in]
+    # Where the backlog waits: the held stage's input topic.
+    held = entity_in if topology == "staged" else inp
 
     def lag() -> dict[str, int]:
         # The input topic is read by the direct ingest, in a group of its own.
@@ -146,11 +154,17 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
                 **_group_lag(bs, f"{app_id}-ingest", [inp])}
 
     def upstream_done(n: int) -> bool:
-        """The first three stages read ``n`` events and committed all they read."""
+        """The first three stages read ``n`` events and committed all they read.
+
+        Fused, no stage passes anything on while the batch is held: the
+        events wait in the input topic (checked through its lag below).
+        """
+        if topology == "fused":
+            return lag()[inp] > 0
         return (w.metric("detector_events_in_total") >= n
                 and all(lag()[t] == 0 for t in upstream))
     w = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1,
-                      extra=["--batch-max", "100",
+                      extra=["--batch-max", "100", "--topology", topology,
                              "--producer-request-timeout-ms", str(PRODUCER_TIMEOUT_MS)])
     with running(w):
         w.wait_ready()  # its internal topics and the group exist, all on node 1
@@ -178,11 +192,11 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
         # the entity stage holds its batch, so its input's lag keeps the backlog.
         wait_for(lambda: upstream_done(cut[2]), 60, "the upstream stages to pass the "
                  "second slice on", w.log_tail)
-        lag_1 = lag()[entity_in]
+        lag_1 = lag()[held]
         produce_file(bs, during_2, inp)
         wait_for(lambda: upstream_done(cut[3]), 60, "the upstream stages to pass the "
                  "third slice on", w.log_tail)
-        lag_2 = lag()[entity_in]
+        lag_2 = lag()[held]
         first_retries = w.metric("detector_delivery_retries_total")
         wait_for(lambda: w.metric("detector_delivery_retries_total") >= RETRY_ROUNDS, 90,
                  f"{RETRY_ROUNDS} resends (an outage longer than the producer's retries)",
@@ -200,7 +214,8 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
                  w.log_tail)
         wait_for(lambda: sum(lag().values()) == 0, 90, "the lag to drain", w.log_tail)
         alive_after = w.alive()
-        retries = {k: v for k, v in w.metrics().items()
+        w_metrics = w.metrics()
+        retries = {k: v for k, v in w_metrics.items()
                    if k.startswith("detector_delivery_retries_total")}
         code = w.stop()
 
@@ -208,8 +223,8 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
     signals = _signal_ids(bs, resp)
     decisions = [orjson.loads(r.value) for r in read_topic(bs, dec, timeout_s=30)]
     repeats = sum(c - 1 for c in Counter(d["event_id"] for d in decisions).values())
-    print(f"\nback-pressure: entity stage input lag {lag_1} -> {lag_2} records (packed "
-          f"internal records) while the response topic was down, 0 after (all topics); "
+    print(f"\nback-pressure ({topology}): {held} lag {lag_1} -> {lag_2} records "
+          f"while the response topic was down, 0 after (all topics); "
           f"resends {first_retries:.0f} at first, {retries_in_outage:.0f} "
           f"during the outage, {retries} in all; decided {len(decided_in_outage)}/{cut[-1]} "
           f"during the outage; {len(signals)} signal records for {len(set(signals))} "
@@ -218,6 +233,8 @@ def test_unavailable_response_topic_back_pressure_then_drain_nothing_lost(
     assert code == 0, log[-3000:]
     assert "batch failed" not in log, "no fail-stop"
     assert 0 < lag_1 < lag_2, "the held stage's lag grew while the response topic was down"
+    fused = w_metrics.get('detector_stage_path_batches_total{path="fused"}', 0)
+    assert (fused > 0) == (topology == "fused"), fused
     assert len(decided_in_outage) < cut[-1], "the entity stage held back (back-pressure)"
     assert set(signals) == want, "every replay signal out, and no other"
     by_id = {d["event_id"]: d for d in expected}

@@ -171,8 +171,10 @@ def test_metrics_expose_counters_and_latency(e2e: E2ERun) -> None:
     assert m[f'detector_events_in_total{{topic="{e2e.input_topic}"}}'] == (
         e2e.produce["sent"] + len(MALFORMED_BEFORE) + len(MALFORMED_AFTER)
     )
-    assert any(k.startswith('detector_batch_latency_ms_bucket{le="5.0",stage="entity"}')
+    # A lone worker runs its stateful stages fused (--topology fused, the default).
+    assert any(k.startswith('detector_batch_latency_ms_bucket{le="5.0",stage="fused"}')
                for k in m)
+    assert m['detector_stage_path_batches_total{path="fused"}'] > 0
     assert any(k.startswith("detector_consumer_lag{") for k in m)
     assert any(k.startswith("faust_") for k in m), "Faust's Prometheus sensor is registered"
     assert m["detector_cold_start_total"] > 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from tests.integration._state import (
@@ -110,19 +111,22 @@ def test_upgrade_from_faust_ingest_continues_where_the_app_group_stopped(
     assert changelog_baselines(bs, app_id) == replay_baselines(events)
 
 
+@pytest.mark.parametrize("topology", ["staged", "fused"])
 def test_direct_ingest_commits_nothing_before_its_outputs_are_delivered(
     kafka_bootstrap: str,
     stream_dataset: tuple[Path, list[dict[str, Any]]],
     tmp_path: Path,
+    topology: str,
 ) -> None:
-    """The by-ip topic refuses the parse stage's records: fail-stop, nothing committed.
+    """The ingest batch's output topic refuses its records: fail-stop, nothing committed.
 
-    ``max.message.bytes`` on ``<app>-by-ip`` is set below a packed record's
-    size, so the broker refuses (MESSAGE_TOO_LARGE, not retriable) every
-    output of the direct ingest. The worker must exit 70 before its ingest
-    group commits the batch; once the topic accepts records again, a new
-    process reads the input from the start and decides every event as the
-    replay.
+    ``max.message.bytes`` on the topic is set below a record's size, so the
+    broker refuses (MESSAGE_TOO_LARGE, not retriable) every output there:
+    staged, ``<app>-by-ip`` (the parse stage's packed records); fused, the
+    decisions topic (the fused batch's own outputs). The worker must exit 70
+    before its ingest group commits the batch; once the topic accepts
+    records again, a new process reads the input from the start and
+    decides every event as the replay.
     """
     events, expected = stream_dataset
     lines = [line for line in events.read_bytes().splitlines() if line.strip()]
@@ -133,11 +137,13 @@ def test_direct_ingest_commits_nothing_before_its_outputs_are_delivered(
     inp, resp, dlq, dec = (unique(p) for p in ("in", "resp", "dlq", "dec"))
     create_topics(bs, {inp: 1, resp: 1, dlq: 1, dec: 1})
     app_id = unique("app")
-    by_ip = f"{app_id}-by-ip"
-    first = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="first")
+    refusing = f"{app_id}-by-ip" if topology == "staged" else dec
+    flags = ["--topology", topology]
+    first = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="first",
+                          extra=flags)
     with running(first):
         first.wait_ready()
-        set_topic_config(bs, by_ip, {"max.message.bytes": "64"})
+        set_topic_config(bs, refusing, {"max.message.bytes": "64"})
         produce_file(bs, chunk, inp)
         assert first.proc is not None
         code = first.proc.wait(90)
@@ -147,8 +153,9 @@ def test_direct_ingest_commits_nothing_before_its_outputs_are_delivered(
     assert _committed(bs, f"{app_id}-ingest", inp) is None, "the failed batch is not committed"
     assert read_topic(bs, dec, timeout_s=3, idle_s=1) == [], "nothing got past the parse stage"
 
-    set_topic_config(bs, by_ip, {"max.message.bytes": "1048588"})
-    second = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="second")
+    set_topic_config(bs, refusing, {"max.message.bytes": "1048588"})
+    second = WorkerProcess(bs, app_id, tmp_path, [inp], resp, dlq, dec, 1, name="second",
+                           extra=flags)
     with running(second):
         second.wait_ready()
         wait_all_decided_without_gaps(bs, dec, {d["event_id"] for d in expected[:k]}, [second])

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pytest
 
+from detector.stream.stages import partition_for
 from tests.integration._state import wait_all_decided_without_gaps
 from tests.integration._stream import (
     WorkerProcess,
@@ -127,3 +128,13 @@ def test_two_workers_share_partitions_and_hand_over_state(
              if i in second_ids and d["entity_kind"] + ":" + d["entity"] in warm]
     assert after, "the second half has events of warm entities"
     assert not [d["event_id"] for d in after if d["cold_start"]], "state lost in the handover"
+
+    # Staged or fused, a key's state is in the partition its stage owns it in
+    # (the internal topic's partition of the key): where a staged worker,
+    # after a handover, looks for it.
+    for table in ("ip-context", "session-context", "baselines"):
+        records = read_topic(kafka_bootstrap, f"{app_id}-{table}-changelog", timeout_s=60)
+        assert records, table
+        misplaced = [r.key for r in records
+                     if r.partition != partition_for(r.key.decode(), PARTITIONS)]
+        assert misplaced == [], (table, misplaced[:5])
