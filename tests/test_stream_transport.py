@@ -71,6 +71,7 @@ class _Broker:
 
     committed_offset: int | None = COMMITTED  # None: a new consumer group
     position: int = COMMITTED  # where the group starts (committed, or the reset position)
+    log_start: int = COMMITTED  # the first offset of the partition's log
     seeks: list[int] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _max_poll_records = BATCH
@@ -101,6 +102,9 @@ class _Broker:
         self.position = offset
         self.seeks.append(offset)
 
+    async def beginning_offsets(self, partitions: Any) -> dict[TopicPartition, int]:
+        return {tp: self.log_start for tp in partitions}
+
     async def seek_to_committed(self) -> dict[TopicPartition, int | None]:  # aiokafka's
         if self.committed_offset:
             self.seek(TP, self.committed_offset)
@@ -128,11 +132,12 @@ async def _run(
     scenario: str,
     committed: int | None = COMMITTED,
     seek_during: int = SEEK_DURING,
+    position: int = COMMITTED,
 ) -> Run:
     app = faust.App(f"t-{broker_url.split(':')[0]}", broker=broker_url, autodiscover=False)
     consumer = app.consumer
     app.topics._acking_topics.add(TOPIC)
-    broker = _Broker(committed_offset=committed)
+    broker = _Broker(committed_offset=committed, position=position)
     thread = consumer._thread
     thread._consumer = broker
     consumer._set_active_tps({TP})  # assigned and resumed
@@ -278,6 +283,29 @@ def test_a_new_consumer_group_refetches_a_first_record_whose_hand_over_was_cance
     run = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", BLOCKED, committed=None,
                            seek_during=COMMITTED))
     assert run.processed == list(range(COMMITTED, END))
+
+
+AHEAD = COMMITTED + 4  # where aiokafka's position of a new group's partition already is
+
+
+def test_a_new_consumer_group_goes_back_to_the_start_of_the_log() -> None:
+    """Records a new group's partition holds before its position are not skipped.
+
+    aiokafka's position is past records nobody handed over (fetched while the
+    partition was paused for the table recovery, and dropped), and the
+    recovery's seek comes before anything of the partition was processed;
+    seen with two fused workers (docs/streaming.md, "Fused stages"). Stock
+    Faust has no committed offset to seek to, starts from there and commits
+    past them; ours seeks back to the start of the log.
+    """
+    stock = asyncio.run(_run("kafka://127.0.0.1:9", BLOCKED, committed=None,
+                             seek_during=AHEAD, position=AHEAD))
+    assert not set(range(COMMITTED, AHEAD)) & set(stock.processed)
+    assert stock.committable == END, "stock Faust commits past what it never processed"
+    ours = asyncio.run(_run(f"{TRANSPORT_SCHEME}://127.0.0.1:9", BLOCKED, committed=None,
+                            seek_during=AHEAD, position=AHEAD))
+    assert ours.processed == list(range(COMMITTED, END)), "every message, in order"
+    assert ours.committable == END
 
 
 def test_a_message_a_stream_dropped_is_never_committable() -> None:

@@ -188,12 +188,26 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # first of them instead.
         consumer = self._ensure_consumer()
         committed = {tp: await consumer.committed(tp) for tp in consumer.assignment()}
+        # zt: a partition the group never committed goes back to the start of
+        # its log, or to its first record handed over if that is earlier.
+        # aiokafka may have set its position long before this seek (reset
+        # when it was assigned, or fetched ahead meanwhile) and past records
+        # nobody handed over; Faust then has no committed offset to tell a
+        # lost first record from the start: one was committed past, never
+        # processed (two fused workers, docs/streaming.md "Fused stages").
+        fresh = [tp for tp, offset in committed.items() if not (offset and offset > 0)]
+        starts: Mapping[Any, int] = await consumer.beginning_offsets(fresh) if fresh else {}
         read_offset = self.consumer._read_offset
         first_read = self.consumer._first_read
         with self.positions.lock:
             moved = []
             for tp, offset in committed.items():
-                target = offset if offset and offset > 0 else first_read.get((tp[0], tp[1]))
+                if offset and offset > 0:
+                    target: int | None = offset
+                else:
+                    known = [o for o in (first_read.get((tp[0], tp[1])), starts.get(tp))
+                             if o is not None]
+                    target = min(known) if known else None
                 if target is not None:
                     try:
                         consumer.seek(tp, target)
