@@ -283,15 +283,18 @@ class Drain:
 
 
 def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
-          poll_s: float = 0.5) -> Drain:
+          poll_s: float = 0.5, stall_s: float = 120.0) -> Drain:
     """Wait until every worker is ready, then sample them until ``n`` events are decided.
 
     Each sample scrapes ``/metrics``, which costs the worker CPU (a full
-    Prometheus exposition): every 0.5 s, not faster.
+    Prometheus exposition): every 0.5 s, not faster. Stops with an error
+    when no decision came for ``stall_s`` seconds (events lost or stuck)
+    instead of waiting out ``timeout_s``.
     """
     out = Drain()
     out.ready_at = wait_for(lambda: all(w.ready() for w in workers), workers, 180, "ready")
     deadline = time.monotonic() + timeout_s
+    progress_at, last = time.monotonic(), -1.0
     while True:
         for w in workers:
             w.check_alive("draining")
@@ -306,6 +309,10 @@ def drain(workers: Sequence[Worker], n: int, timeout_s: float = 1800,
             return out
         if t > deadline:
             raise SystemExit(f"timed out: {decided:.0f} of {n} decided")
+        if decided > last:
+            progress_at, last = t, decided
+        elif t - progress_at > stall_s:
+            raise SystemExit(f"stalled: {decided:.0f} of {n} decided, none for {stall_s:.0f} s")
         time.sleep(poll_s)
 
 
