@@ -464,6 +464,30 @@ class _Pipeline:
             )
         return states
 
+    async def _run_stage(
+        self,
+        out: _Outbox,
+        stage: str,
+        table: Any,
+        table_name: str,
+        items: Sequence[stages.Routed],
+        keyed: Mapping[str, _Bound],
+        decode: Callable[[Any], Any],
+        key_of: Callable[[Event], str | None],
+        run: Callable[[Sequence[stages.Routed], dict[str, Any],
+                       dict[str, stages.Applied] | None], stages.StageResult],
+        applied: dict[str, stages.Applied] | None,
+    ) -> stages.StageResult:
+        """Load a batch's states, run one stage on them; return its result.
+
+        Events the engine raised on are dead-lettered (``run_isolated``),
+        staged or fused alike.
+        """
+        states: dict[str, Any] = self._load(table, table_name, keyed, decode, applied)
+        result, failures = stages.run_isolated(run, items, states, applied, key_of)
+        await self._engine_errors(out, stage, failures, items)
+        return result
+
     async def _store(
         self,
         table: Any,
@@ -779,34 +803,30 @@ class _Pipeline:
             ip_keyed = self._bound(self.by_ip.get_topic_name(), {
                 k for r in items if (k := stages.ip_state_key(r.event)) is not None})
             ip_applied: dict[str, stages.Applied] = {}
-            ips = self._load(self.ips, "ip-context", ip_keyed, IpContext.from_dict, ip_applied)
-            ip_result, failures = stages.run_isolated(
-                lambda b, st, ap: stages.ip_stage(detector, b, st, ap),
-                items, ips, ip_applied, stages.ip_state_key,
+            ip_result = await self._run_stage(
+                out, "ip", self.ips, "ip-context", items, ip_keyed, IpContext.from_dict,
+                stages.ip_state_key, lambda b, st, ap: stages.ip_stage(detector, b, st, ap),
+                ip_applied,
             )
-            await self._engine_errors(out, "ip", failures, items)
             items = [r for _, r in ip_result.out]
             session_keyed = self._bound(self.by_session.get_topic_name(), {
                 k for r in items if (k := stages.session_state_key(r.event)) is not None})
-            sessions = self._load(self.sessions, "session-context", session_keyed,
-                                  SessionContext.from_dict)
-            session_result, failures = stages.run_isolated(
-                lambda b, st, ap: stages.session_stage(detector, b, st),
-                items, sessions, None, stages.session_state_key,
+            session_result = await self._run_stage(
+                out, "session", self.sessions, "session-context", items, session_keyed,
+                SessionContext.from_dict, stages.session_state_key,
+                lambda b, st, ap: stages.session_stage(detector, b, st), None,
             )
-            await self._engine_errors(out, "session", failures, items)
             items = [r for _, r in session_result.out]
             entity_keyed = self._bound(self.by_entity.get_topic_name(),
                                        {r.event.entity_key for r in items})
             entity_applied: dict[str, stages.Applied] = {}
-            baselines = self._load(self.baselines, "baselines", entity_keyed,
-                                   Baseline.from_dict, entity_applied)
             partitions = self.settings.partitions
-            entity_result, failures = stages.run_isolated(
+            entity_result = await self._run_stage(
+                out, "entity", self.baselines, "baselines", items, entity_keyed,
+                Baseline.from_dict, stages.entity_state_key,
                 lambda b, st, ap: stages.entity_stage(detector, b, st, ap, partitions),
-                items, baselines, entity_applied, stages.entity_state_key,
+                entity_applied,
             )
-            await self._engine_errors(out, "entity", failures, items)
             decisions = entity_result.out
             await self._send_decisions(out, decisions)
             await self._dead_letter(out, dead)
@@ -866,12 +886,11 @@ class _Pipeline:
                 if key is not None:
                     keyed[key] = batch[i]
             applied: dict[str, stages.Applied] | None = {} if idempotent else None
-            states: dict[str, Any] = self._load(table, table_name, keyed, decode, applied)
             detector = self.holder.detector
-            result, failures = stages.run_isolated(
-                lambda b, st, ap: run(detector, b, st, ap), items, states, applied, key_of
+            result = await self._run_stage(
+                out, stage, table, table_name, items, keyed, decode, key_of,
+                lambda b, st, ap: run(detector, b, st, ap), applied,
             )
-            await self._engine_errors(out, stage, failures, items)
             await self._forward(out, forward, result.out)
             await out.delivered()
             await self._store(table, keyed, result.changed, applied)
@@ -913,15 +932,12 @@ class _Pipeline:
         await self._dead_letter(out, dead)
         keyed = {r.event.entity_key: batch[i] for r, i in zip(items, index, strict=True)}
         applied: dict[str, stages.Applied] = {}
-        baselines: dict[str, Any] = self._load(
-            self.baselines, "baselines", keyed, Baseline.from_dict, applied
-        )
         detector = self.holder.detector
-        result, failures = stages.run_isolated(
-            lambda b, st, ap: stages.entity_stage(detector, b, st, ap, s.partitions),
-            items, baselines, applied, stages.entity_state_key,
+        result = await self._run_stage(
+            out, "entity", self.baselines, "baselines", items, keyed, Baseline.from_dict,
+            stages.entity_state_key,
+            lambda b, st, ap: stages.entity_stage(detector, b, st, ap, s.partitions), applied,
         )
-        await self._engine_errors(out, "entity", failures, items)
         decisions = result.out
         await self._send_decisions(out, decisions)
         await out.delivered()

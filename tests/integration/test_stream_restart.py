@@ -108,11 +108,13 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
         "no event learned twice: the baselines equal the replay's"
     )
     if topology == "fused":
-        # A lone worker owns every stage partition: after its first batches
-        # (the backlog read), every batch runs fused; nothing is left staged
-        # once the internal topics drained.
+        # A lone worker owns every stage partition, so the first run fuses.
+        # The batch that a stop interrupts is staged (forwarded, not run while
+        # the app shuts down), and the second run stages its batches until
+        # the agents processed it and the backlog read (every 0.5 s) saw
+        # that: with a short tail it may end before fusing again.
         fused = 'detector_stage_path_batches_total{path="fused"}'
-        assert all(m.get(fused, 0) > 0 for m in paths), [
+        assert paths[0].get(fused, 0) > 0, [
             {k: v for k, v in m.items() if "stage_path" in k} for m in paths]
     else:
         assert not any(k.startswith("detector_stage_path_batches_total") for m in paths
