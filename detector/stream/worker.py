@@ -373,9 +373,9 @@ class _Pipeline:
 
         # --topology fused (see _fusable): the stages' partitions, the consumer
         # generation in which fusing was found safe, the next offset each
-        # staged batch has finished per internal partition, and the fused
-        # batches running (a revocation waits for them, as Faust waits for
-        # its agents' batches).
+        # staged batch has finished per internal partition, and whether no
+        # fused batch is running (a revocation waits for that, as Faust waits
+        # for its agents' batches; the direct ingest runs one batch at a time).
         self.fuse = settings.topology == "fused" and settings.ingest == "direct"
         if settings.topology == "fused" and not self.fuse:
             logger.info("fused stages off reason=faust_ingest")
@@ -387,7 +387,6 @@ class _Pipeline:
         self._finished: dict[tuple[str, int], int] = {}
         self._backlog = InternalBacklog(settings)
         self._backlog_checked = -BACKLOG_CHECK_S
-        self._fused_running = 0
         self._agents_running = 0  # agent batches running or waiting (see _as_agent)
         self._fused_settled = asyncio.Event()
         self._fused_settled.set()
@@ -722,7 +721,7 @@ class _Pipeline:
         )
         if len(ends) < len(self._internal) or waiting:
             return self._staged("backlog", waiting)
-        if app.consumer_generation_id != generation or app.rebalancing:
+        if app.consumer_generation_id != generation or self._rebalancing():
             return self._staged("rebalancing")
         if self._agents_running:  # a stage's batch began meanwhile
             return self._staged("stages_busy")
@@ -794,7 +793,6 @@ class _Pipeline:
         every output of the batch was delivered, as a stage does.
         """
         self.metrics.stage_paths.labels(path="fused").inc()
-        self._fused_running += 1
         self._fused_settled.clear()
         try:
             started = time.perf_counter()
@@ -841,9 +839,7 @@ class _Pipeline:
             self._count_decisions(decisions)
             self._observe("fused", len(accepted), started)
         finally:
-            self._fused_running -= 1
-            if not self._fused_running:
-                self._fused_settled.set()
+            self._fused_settled.set()
 
     async def settle_fused(self) -> None:
         """Wait until no fused batch is running (before partitions are revoked)."""
