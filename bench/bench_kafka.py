@@ -16,8 +16,8 @@ Figures, in one run:
    of the worker throughput measured in (1), one phase after the other; for
    every event, the output record's broker timestamp (CreateTime, set by the
    worker's producer when it sends) minus the input record's (set by our
-   producer when it sends; paced sends have no linger, so the timestamp is
-   when the record leaves): p50/p99/p99.9 on the decisions audit topic
+   producer when it sends; its 1 ms linger counts as worker latency):
+   p50/p99/p99.9 on the decisions audit topic
    (every event) and on the response topic (signals only);
 4. **scaling** (:func:`measure_scaling`) -- one worker, then two workers of
    one app id, each on a fresh copy of the pre-filled topic; events/s, ratio
@@ -46,8 +46,10 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,7 +59,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import orjson
@@ -88,6 +90,21 @@ def keyed(values: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
     return [(parse_event(v).entity_key.encode(), v) for v in values]
 
 
+#: The paced producer's linger (ms); counted in the measured latency.
+PACED_LINGER_MS: Final = 1
+
+
+def _java_libs() -> str:
+    """Return the directory of the Kafka jars (``scripts/kafka-local libs`` fetches them)."""
+    out = subprocess.run(  # noqa: S603
+        [str(REPO / "scripts" / "kafka-local"), "libs"], capture_output=True, text=True,
+        timeout=900, check=False,
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise SystemExit(f"scripts/kafka-local libs failed: {out.stderr[-2000:]}")
+    return out.stdout.strip()
+
+
 def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
             rate: float | None) -> float:
     """Send ``records`` to ``topic`` at ``rate`` events/s (as fast as possible if None).
@@ -95,23 +112,68 @@ def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
     Returns the achieved send rate (events/s), which can fall short of the
     offered one when the producer cannot keep up on a busy machine.
 
-    Paced sends go out at once (``linger_ms=0``): a record's timestamp is
-    taken when ``send`` is called, so a producer linger would count as
-    worker latency. Unpaced fills batch (5 ms linger) for speed.
+    Paced sends (the latency phases and the trace) go through
+    ``bench/LoadGen.java``, the Apache Kafka Java client: a record's
+    timestamp is taken when ``send`` is called, and its
+    :data:`PACED_LINGER_MS` linger counts as worker latency. A Python
+    producer needed about a core at 3,500 events/s on the two-core machine
+    and fell behind, its records queueing in the client after their
+    timestamps were taken: that queue was measured as the worker's latency.
+    Unpaced fills use kafka-python (5 ms linger).
     """
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                             linger_ms=0 if rate else 5)
+    if rate:
+        return _produce_paced(bootstrap, topic, records, rate)["achieved_eps"]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     start = time.monotonic()
-    for i, (k, v) in enumerate(records):
-        if rate:
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+    for k, v in records:
         producer.send(topic, key=k, value=v)
     sent_s = time.monotonic() - start
     producer.flush(120)
     producer.close(10)
     return len(records) / max(sent_s, 1e-9)
+
+
+def _loadgen() -> list[str]:
+    """Return the command that runs ``bench/LoadGen.java``, compiled once into a cache.
+
+    The JVM runs with its first-tier compiler only: the C2 compiler's work on
+    the Kafka client took several CPU seconds in the first seconds of each
+    phase, beside the worker under measurement.
+    """
+    java, javac = shutil.which("java"), shutil.which("javac")
+    if java is None or javac is None:
+        raise SystemExit("the latency benchmark's producer needs a JDK 17 (java, javac on PATH)")
+    libs = _java_libs()
+    source = REPO / "bench" / "LoadGen.java"
+    classes = Path(libs).parent / "loadgen"
+    compiled = classes / "LoadGen.class"
+    if not compiled.exists() or compiled.stat().st_mtime < source.stat().st_mtime:
+        built = subprocess.run(  # noqa: S603
+            [javac, "-cp", f"{libs}/*", "-d", str(classes), str(source)],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+        if built.returncode != 0:
+            raise SystemExit(f"javac LoadGen.java failed: {built.stderr[-2000:]}")
+    return [java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx512m",
+            "-cp", f"{classes}:{libs}/*", "LoadGen"]
+
+
+def _produce_paced(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
+                   rate: float) -> dict[str, float]:
+    """Send ``records`` at ``rate`` with ``LoadGen.java``; return its figures (see there)."""
+    with tempfile.NamedTemporaryFile(suffix=".records") as f:
+        for k, v in records:
+            f.write(struct.pack(">i", len(k)) + k + struct.pack(">i", len(v)) + v)
+        f.flush()
+        out = subprocess.run(  # noqa: S603
+            [*_loadgen(), bootstrap, topic, f.name, f"{rate:g}", str(PACED_LINGER_MS)],
+            capture_output=True, text=True, timeout=3600, check=False,
+        )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"LoadGen.java failed ({out.returncode}): {out.stderr[-2000:]}")
+    figures: dict[str, float] = json.loads(lines[-1])
+    return figures
 
 
 def checkout_launcher(checkout: Path) -> tuple[str, ...]:
@@ -198,6 +260,48 @@ class Worker:
             elif line.startswith(b"detector_gc_pause_ms_sum"):
                 gc_ms += float(line.rsplit(b" ", 1)[1])
         return decided, gc_ms
+
+    def batch_figures(self) -> dict[str, dict[str, float]]:
+        """Return count, mean and largest bucket bound of the worker's batch histograms.
+
+        Keys: ``batch:<stage>`` (``detector_batch_latency_ms``, with the mean
+        batch size from ``detector_batch_size``) and ``state_flush``
+        (``detector_state_flush_ms``). ``le_ms`` is the upper bound of the
+        highest non-empty bucket (an upper bound of the slowest one).
+        """
+        body = (self._get("/metrics") or b"").decode()
+        counts: dict[str, float] = {}
+        sums: dict[str, float] = {}
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        for line in body.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name_labels, value = line.rsplit(" ", 1)
+            name, _, labels = name_labels.partition("{")
+            stage = labels.split('stage="', 1)[1].split('"', 1)[0] if 'stage="' in labels else ""
+            for metric, key in (("detector_batch_latency_ms", f"batch:{stage}"),
+                                ("detector_batch_size", f"size:{stage}"),
+                                ("detector_state_flush_ms", "state_flush")):
+                part = name.removeprefix(metric + "_")
+                if part == "count":
+                    counts[key] = float(value)
+                elif part == "sum":
+                    sums[key] = float(value)
+                elif part == "bucket":
+                    le = float(labels.split('le="', 1)[1].split('"', 1)[0])
+                    buckets.setdefault(key, []).append((le, float(value)))
+        out: dict[str, dict[str, float]] = {}
+        for key, count in counts.items():
+            if key.startswith("size:") or not count:
+                continue
+            # Cumulative buckets: the first bound holding every observation.
+            top = min((le for le, v in buckets.get(key, []) if v >= count), default=float("inf"))
+            fig = {"count": count, "mean_ms": sums.get(key, 0.0) / count, "slowest_le_ms": top}
+            size = "size:" + key.removeprefix("batch:")
+            if key.startswith("batch:") and counts.get(size):
+                fig["mean_events"] = sums.get(size, 0.0) / counts[size]
+            out[key] = fig
+        return out
 
     def cpu_seconds(self) -> float:
         """Return the worker process's user + system CPU seconds so far."""
@@ -554,8 +658,10 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
     worker's producer's, all on this machine. For every event, the delta
     between consecutive topics is the time one stage took: broker round trip,
     fetch, Faust's delivery, the batch window, the stage's own work up to its
-    send. Returns p50/p99/max per hop and end to end, and the worker's CPU
-    share (CPU seconds per second) while it is fed.
+    send. A fused worker (``--topology fused``, the default when alone)
+    has only the one hop, input to decision. Returns p50/p99/max per hop
+    and end to end, the worker's CPU share (CPU seconds per second) while it
+    is fed, and its batch histograms (:meth:`Worker.batch_figures`).
     """
     say = log or (lambda _m: None)
     run = uuid.uuid4().hex[:8]
@@ -572,9 +678,13 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
             wait_for(w.ready, [w], 180, "trace worker ready")
             _warm_up(cfg.bootstrap, t["in"], warm_up, rate, w)
             cpu0, t0 = w.cpu_seconds(), time.monotonic()
-            achieved = produce(cfg.bootstrap, t["in"], records, rate=rate)
+            sent = _produce_paced(cfg.bootstrap, t["in"], records, rate)
+            achieved = sent["achieved_eps"]
+            # The producer's CPU while it fed the worker (it shares the machine).
+            producer_cpu = sent["send_cpu_s"] / max(sent["send_s"], 1e-9)
             wait_for(_reached(w, warm + len(records)), [w], 300, "trace events decided")
             cpu = (w.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            batches = w.batch_figures()
         finally:
             w.stop()
     n = len(records)
@@ -583,12 +693,16 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
           "dec": timestamps(cfg.bootstrap, t["dec"], total, is_input=False)}
     for hop in HOPS[1:-1]:
         ts[hop] = routed_timestamps(cfg.bootstrap, f"{app_id}-{hop}", total)
+    # A fused worker (the default when alone) writes nothing to the internal
+    # topics: its trace has the one hop from input to decision.
+    hops = [h for h in HOPS if ts[h]]
     traced = {parse_event(v).event_id for _, v in records}
-    ids = [i for i in ts["in"] if i in traced and all(i in ts[h] for h in HOPS)]
+    ids = [i for i in ts["in"] if i in traced and all(i in ts[h] for h in hops)]
     out: dict[str, Any] = {"rate": rate, "achieved_eps": achieved, "events": n,
                            "traced": len(ids), "worker_cpu_share": cpu,
-                           "cpu_s_per_event": cpu / rate, "hops": {}}
-    for a, b in zip(HOPS, HOPS[1:], strict=False):
+                           "cpu_s_per_event": cpu / rate, "producer_cpu_share": producer_cpu,
+                           "batches": batches, "hops": {}}
+    for a, b in zip(hops, hops[1:], strict=False):
         out["hops"][f"{a} -> {b}"] = latency_stats([ts[b][i] - ts[a][i] for i in ids])
     out["hops"]["in -> dec (end to end)"] = latency_stats([ts["dec"][i] - ts["in"][i]
                                                            for i in ids])

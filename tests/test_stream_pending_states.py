@@ -398,3 +398,145 @@ def test_a_running_app_waits_out_a_retriable_changelog_failure(
     asyncio.run(pipe.flush_states())
     assert log.count("send a") == 2
     assert table.data.persisted == {0: 0}
+
+
+# ------------------------------------------------- background writes (fused stages)
+
+
+def test_a_snapshot_is_read_until_written_and_later_batches_hold_anew() -> None:
+    pending = _PendingStates(_Table())
+    pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
+    pending.put("b", _ctx(1), None, _Event(1))  # type: ignore[arg-type]
+    assert pending.snapshot()
+    assert len(pending) == 0, "set aside: the bound counts the states held anew"
+    assert pending.take(["a", "b"], None) == {"a": _ctx(1), "b": _ctx(1)}, "still read"
+    pending.put("a", _ctx(2), None, _Event(0))  # type: ignore[arg-type]  # a later batch
+    assert pending.take(["a"], None) == {"a": _ctx(2)}, "the later state first"
+    assert [(k, v) for k, v, _, _ in pending.take_snapshot()] == [("a", _ctx(1)), ("b", _ctx(1))]
+    with pytest.raises(RuntimeError):
+        pending.snapshot()  # one snapshot at a time
+    pending.written()
+    assert pending.take(["a", "b"], None) == {"a": _ctx(2)}, "b is read from its table now"
+    assert pending.snapshot() and len(pending) == 0, "the next snapshot: a's later state"
+    assert [k for k, _, _, _ in pending.take_snapshot()] == ["a"]
+
+
+def test_a_snapshot_is_written_a_chunk_at_a_time_with_batches_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "SNAPSHOT_CHUNK", 2)
+    log: list[str] = []
+    table = _ChangelogTable(log)
+    pending = _PendingStates(table)
+    applied = stages.Applied({("in", 1, 0): 4})
+    for i, key in enumerate("abcde"):
+        pending.put(key, _ctx(i + 1), applied if key == "b" else None,
+                    _Event(i % 2))  # type: ignore[arg-type]
+    pipe = _pipeline(_Producer(log))
+    pending.snapshot()
+
+    async def batch() -> None:
+        log.append("batch")  # a batch that runs while the snapshot is written
+
+    async def run() -> int:
+        write = asyncio.ensure_future(pipe._write_snapshot(pending))
+        await asyncio.sleep(0)
+        await batch()
+        return int(await write)
+
+    assert asyncio.run(run()) == 5
+    assert log[:4] == ["store a", "store b", "send a", "send b"]
+    assert log.index("batch") < log.index("store c"), "the batch ran between two chunks"
+    assert dict(table.data) == {
+        k.encode(): stages.encode_state(_ctx(i + 1), applied if k == "b" else None)
+        for i, k in enumerate("abcde")}
+    assert table.data.persisted == {0: 2, 1: 1}, "persisted once every chunk was delivered"
+    assert pending.take(["a"], None) == {}, "written: read from the table"
+    count = pipe.metrics.registry.get_sample_value("detector_state_writes_total",
+                                                   {"table": "ip-context"})
+    assert count == 5
+
+
+def test_a_background_write_refused_stops_the_worker_before_its_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stopped = _fail_stops(monkeypatch)
+    table, pipe, _ = _one_pending_key(refuse=(stages.encode_state(_ctx(1)),))
+    pipe.settings = WorkerSettings(model_dir="m", output_sends="record",
+                                   changelog_sends="partition")
+    pipe._fused_unflushed = False
+    assert pipe.begin_fused_flush() is None, "no fused batch since the last write"
+    pipe._fused_unflushed = True
+    write = pipe.begin_fused_flush()
+    assert write is not None and not pipe._fused_unflushed
+
+    with pytest.raises(SystemExit):
+        asyncio.run(write)
+    assert len(stopped) == 1 and isinstance(stopped[0], TopicAuthorizationFailedError)
+    assert table.data.persisted == {}
+
+
+class _IngestConsumer:
+    """The parts of an aiokafka consumer the direct ingest's commits use."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    def assignment(self) -> set[Any]:
+        return {_TP}
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.log.append(("commit", dict(offsets)))
+
+
+_TP = ("in", 0)
+
+
+def test_the_periodic_commit_writes_in_the_background_then_commits_and_a_revoke_waits(
+) -> None:
+    from detector.stream.ingest import DirectIngest
+
+    log: list[Any] = []
+    gate = asyncio.Event()
+
+    async def write() -> None:
+        log.append("write")
+        await gate.wait()
+        log.append("written")
+
+    def begin() -> Any:
+        log.append("snapshot")
+        return write()
+
+    async def flush_all() -> None:
+        log.append("flush all")
+
+    def fail_stop(exc: Exception) -> Any:
+        raise AssertionError(f"fail-stop: {exc!r}")
+
+    async def run() -> None:
+        ingest = DirectIngest(WorkerSettings(model_dir="m"), parse=None,  # type: ignore[arg-type]
+                              complete=None, on_revoked=lambda: None,  # type: ignore[arg-type]
+                              fail_stop=fail_stop, app_stopping=lambda: False,
+                              before_commit=flush_all, begin_write=begin)
+        consumer = _IngestConsumer(log)
+        ingest._consumer = consumer
+        ingest._due = {_TP: 10}
+        async with ingest._batch_lock:
+            await ingest._commit_in_background(consumer)
+        await asyncio.sleep(0.01)
+        assert log == ["snapshot", "write"], "offsets wait for their states"
+        assert not ingest._batch_lock.locked(), "batches run meanwhile"
+        ingest._due[_TP] = 20  # a batch finished meanwhile
+        async with ingest._batch_lock:
+            await ingest._commit_in_background(consumer)
+        assert log == ["snapshot", "write"], "one background commit at a time"
+        revoked = asyncio.ensure_future(ingest.on_revoked([]))
+        await asyncio.sleep(0.01)
+        assert log == ["snapshot", "write"], "the revocation waits for the running write"
+        gate.set()
+        await revoked
+
+    asyncio.run(run())
+    assert log == ["snapshot", "write", "written", ("commit", {_TP: 10}), "flush all",
+                   ("commit", {_TP: 20})]

@@ -112,6 +112,12 @@ class DirectIngest(Service):
         stages (``--topology fused``) it writes the states the batches
         changed, so that no committed offset is ahead of the state holding
         its event (``_Pipeline.flush_fused``; it fail-stops on failure)
+    begin_write : the periodic commit's form of ``before_commit``: called
+        between two batches, it sets the changed states aside and returns
+        their write (or None); the commit then runs in the background, the
+        write first, while the next batches run (``_Pipeline.begin_fused_flush``).
+        A revocation or a stop first waits for it, then commits the rest
+        with ``before_commit``.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class DirectIngest(Service):
         session_timeout_s: float = 60.0,
         heartbeat_interval_s: float = 3.0,
         before_commit: Callable[[], Awaitable[None]] | None = None,
+        begin_write: Callable[[], Awaitable[None] | None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,6 +143,9 @@ class DirectIngest(Service):
         self._fail_stop = fail_stop
         self._app_stopping = app_stopping
         self._before_commit = before_commit
+        self._begin_write = begin_write
+        # The periodic commit running in the background (its states' write, then the commit).
+        self._committing: asyncio.Task[None] | None = None
         self._timeouts = (max_poll_interval_s, session_timeout_s, heartbeat_interval_s)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -252,7 +262,7 @@ class DirectIngest(Service):
                     await self._one(fetched)
             if time.monotonic() - self._committed_at >= s.commit_interval_s:
                 async with self._batch_lock:
-                    await self._commit(consumer)
+                    await self._commit_in_background(consumer)
 
     async def _fill(
         self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]
@@ -314,16 +324,60 @@ class DirectIngest(Service):
         # again; the applied logs downstream skip what was already learned).
         self._due.update({tp: end for tp, end in ends.items() if tp in assigned})
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        """Commit the offsets of the batches whose outputs were acknowledged."""
+    def _take_due(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
         self._committed_at = time.monotonic()
         assigned = consumer.assignment()
         due = {tp: end for tp, end in self._due.items() if tp in assigned}
         self._due = {}
+        return due
+
+    async def _commit_in_background(self, consumer: AIOKafkaConsumer) -> None:
+        """Start the periodic commit between batches: set states aside, write them, commit.
+
+        Without ``begin_write`` it is the plain commit. If the previous one is
+        still writing, this waits for the next check (the offsets stay due).
+        """
+        if self._begin_write is None:
+            await self._commit(consumer)
+            return
+        running = self._committing
+        if running is not None and not running.done():
+            return
+        await self._settle_commit()  # its outcome, if it ended with an error
+        due = self._take_due(consumer)
+        if not due:
+            return
+        write = self._begin_write()
+        self._committing = asyncio.ensure_future(self._write_then_commit(consumer, due, write))
+
+    async def _write_then_commit(self, consumer: AIOKafkaConsumer,
+                                 due: dict[TopicPartition, int],
+                                 write: Awaitable[None] | None) -> None:
+        try:
+            if write is not None:
+                await write  # fail-stops the process itself if the states cannot be written
+            await self._commit_offsets(consumer, due)
+        except Exception as exc:  # noqa: BLE001 (stop visibly, never commit past lost state)
+            self._fail_stop(exc)
+
+    async def _settle_commit(self) -> None:
+        """Wait for the background commit, if one is running."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the offsets of the batches whose outputs were acknowledged."""
+        await self._settle_commit()
+        due = self._take_due(consumer)
         if not due:
             return
         if self._before_commit is not None:
             await self._before_commit()
+        await self._commit_offsets(consumer, due)
+
+    async def _commit_offsets(self, consumer: AIOKafkaConsumer,
+                              due: dict[TopicPartition, int]) -> None:
         try:
             await consumer.commit(due)
         except (CommitFailedError, KafkaError) as exc:

@@ -192,6 +192,14 @@ class StreamMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
+        self.state_flush_ms = Histogram(
+            "detector_state_flush_ms",
+            "Wall time to write the states held since the last offset commit to "
+            "their tables and changelogs (ms), before a commit or a revocation; "
+            "the input waits meanwhile.",
+            buckets=BATCH_MS_BUCKETS,
+            registry=r,
+        )
         self.gc_pause_ms = Histogram(
             "detector_gc_pause_ms",
             "Passes of the cyclic garbage collector in the worker process (ms), by "

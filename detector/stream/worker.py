@@ -230,6 +230,10 @@ def _source(event: RawEvent) -> stages.Source:
 #: however many keys change within a commit interval; at the bound the stage
 #: writes them out early, which is what ``--state-writes batch`` always does.
 PENDING_STATES_MAX: Final = 10_000
+#: Keys written per step of a background state write (``begin_fused_flush``):
+#: a step (encode, store write, changelog hand-over) takes ~10 ms, the
+#: longest a batch waits for it.
+SNAPSHOT_CHUNK: Final = 200
 
 
 class _PendingStates:
@@ -248,7 +252,7 @@ class _PendingStates:
     the stage flushes right after each batch instead.
     """
 
-    __slots__ = ("table", "limit", "lock", "_values")
+    __slots__ = ("table", "limit", "lock", "_values", "_writing")
 
     def __init__(self, table: Any, limit: int = PENDING_STATES_MAX) -> None:
         self.table = table
@@ -258,6 +262,9 @@ class _PendingStates:
         #: even when one write's delivery is retried.
         self.lock = asyncio.Lock()
         self._values: dict[str, tuple[Any, stages.Applied | None, _Bound]] = {}
+        #: A snapshot on its way to the table in the background
+        #: (:meth:`snapshot`); still read by :meth:`take` until written.
+        self._writing: dict[str, tuple[Any, stages.Applied | None, _Bound]] = {}
 
     def __len__(self) -> int:
         return len(self._values)
@@ -275,11 +282,13 @@ class _PendingStates:
         logs in place, and a batch that fails must leave these untouched.
         """
         held: dict[str, Any] = {}
-        values = self._values
+        values, writing = self._values, self._writing
         for key in keys:
             entry = values.get(key)
             if entry is None:
-                continue
+                entry = writing.get(key)
+                if entry is None:
+                    continue
             value, log, _ = entry
             held[key] = value
             if applied is not None and log is not None:
@@ -303,6 +312,27 @@ class _PendingStates:
                    for key, (value, log, event) in self._values.items()]
         self._values.clear()
         return entries
+
+    def snapshot(self) -> bool:
+        """Set the held states aside to be written in the background; return whether any.
+
+        Batches that follow hold their states anew; until the snapshot is
+        written (:meth:`take_snapshot`, then :meth:`written`) :meth:`take`
+        still reads it. Held values are never changed in place (a batch
+        puts new ones), so the snapshot is the states as they were.
+        """
+        if self._writing:
+            raise RuntimeError("a snapshot of this table's states is still being written")
+        self._writing, self._values = self._values, {}
+        return bool(self._writing)
+
+    def take_snapshot(self) -> list[tuple[str, Any, stages.Applied | None, _Bound]]:
+        """Return the snapshot's entries (key, state, applied log, an event of the key)."""
+        return [(key, value, log, event) for key, (value, log, event) in self._writing.items()]
+
+    def written(self) -> None:
+        """Forget the snapshot: it is in the table's store and changelog."""
+        self._writing = {}
 
     def flush(self) -> int:
         """Write every pending state through the table (and its changelog); return how many.
@@ -526,11 +556,21 @@ class _Pipeline:
 
     async def _send_changelog(self, table: Any, entries: list[tuple[bytes, bytes, _Bound]]
                               ) -> None:
-        # What Faust's Table.__setitem__ does per key (changelog record in the
-        # current event's partition, store write, table sensor), with the
-        # changelog records handed over per partition instead of per key. The
-        # store is written first: a changelog offset recorded as persisted is
-        # then always in the store (recovery replays the changelog after it).
+        out = self._outbox()
+        await out.send_partitioned(table.changelog_topic.get_topic_name(),
+                                   self._to_store(table, entries))
+        await self._persisted(table, out)
+
+    def _to_store(self, table: Any, entries: Sequence[tuple[bytes, bytes, _Bound]]
+                  ) -> list[tuple[int, bytes, bytes]]:
+        """Write ``entries`` to the table's store; return their changelog records.
+
+        What Faust's Table.__setitem__ does per key (changelog record in the
+        current event's partition, store write, table sensor), with the
+        changelog records handed over per partition instead of per key. The
+        store is written first: a changelog offset recorded as persisted is
+        then always in the store (recovery replays the changelog after it).
+        """
         store = table.data
         sensor = table._sensor_on_set
         records: list[tuple[int, bytes, bytes]] = []
@@ -542,11 +582,38 @@ class _Pipeline:
             store[key] = value
             sensor(table, key, value)
             records.append((partition, key, value))
-        out = self._outbox()
-        await out.send_partitioned(table.changelog_topic.get_topic_name(), records)
+        return records
+
+    async def _persisted(self, table: Any, out: _Outbox) -> None:
+        """Wait for a table's changelog records; record their offsets as persisted."""
         await out.delivered()
         for (topic, partition), offset in out.offsets.items():
-            store.set_persisted_offset(TP(topic, partition), offset)
+            table.data.set_persisted_offset(TP(topic, partition), offset)
+
+    async def _write_snapshot(self, pending: _PendingStates) -> int:
+        """Write a table's snapshot (:meth:`_PendingStates.snapshot`) a chunk at a time.
+
+        The same writes as :meth:`_write_states`, in chunks of
+        :data:`SNAPSHOT_CHUNK` keys with the event loop let go between
+        them: the batches that come meanwhile run instead of waiting for
+        the whole write. Returns how many states were written.
+        """
+        async with pending.lock:
+            table = pending.table
+            entries = pending.take_snapshot()
+            out = self._outbox()
+            topic = table.changelog_topic.get_topic_name()
+            for i in range(0, len(entries), SNAPSHOT_CHUNK):
+                if i:
+                    await asyncio.sleep(0)
+                chunk = [(key.encode(), stages.encode_state(value, log), event)
+                         for key, value, log, event in entries[i : i + SNAPSHOT_CHUNK]]
+                await out.send_partitioned(topic, self._to_store(table, chunk))
+            await self._persisted(table, out)
+            pending.written()
+            if entries:
+                self.metrics.state_writes.labels(table=table.name).inc(len(entries))
+            return len(entries)
 
     def _duplicates(self, stage: str, dups: Sequence[stages.Routed]) -> None:
         if dups:
@@ -589,9 +656,13 @@ class _Pipeline:
         its consumer's crash handling.
         """
         token = _stopping.set(_AppStopping(self.app))
+        started = time.perf_counter()
         try:
+            written = 0
             for pending in self.pending.values():
-                await self._write_states(pending)
+                written += await self._write_states(pending)
+            if written:
+                self.metrics.state_flush_ms.observe((time.perf_counter() - started) * 1e3)
         except Exception as exc:  # noqa: BLE001 (fail-stop, see above)
             _fail_stop(exc)
         finally:
@@ -844,6 +915,42 @@ class _Pipeline:
     async def settle_fused(self) -> None:
         """Wait until no fused batch is running (before partitions are revoked)."""
         await self._fused_settled.wait()
+
+    def begin_fused_flush(self) -> Awaitable[None] | None:
+        """Set aside the states the fused batches changed; return their write, or None.
+
+        Called between two batches, when the direct ingest takes the input
+        offsets due for commit: the snapshot then holds the states of exactly
+        those batches. The returned write (awaited before the commit, while
+        the next batches run) puts them in their tables a chunk at a time
+        (:meth:`_write_snapshot`), so no batch waits for a whole flush (it
+        took 140-260 ms every commit interval in a live feed of 3,500-7,000
+        events/s, mostly the session table's thousands of keys). On failure
+        it stops the process without committing, as :meth:`flush_states`.
+        With ``--changelog-sends table`` (Faust's Table API, one send per
+        key) the write is :meth:`flush_fused`, the whole flush at once.
+        """
+        if not self._fused_unflushed:
+            return None
+        if self.settings.changelog_sends == "table":
+            return self.flush_fused()
+        self._fused_unflushed = False
+        snapshots = [p for p in self.pending.values() if p.snapshot()]
+        return self._write_snapshots(snapshots)
+
+    async def _write_snapshots(self, snapshots: Sequence[_PendingStates]) -> None:
+        token = _stopping.set(_AppStopping(self.app))
+        started = time.perf_counter()
+        try:
+            for pending in snapshots:
+                await self._write_snapshot(pending)
+            await self.app.producer.flush()
+            if snapshots:
+                self.metrics.state_flush_ms.observe((time.perf_counter() - started) * 1e3)
+        except Exception as exc:  # noqa: BLE001 (fail-stop, see flush_states)
+            _fail_stop(exc)
+        finally:
+            _stopping.reset(token)
 
     async def flush_fused(self) -> None:
         """Write the states fused batches changed, before the input offsets are committed.
@@ -1382,6 +1489,7 @@ def build_app(
             settings, pipe.parse_messages, _complete, lambda: pipe.reset_offsets("parse"),
             _fail_stop, lambda: bool(app.should_stop),
             before_commit=pipe.flush_fused if pipe.fuse else None,
+            begin_write=pipe.begin_fused_flush if pipe.fuse else None,
             max_poll_interval_s=app.conf.broker_max_poll_interval,
             session_timeout_s=app.conf.broker_session_timeout,
             heartbeat_interval_s=app.conf.broker_heartbeat_interval,

@@ -1,0 +1,114 @@
+// The latency benchmark's paced producer: the Apache Kafka Java client.
+//
+// bench_kafka.py's latency phases and trace feed a live worker at thousands of
+// events/s. A Python producer (kafka-python) needed ~0.9 of a core at 3,500
+// events/s on the two-core benchmark machine, and fell behind: its records
+// queued in the client after their timestamps were taken, and that queue was
+// measured as the worker's latency (it grew for the whole phase while the
+// worker was 45 % busy). The Java client costs a few microseconds a record.
+//
+// Run on the Kafka jars that scripts/kafka-local fetches (bench_kafka.py
+// compiles it once with javac; Java 17's source launcher runs it as is):
+//
+//   java -cp "$(scripts/kafka-local libs)/*" bench/LoadGen.java \
+//        BOOTSTRAP TOPIC RECORDS_FILE RATE [LINGER_MS]
+//
+// RECORDS_FILE holds the records in order: per record a big-endian int32 key
+// length, the key bytes, an int32 value length and the value bytes. RATE is
+// events/s (0: as fast as possible). Each record's timestamp is the producer's
+// clock when send() is called (CreateTime), as kafka-python sets it. The
+// pacing sleeps only when more than LINGER_MS (default 1) ahead of the
+// schedule, so a record leaves at most that much early and waits at most that
+// long in the client: both count as the worker's latency. Prints one
+// JSON object: {"events": n, "achieved_eps": x, "send_s": s, "send_cpu_s": c}
+// (c: the JVM's CPU seconds from the first send to the last acknowledgement).
+
+import java.io.BufferedInputStream;
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.FileInputStream;
+import java.lang.management.ManagementFactory;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Properties;
+import java.util.concurrent.atomic.AtomicReference;
+
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+public class LoadGen {
+    public static void main(String[] args) throws Exception {
+        if (args.length < 4) {
+            System.err.println("usage: LoadGen BOOTSTRAP TOPIC RECORDS_FILE RATE [LINGER_MS]");
+            System.exit(2);
+        }
+        String bootstrap = args[0], topic = args[1], file = args[2];
+        double rate = Double.parseDouble(args[3]);
+        String linger = args.length > 4 ? args[4] : "1";
+        // Records due within one linger are sent at once: one wake-up per linger.
+        long tickNs = Math.max(1, Long.parseLong(linger)) * 1_000_000L;
+
+        List<byte[][]> records = new ArrayList<>();
+        try (DataInputStream in = new DataInputStream(
+                new BufferedInputStream(new FileInputStream(file), 1 << 20))) {
+            while (true) {
+                int kl;
+                try {
+                    kl = in.readInt();
+                } catch (EOFException end) {
+                    break;
+                }
+                byte[] k = new byte[kl];
+                in.readFully(k);
+                byte[] v = new byte[in.readInt()];
+                in.readFully(v);
+                records.add(new byte[][] {k, v});
+            }
+        }
+
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.ACKS_CONFIG, "all");
+        p.put(ProducerConfig.LINGER_MS_CONFIG, rate > 0 ? linger : "5");
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        AtomicReference<Exception> failed = new AtomicReference<>();
+        com.sun.management.OperatingSystemMXBean os =
+            (com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean();
+        long cpu0 = 0;
+        double sentS;
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            long start = System.nanoTime();
+            cpu0 = os.getProcessCpuTime();
+            for (int i = 0; i < records.size(); i++) {
+                if (rate > 0) {
+                    long due = start + (long) (i * 1e9 / rate);
+                    long ahead = due - System.nanoTime();
+                    if (ahead > tickNs) {
+                        Thread.sleep(ahead / 1_000_000L, (int) (ahead % 1_000_000L));
+                    }
+                }
+                byte[][] r = records.get(i);
+                producer.send(new ProducerRecord<>(topic, r[0], r[1]), (meta, exc) -> {
+                    if (exc != null) {
+                        failed.compareAndSet(null, exc);
+                    }
+                });
+            }
+            sentS = (System.nanoTime() - start) / 1e9;
+            producer.flush();
+        }
+        if (failed.get() != null) {
+            System.err.println("LoadGen: a send failed: " + failed.get());
+            System.exit(1);
+        }
+        // The whole JVM's CPU from the first send to the last acknowledgement
+        // (start-up and the client's connection set-up left out).
+        double cpuS = (os.getProcessCpuTime() - cpu0) / 1e9;
+        System.out.printf("{\"events\": %d, \"achieved_eps\": %.1f, \"send_s\": %.3f, "
+                + "\"send_cpu_s\": %.3f}%n",
+                records.size(), records.size() / Math.max(sentS, 1e-9), sentS, cpuS);
+    }
+}
