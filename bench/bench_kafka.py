@@ -16,7 +16,8 @@ Figures, in one run:
    of the worker throughput measured in (1), one phase after the other; for
    every event, the output record's broker timestamp (CreateTime, set by the
    worker's producer when it sends) minus the input record's (set by our
-   producer when it sends; its 1 ms linger counts as worker latency):
+   producer, ``bench/LoadGen.java`` on the Kafka Java client, when it sends;
+   its 1 ms linger counts as worker latency):
    p50/p99/p99.9 on the decisions audit topic
    (every event) and on the response topic (signals only);
 4. **scaling** (:func:`measure_scaling`) -- one worker, then two workers of

@@ -205,6 +205,7 @@ _WORKER_FIELDS = (
     "commit_interval_s",
     "log_level",
     "fetch_max_wait_ms",
+    "fetch_min_bytes",
     "max_future_skew_s",
     "batch_idle_s",
     "ingest",
@@ -505,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--commit-interval-s", type=float)
     w.add_argument("--fetch-max-wait-ms", type=int,
                    help="longest a fetch waits for data (ms); bounds the per-hop latency")
+    w.add_argument("--fetch-min-bytes", type=int,
+                   help="least data an input fetch waits for, up to --fetch-max-wait-ms "
+                        "(default 1: answer at once); fewer, fuller fetches on a live feed")
     w.add_argument("--max-future-skew-s", type=float,
                    help="reject events timed this far after their record timestamp (0 = off)")
     w.add_argument("--producer-request-timeout-ms", type=int,

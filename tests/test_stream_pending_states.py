@@ -96,6 +96,28 @@ def test_a_flush_writes_each_key_once_latest_state_own_partition_then_empties() 
     assert len(table.writes) == 2
 
 
+def test_written_states_are_remembered_until_partitions_move_within_the_bound() -> None:
+    """The next batch after a write reads the state it wrote, not the store (no decode)."""
+    table = _Table()
+    pending = _PendingStates(table, limit=3)
+    log = stages.Applied({("in", 0, 0): 5})
+    pending.put("a", _ctx(1), log, _Event(0))  # type: ignore[arg-type]
+    pending.put("b", _ctx(2), None, _Event(1))  # type: ignore[arg-type]
+    assert pending.flush() == 2 and len(pending) == 0
+    applied: dict[str, stages.Applied] = {}
+    assert pending.take(["a", "b"], applied) == {"a": _ctx(1), "b": _ctx(2)}
+    assert applied["a"].offsets == {("in", 0, 0): 5} and applied["a"] is not log, "a copy"
+    pending.put("a", _ctx(3), None, _Event(0))  # type: ignore[arg-type]
+    assert pending.take(["a"], None) == {"a": _ctx(3)}, "held beats written"
+    pending.put("c", _ctx(1), None, _Event(2))  # type: ignore[arg-type]
+    pending.put("d", _ctx(1), None, _Event(3))  # type: ignore[arg-type]
+    pending.flush()  # 2 remembered + 3 written > the bound of 3: only the last write's
+    assert pending.take(["a", "b", "c", "d"], None) == {"a": _ctx(3), "c": _ctx(1),
+                                                         "d": _ctx(1)}
+    pending.forget_written()
+    assert pending.take(["a", "b", "c", "d"], None) == {}
+
+
 def test_pending_states_report_full_at_their_memory_bound() -> None:
     pending = _PendingStates(_Table(), limit=2)
     pending.put("a", _ctx(1), None, _Event(0))  # type: ignore[arg-type]
@@ -416,6 +438,8 @@ def test_a_snapshot_is_read_until_written_and_later_batches_hold_anew() -> None:
     with pytest.raises(RuntimeError):
         pending.snapshot()  # one snapshot at a time
     pending.written()
+    assert pending.take(["a", "b"], None) == {"a": _ctx(2), "b": _ctx(1)}, "b: as written"
+    pending.forget_written()
     assert pending.take(["a", "b"], None) == {"a": _ctx(2)}, "b is read from its table now"
     assert pending.snapshot() and len(pending) == 0, "the next snapshot: a's later state"
     assert [k for k, _, _, _ in pending.take_snapshot()] == ["a"]
@@ -451,7 +475,7 @@ def test_a_snapshot_is_written_a_chunk_at_a_time_with_batches_between(
         k.encode(): stages.encode_state(_ctx(i + 1), applied if k == "b" else None)
         for i, k in enumerate("abcde")}
     assert table.data.persisted == {0: 2, 1: 1}, "persisted once every chunk was delivered"
-    assert pending.take(["a"], None) == {}, "written: read from the table"
+    assert pending.take(["a"], None) == {"a": _ctx(1)}, "written, and remembered as written"
     count = pipe.metrics.registry.get_sample_value("detector_state_writes_total",
                                                    {"table": "ip-context"})
     assert count == 5

@@ -23,6 +23,37 @@ def test_flags_override_environment() -> None:
     assert s.model_dir == Path("m")
 
 
+def test_fetch_min_bytes_default_environment_and_ingest_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from detector.stream import ingest
+
+    assert WorkerSettings(model_dir="m").fetch_min_bytes == 1  # answer at once
+    s = WorkerSettings.from_env({"DETECTOR_FETCH_MIN_BYTES": "32768"}, model_dir="m")
+    assert s.fetch_min_bytes == 32768
+    made: dict[str, object] = {}
+
+    class Consumer:
+        def __init__(self, **kwargs: object) -> None:
+            made.update(kwargs)
+            raise RuntimeError("built")  # the settings are what this test reads
+
+    monkeypatch.setattr(ingest, "AIOKafkaConsumer", Consumer)
+    monkeypatch.setattr(ingest, "adopt_offsets", lambda settings: {})
+
+    async def join() -> None:
+        direct = ingest.DirectIngest(s, parse=None, complete=None,  # type: ignore[arg-type]
+                                     on_revoked=lambda: None, fail_stop=None,  # type: ignore[arg-type]
+                                     app_stopping=lambda: False)
+        with pytest.raises(RuntimeError, match="built"):
+            await direct._join()
+
+    asyncio.run(join())
+    assert made["fetch_min_bytes"] == 32768 and made["fetch_max_wait_ms"] == s.fetch_max_wait_ms
+
+
 def test_batch_idle_from_environment_and_off() -> None:
     assert WorkerSettings(model_dir="m").batch_idle_s > 0  # drained batches by default
     s = WorkerSettings.from_env({"DETECTOR_BATCH_IDLE_S": "0"}, model_dir="m")
@@ -83,6 +114,8 @@ def test_empty_decisions_topic_means_off() -> None:
         ({"DETECTOR_ROCKSDB_BLOCK_CACHE_MB": "100000"}, "rocksdb_block_cache_mb"),
         ({"DETECTOR_ROCKSDB_MEMORY_MB": "8"}, "rocksdb_memory_mb"),
         ({"DETECTOR_ROCKSDB_MEMORY_MB": "-1"}, "rocksdb_memory_mb"),
+        ({"DETECTOR_FETCH_MIN_BYTES": "0"}, "fetch_min_bytes"),
+        ({"DETECTOR_FETCH_MIN_BYTES": "60000000"}, "fetch_min_bytes"),
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str], message: str) -> None:

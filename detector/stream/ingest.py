@@ -232,6 +232,7 @@ class DirectIngest(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=s.fetch_max_wait_ms,
+            fetch_min_bytes=s.fetch_min_bytes,
             max_poll_records=s.batch_max,
             max_poll_interval_ms=poll_ms,
             session_timeout_ms=session_ms,

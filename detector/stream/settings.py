@@ -233,6 +233,13 @@ class WorkerSettings:
     #: wait this long for a partition whose previous data was still buffered
     #: when the fetch was sent (Faust's driver hard-codes 1,500 ms).
     fetch_max_wait_ms: int = 50
+    #: The least data (bytes) the broker gathers before it answers an input
+    #: fetch of the direct ingest, unless ``fetch_max_wait_ms`` passes
+    #: first. 1 answers as soon as any record is there: on a live feed many
+    #: small fetches, each decoded in Python. Larger values make fewer,
+    #: fuller fetches (less CPU per event) for up to ``fetch_max_wait_ms``
+    #: more latency when the feed is slow.
+    fetch_min_bytes: int = 1
     #: How long the producer retries a send by itself (aiokafka's
     #: ``request_timeout_ms``: batch expiry, metadata and buffer waits).
     #: After it the batch resends the failed outputs itself, with backoff,
@@ -367,6 +374,8 @@ class WorkerSettings:
             raise ValueError("max_future_skew_s must be >= 0 (0 = no bound)")
         if not 1 <= self.fetch_max_wait_ms <= 60_000:
             raise ValueError("fetch_max_wait_ms must be in 1..60000")
+        if not 1 <= self.fetch_min_bytes <= 50 * 1024 * 1024:
+            raise ValueError("fetch_min_bytes must be in 1..52428800")
         if not 1_000 <= self.producer_request_timeout_ms <= 3_600_000:
             raise ValueError("producer_request_timeout_ms must be in 1000..3600000")
         self._check_signing()

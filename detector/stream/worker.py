@@ -252,7 +252,7 @@ class _PendingStates:
     the stage flushes right after each batch instead.
     """
 
-    __slots__ = ("table", "limit", "lock", "_values", "_writing")
+    __slots__ = ("table", "limit", "lock", "_values", "_writing", "_clean")
 
     def __init__(self, table: Any, limit: int = PENDING_STATES_MAX) -> None:
         self.table = table
@@ -265,6 +265,11 @@ class _PendingStates:
         #: A snapshot on its way to the table in the background
         #: (:meth:`snapshot`); still read by :meth:`take` until written.
         self._writing: dict[str, tuple[Any, stages.Applied | None, _Bound]] = {}
+        #: States this worker last wrote to the table, decoded: equal to what
+        #: the store holds, they spare the next batches of their keys a read
+        #: and a decode. At most ``limit`` keys; forgotten when partitions
+        #: move (:meth:`forget_written`), when the store may change under them.
+        self._clean: dict[str, tuple[Any, stages.Applied | None, _Bound]] = {}
 
     def __len__(self) -> int:
         return len(self._values)
@@ -282,13 +287,15 @@ class _PendingStates:
         logs in place, and a batch that fails must leave these untouched.
         """
         held: dict[str, Any] = {}
-        values, writing = self._values, self._writing
+        values, writing, clean = self._values, self._writing, self._clean
         for key in keys:
             entry = values.get(key)
             if entry is None:
                 entry = writing.get(key)
                 if entry is None:
-                    continue
+                    entry = clean.get(key)
+                    if entry is None:
+                        continue
             value, log, _ = entry
             held[key] = value
             if applied is not None and log is not None:
@@ -307,11 +314,25 @@ class _PendingStates:
         return self.full
 
     def take_all(self) -> list[tuple[bytes, bytes, _Bound]]:
-        """Return every pending state as (key, table value, an event of the key); forget them."""
+        """Return every pending state as (key, table value, an event of the key); forget them.
+
+        The caller writes them to the store before it awaits anything: from
+        here on they are remembered as the store's values.
+        """
         entries = [(key.encode(), stages.encode_state(value, log), event)
                    for key, (value, log, event) in self._values.items()]
-        self._values.clear()
+        self._remember(self._values)
+        self._values = {}
         return entries
+
+    def _remember(self, written: dict[str, tuple[Any, stages.Applied | None, _Bound]]) -> None:
+        if len(self._clean) + len(written) > self.limit:
+            self._clean = {}
+        self._clean.update(written)
+
+    def forget_written(self) -> None:
+        """Forget the states remembered as the store's (partitions moved: it may change)."""
+        self._clean = {}
 
     def snapshot(self) -> bool:
         """Set the held states aside to be written in the background; return whether any.
@@ -331,7 +352,8 @@ class _PendingStates:
         return [(key, value, log, event) for key, (value, log, event) in self._writing.items()]
 
     def written(self) -> None:
-        """Forget the snapshot: it is in the table's store and changelog."""
+        """Forget the snapshot: it is in the table's store and changelog (remembered as such)."""
+        self._remember(self._writing)
         self._writing = {}
 
     def flush(self) -> int:
@@ -1529,12 +1551,15 @@ def build_app(
         # before they are written out below.
         await pipe.settle_fused()
         # States stored by batches that were still running when the tables
-        # were revoked (Faust waits for them after revoking the tables):
-        # written and flushed now, before this worker rejoins the group and a
-        # new owner recovers the partitions from their changelogs.
-        if any(len(p) for p in pipe.pending.values()):
-            await pipe.flush_states()
-            await app.producer.flush()
+        # were revoked (Faust waits for them after revoking the tables), and
+        # a background write of the fused stages' states (each table's write
+        # lock): written and flushed now, before this worker rejoins the
+        # group and a new owner recovers the partitions from their changelogs.
+        await pipe.flush_states()
+        await app.producer.flush()
+        # Partitions may come back after another worker changed their states.
+        for pending in pipe.pending.values():
+            pending.forget_written()
 
     app.on_partitions_revoked.connect(on_revoked)
 
