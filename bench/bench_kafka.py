@@ -34,7 +34,7 @@ queues, and its latency is the queue's. The trace reports the CPU share.
 
 Usage (broker from ``scripts/kafka-local start``)::
 
-    python bench/bench_kafka.py --bootstrap 127.0.0.1:19092 [--batch-within-s 0.2]
+    python bench/bench_kafka.py --bootstrap 127.0.0.1:19092 [--batch-within-s 0.02]
     python bench/bench_kafka.py --trace [--trace-rate 20] [--worker-arg=--batch-idle-s
                                 --worker-arg=0]
 
@@ -206,7 +206,7 @@ class WorkerConfig:
     partitions: int = 4
     store: str = "rocksdb://"
     batch_max: int = 500
-    batch_within_s: float = 0.2
+    batch_within_s: float = 0.02
     model: Path = REPO / "models" / "default"
     #: More worker flags, appended as given (e.g. ``("--fetch-max-wait-ms", "20")``).
     extra: tuple[str, ...] = ()
@@ -764,7 +764,7 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--store", default="rocksdb://", choices=["rocksdb://", "memory://"])
     p.add_argument("--batch-max", type=int, default=500)
-    p.add_argument("--batch-within-s", type=float, default=0.2)
+    p.add_argument("--batch-within-s", type=float, default=0.02)
     p.add_argument("--phase-seconds", type=float, default=20.0)
     p.add_argument("--scaling", action="store_true", help="also one vs two workers")
     p.add_argument("--trace", action="store_true",

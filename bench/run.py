@@ -23,7 +23,7 @@ Usage::
 
     scripts/kafka-local start        # for kafka and scaling
     python bench/run.py [--quick] [--only core,forest,memory,kafka,scaling]
-                        [--batch-within-s 0.2] [--bootstrap HOST:PORT] [--no-write]
+                        [--batch-within-s 0.02] [--bootstrap HOST:PORT] [--no-write]
                         [--json FIGURES.json] [--render FIGURES.json]
 """
 
@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=0, help="CPU for core/forest (-1: no pinning)")
     p.add_argument("--bootstrap", help="Kafka bootstrap (default: KAFKA_BOOTSTRAP_SERVERS "
                    "or scripts/kafka-local bootstrap)")
-    p.add_argument("--batch-within-s", type=float, default=0.2, help="worker batch window")
+    p.add_argument("--batch-within-s", type=float, default=0.02, help="worker batch window (s)")
     p.add_argument("--batch-max", type=int, default=500, help="worker batch size bound")
     p.add_argument("--partitions", type=int, default=4, help="input topic partitions (≥ 4)")
     p.add_argument("--benchmarks-md", default=str(REPO / "BENCHMARKS.md"))
