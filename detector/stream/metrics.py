@@ -195,8 +195,9 @@ class StreamMetrics:
         self.state_flush_ms = Histogram(
             "detector_state_flush_ms",
             "Wall time to write the states held since the last offset commit to "
-            "their tables and changelogs (ms), before a commit or a revocation; "
-            "the input waits meanwhile.",
+            "their tables and changelogs (ms), before a commit or a revocation. "
+            "The fused stages' periodic write runs beside the next batches; "
+            "the other writes hold the input meanwhile.",
             buckets=BATCH_MS_BUCKETS,
             registry=r,
         )
