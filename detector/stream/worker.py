@@ -677,15 +677,27 @@ class _Pipeline:
         (:func:`_fail_stop`), instead of being raised into Faust's commit and
         its consumer's crash handling.
         """
-        token = _stopping.set(_AppStopping(self.app))
-        started = time.perf_counter()
-        try:
+        async def write() -> int:
             written = 0
             for pending in self.pending.values():
                 written += await self._write_states(pending)
-            if written:
+            return written
+
+        await self._write_or_stop(write())
+
+    async def _write_or_stop(self, write: Awaitable[int]) -> None:
+        """Await a write of held states (it returns how many) under :meth:`flush_states`' rules.
+
+        Retriable failures are waited out unless the app is stopping; a
+        failure stops the process (:func:`_fail_stop`). A write of at least
+        one state is timed in ``detector_state_flush_ms``.
+        """
+        token = _stopping.set(_AppStopping(self.app))
+        started = time.perf_counter()
+        try:
+            if await write:
                 self.metrics.state_flush_ms.observe((time.perf_counter() - started) * 1e3)
-        except Exception as exc:  # noqa: BLE001 (fail-stop, see above)
+        except Exception as exc:  # noqa: BLE001 (fail-stop, see flush_states)
             _fail_stop(exc)
         finally:
             _stopping.reset(token)
@@ -961,18 +973,14 @@ class _Pipeline:
         return self._write_snapshots(snapshots)
 
     async def _write_snapshots(self, snapshots: Sequence[_PendingStates]) -> None:
-        token = _stopping.set(_AppStopping(self.app))
-        started = time.perf_counter()
-        try:
+        async def write() -> int:
+            written = 0
             for pending in snapshots:
-                await self._write_snapshot(pending)
+                written += await self._write_snapshot(pending)
             await self.app.producer.flush()
-            if snapshots:
-                self.metrics.state_flush_ms.observe((time.perf_counter() - started) * 1e3)
-        except Exception as exc:  # noqa: BLE001 (fail-stop, see flush_states)
-            _fail_stop(exc)
-        finally:
-            _stopping.reset(token)
+            return written
+
+        await self._write_or_stop(write())
 
     async def flush_fused(self) -> None:
         """Write the states fused batches changed, before the input offsets are committed.
