@@ -323,6 +323,43 @@ def test_map_is_an_insertion_ordered_mutable_mapping() -> None:
     assert len(m) == 0
 
 
+def test_held_baselines_leave_and_reenter_the_map_as_rust(
+    model: Model, stream: list[Event]
+) -> None:
+    """pop_held moves a baseline out unconverted; setting it back gives the same state."""
+    assert _mod is not None
+    det = Detector(model)
+    state = det.new_state()
+    _run(det, state, stream[:400], 100)
+    keys = list(state.baselines)
+    as_python = {k: state.baselines[k] for k in keys}
+    held = {k: state.baselines.pop_held(k) for k in keys}
+    assert len(state.baselines) == 0
+    assert all(type(h) is _mod.HeldBaseline for h in held.values())
+    assert all(h == as_python[k] and as_python[k] == h for k, h in held.items())
+    assert all(h.to_baseline() == as_python[k] for k, h in held.items())
+    assert all(h.to_dict() == as_python[k].to_dict() for k, h in held.items())
+    assert held[keys[0]] != held[keys[1]] or as_python[keys[0]] == as_python[keys[1]]
+    with pytest.raises(KeyError):
+        state.baselines.pop_held(keys[0])
+    # Back in a map: a Rust clone, and the rest of the stream decides as one run.
+    again = det.new_state()
+    again.baselines.update(held)
+    assert again.baselines.native_count() == len(keys)
+    assert again.baselines == as_python
+    rest = _run(det, again, stream[400:], 100)
+    whole_state = det.new_state()
+    whole = _run(det, whole_state, stream, 100)
+    assert [d.to_dict() for d in rest] == [d.to_dict() for d in whole[400:]]
+    assert again.baselines == whole_state.baselines
+    # The held value is not changed by what its clone learned since.
+    assert all(held[k] == as_python[k] for k in keys)
+    # A value the Rust types cannot hold comes back as the Python object itself.
+    huge = EMPTY._replace(n_seen=2**70)
+    state.baselines["user:huge"] = huge
+    assert state.baselines.pop_held("user:huge") is huge
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(

@@ -258,6 +258,35 @@ def test_a_kernel_panic_is_isolated_like_any_engine_error(
     assert len(result.out) == 39
 
 
+@pytest.mark.parametrize("size", [1, 37, 400])
+def test_held_baselines_carried_between_batches_decide_as_replay(
+    detector: Detector, raws: list[bytes], size: int
+) -> None:
+    """The worker's path: a batch's new baselines go to the next batch as returned."""
+    mod = native.load()
+    assert mod is not None
+    events = [parse_event(r) for r in raws]
+    items = [Routed(e, Source("in", 0, i)) for i, e in enumerate(events)]
+    # Against the pure-Python engine, as one batch: Python Baselines throughout.
+    python = Detector(detector.model, native=False)
+    whole = stages.entity_stage(python, items, {}, {}, 1)
+    held: dict[str, Any] = {}
+    applied: dict[str, stages.Applied] = {}
+    got: list[Decision] = []
+    for start in range(0, len(items), size):
+        batch = items[start:start + size]
+        states = {k: held[k] for k in {r.event.entity_key for r in batch} if k in held}
+        result = stages.entity_stage(detector, batch, states, applied, 1)
+        assert set(result.changed) == {r.event.entity_key for r in batch}
+        held.update(result.changed)
+        got += result.out
+    assert [d.to_dict() for d in got] == [d.to_dict() for d in whole.out]
+    assert {type(v) for v in held.values()} == {mod.HeldBaseline}
+    assert {type(v) for v in whole.changed.values()} == {Baseline}
+    assert {k: stages.encode_state(v) for k, v in held.items()} == {
+        k: stages.encode_state(v) for k, v in whole.changed.items()}
+
+
 def test_applied_log_is_exact_per_path_and_bounded_by_its_window() -> None:
     log = stages.Applied()
     for off in range(0, 100, 3):

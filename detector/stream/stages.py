@@ -39,13 +39,12 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from detector import native
-from detector.baseline import Baseline
 from detector.context import IpContext, IpStats, SessionContext
 from detector.engine import Detector, EngineState
 from detector.events import (
@@ -703,14 +702,17 @@ def session_stage(
 def entity_stage(
     detector: Detector,
     items: Sequence[Routed],
-    baselines: dict[str, Baseline],
+    baselines: dict[str, Any],
     applied: dict[str, Applied] | None = None,
     partitions: int = 1,
 ) -> StageResult:
     """Decide every new item against its entity's baseline; return decisions, new baselines.
 
     ``baselines`` holds the stored baseline of every entity in the batch
-    (absent when new); it is updated in place. With ``applied`` (each
+    (absent when new); it is updated in place. With the compiled engine the
+    new baselines are ``HeldBaseline`` objects (Rust-held, see ``native/src/blmap.rs``:
+    ``to_dict()``, ``to_baseline()``), which the next batch takes as they
+    are; a ``Baseline`` is taken too. With ``applied`` (each
     entity's applied log, updated in place), redelivered events already
     learned by their baseline are skipped: no second decision, no second
     learning. ``partitions`` is the internal topics' partition count (it
@@ -725,7 +727,7 @@ def entity_stage(
     )
     events = [r.event for r in fresh]
     state = detector.new_state()
-    held = state.baselines
+    held: Any = state.baselines
     if type(held) is dict:  # the pure-Python engine: it updates the given dict
         state = EngineState(baselines=baselines)
         decisions = detector.process(events, state, contexts=contexts)
@@ -735,11 +737,18 @@ def entity_stage(
         # it in place, and it is read back once. On a plain dict the engine
         # would build a new Baseline object per event instead (a quarter of
         # a fused worker's CPU, docs/streaming.md). Same decisions either way.
+        #
+        # The batch's baselines come back as HeldBaselines, still Rust (moved
+        # out of the table, no Python object built), and the worker holds
+        # them so until it writes them: the next batch of a key converts
+        # nothing (HeldBaseline in, a clone). Only baselines read from the
+        # store arrive as Python Baselines.
         keys = {e.entity_key for e in events}
         held.update({k: baselines[k] for k in keys if k in baselines})
         decisions = detector.process(events, state, contexts=contexts)
+        pop_held = held.pop_held
         for k in keys:
-            baselines[k] = held[k]
+            baselines[k] = pop_held(k)
     changed = _changed(before, baselines)
     changed.update((k, baselines[k]) for k in touched if k in baselines)
     return StageResult(decisions, changed, dups)
@@ -812,9 +821,15 @@ def _changed(before: Mapping[str, T], after: Mapping[str, T]) -> dict[str, T]:
 # ------------------------------------------------------------------ state codec
 
 
-def encode_state(
-    value: Baseline | IpContext | SessionContext, applied: Applied | None = None
-) -> bytes:
+class StoredState(Protocol):
+    """A stage's state: ``Baseline`` (or ``HeldBaseline``), ``IpContext``, ``SessionContext``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the state's versioned dict (what :func:`encode_state` stores)."""
+        ...
+
+
+def encode_state(value: StoredState, applied: Applied | None = None) -> bytes:
     """Return a table value: the state's versioned dict (plus its applied log) as JSON bytes."""
     data = value.to_dict()
     if applied is not None and applied.offsets:

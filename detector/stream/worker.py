@@ -225,8 +225,9 @@ def _source(event: RawEvent) -> stages.Source:
     return stages.Source(m.topic, m.partition, m.offset)
 
 
-#: Most keys one stage holds between commits. A decoded baseline is ~18 KB
-#: (BENCHMARKS.md, memory), so this bounds a stage's held states to ~180 MB
+#: Most keys one stage holds between commits. A Rust-held baseline is ~3.8 KB
+#: and a decoded Python one (the pure-Python engine's) ~18 KB (BENCHMARKS.md,
+#: memory), so this bounds a stage's held states to ~38 MB (~180 MB)
 #: however many keys change within a commit interval; at the bound the stage
 #: writes them out early, which is what ``--state-writes batch`` always does.
 PENDING_STATES_MAX: Final = 10_000

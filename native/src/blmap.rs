@@ -18,6 +18,7 @@ use crate::blcore::BlTypes;
 use crate::sstr::SStr;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One stored value.
 pub(crate) enum Slot {
@@ -31,7 +32,9 @@ pub(crate) enum Slot {
 /// The mapping: see the module documentation.
 #[pyclass(module = "detector._native", mapping)]
 pub struct BaselineMap {
-    types: BlTypes,
+    /// Shared with the `HeldBaseline`s it hands out, which read it to build
+    /// their Python form.
+    types: Arc<BlTypes>,
     /// Keys and values in insertion order.
     /// Removed items leave a hole (`None`) so that the positions of the
     /// others stay valid; holes are squeezed out once they outnumber the
@@ -76,6 +79,10 @@ impl BaselineMap {
 
     /// The slot for a Python value: Rust-held when it converts exactly.
     pub(crate) fn slot_of(&self, value: &Bound<'_, PyAny>) -> Slot {
+        if let Ok(held) = value.cast_exact::<HeldBaseline>() {
+            // Already Rust: a clone, not a walk over Python objects.
+            return Slot::Native(held.get().bl.clone());
+        }
         match Bl::from_py(value, &self.types) {
             Some(b) => Slot::Native(Box::new(b)),
             None => Slot::Py(value.clone().unbind()),
@@ -137,7 +144,7 @@ impl BaselineMap {
     #[new]
     #[pyo3(signature = (source=None))]
     fn new(py: Python<'_>, source: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let mut m = BaselineMap { types: BlTypes::new(py)?, entries: Vec::new(), live: 0, index: HashMap::new() };
+        let mut m = BaselineMap { types: Arc::new(BlTypes::new(py)?), entries: Vec::new(), live: 0, index: HashMap::new() };
         if let Some(src) = source {
             m.update(src)?;
         }
@@ -303,7 +310,24 @@ impl BaselineMap {
             })
             .collect();
         let index = entries.iter().flatten().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
-        Ok(BaselineMap { types: BlTypes::new(py)?, live: entries.len(), entries, index })
+        Ok(BaselineMap { types: Arc::clone(&self.types), live: entries.len(), entries, index })
+    }
+
+    /// Removes `key` and returns its value as it is held: a `HeldBaseline`
+    /// when in Rust (moved out, no Python `Baseline` built), else the Python
+    /// value. `KeyError` when absent.
+    fn pop_held<'py>(&mut self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let found = match key.cast_exact::<PyString>() {
+            Ok(s) => self.remove(s.to_str()?),
+            Err(_) => None,
+        };
+        match found {
+            Some(Slot::Native(bl)) => {
+                Ok(Bound::new(py, HeldBaseline { bl, types: Arc::clone(&self.types) })?.into_any())
+            }
+            Some(Slot::Py(o)) => Ok(o.into_bound(py)),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
     }
 
     /// How many values are held in Rust (the rest are Python objects).
@@ -337,7 +361,45 @@ impl BaselineMap {
     }
 }
 
+/// One baseline held in Rust, outside any map: what `BaselineMap.pop_held`
+/// returns and `BaselineMap` takes back by a clone of its Rust value.
+///
+/// Immutable, like the `Baseline` it stands for. A stream worker keeps
+/// these between batches, so a baseline is converted to its Python form
+/// only when it is written (`to_dict`), not twice per batch.
+#[pyclass(frozen, module = "detector._native")]
+pub struct HeldBaseline {
+    bl: Box<Bl>,
+    types: Arc<BlTypes>,
+}
+
+#[pymethods]
+impl HeldBaseline {
+    /// The Python `Baseline` equal to this one (a new object).
+    fn to_baseline<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.bl.to_py(py, &self.types)
+    }
+
+    /// `Baseline.to_dict()` of this baseline: what its stored form encodes.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.to_baseline(py)?.call_method0(pyo3::intern!(py, "to_dict"))
+    }
+
+    /// Equal to another `HeldBaseline` or a `Baseline` with equal fields.
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Ok(o) = other.cast_exact::<HeldBaseline>() {
+            return Ok(*self.bl == *o.get().bl);
+        }
+        self.to_baseline(py)?.eq(other)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("HeldBaseline(n_seen={})", self.bl.n_seen)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BaselineMap>()?;
+    m.add_class::<HeldBaseline>()?;
     Ok(())
 }
