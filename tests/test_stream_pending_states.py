@@ -299,6 +299,9 @@ def test_batched_changelog_writes_the_store_first_then_each_key_to_its_partition
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(worker, "RETRY_BACKOFF_S", 0.001)
+    # A flush is one chunk whatever the background writes' chunk: every key
+    # is stored before anything is awaited (PendingStates.take_all).
+    monkeypatch.setattr(worker, "SNAPSHOT_CHUNK", 2)
     log: list[str] = []
     table = _ChangelogTable(log)
     pending = _PendingStates(table)

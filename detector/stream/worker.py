@@ -314,14 +314,13 @@ class _PendingStates:
             self.put(key, value, applied.get(key) if applied is not None else None, keyed[key])
         return self.full
 
-    def take_all(self) -> list[tuple[bytes, bytes, _Bound]]:
-        """Return every pending state as (key, table value, an event of the key); forget them.
+    def take_all(self) -> list[tuple[str, Any, stages.Applied | None, _Bound]]:
+        """Return every pending state (key, state, applied log, an event of the key); forget them.
 
-        The caller writes them to the store before it awaits anything: from
-        here on they are remembered as the store's values.
+        From here on they are remembered as the store's values: the caller
+        writes them all to the store before it awaits anything.
         """
-        entries = [(key.encode(), stages.encode_state(value, log), event)
-                   for key, (value, log, event) in self._values.items()]
+        entries = [(key, value, log, event) for key, (value, log, event) in self._values.items()]
         self._remember(self._values)
         self._values = {}
         return entries
@@ -365,9 +364,9 @@ class _PendingStates:
         """
         table = self.table
         entries = self.take_all()
-        for key, value, event in entries:
+        for key, value, log, event in entries:
             _bind(event)  # the key's own changelog partition (see _bind)
-            table[key] = value
+            table[key.encode()] = stages.encode_state(value, log)
         return len(entries)
 
 
@@ -565,24 +564,43 @@ class _Pipeline:
         by Faust's producer flush before the commit.
         """
         async with pending.lock:
-            table = pending.table
             if self.settings.changelog_sends == "table":
                 n = pending.flush()
-            else:
-                entries = pending.take_all()
-                n = len(entries)
                 if n:
-                    await self._send_changelog(table, entries)
-            if n:
-                self.metrics.state_writes.labels(table=table.name).inc(n)
-            return n
+                    self.metrics.state_writes.labels(table=pending.table.name).inc(n)
+                return n
+            # One chunk: every state is in the store before anything is
+            # awaited, as take_all requires (its states are remembered as
+            # the store's, and a revocation may forget them meanwhile).
+            entries = pending.take_all()
+            return await self._write_entries(pending.table, entries, max(1, len(entries)))
 
-    async def _send_changelog(self, table: Any, entries: list[tuple[bytes, bytes, _Bound]]
-                              ) -> None:
+    async def _write_entries(
+        self, table: Any, entries: Sequence[tuple[str, Any, stages.Applied | None, _Bound]],
+        chunk_size: int | None = None,
+    ) -> int:
+        """Write states to a table's store and changelog, a chunk at a time; return how many.
+
+        Each chunk of ``chunk_size`` keys (:data:`SNAPSHOT_CHUNK`) is encoded, stored and handed to
+        the producer, with the event loop let go between chunks (batches
+        that come meanwhile run instead of waiting for the whole write);
+        then every changelog record is awaited (retried like any output)
+        and the store's persisted changelog offsets follow the delivery.
+        The caller holds the table's write lock.
+        """
+        size = SNAPSHOT_CHUNK if chunk_size is None else chunk_size
         out = self._outbox()
-        await out.send_partitioned(table.changelog_topic.get_topic_name(),
-                                   self._to_store(table, entries))
-        await self._persisted(table, out)
+        topic = table.changelog_topic.get_topic_name()
+        for i in range(0, len(entries), size):
+            if i:
+                await asyncio.sleep(0)
+            chunk = [(key.encode(), stages.encode_state(value, log), event)
+                     for key, value, log, event in entries[i : i + size]]
+            await out.send_partitioned(topic, self._to_store(table, chunk))
+        if entries:
+            await self._persisted(table, out)
+            self.metrics.state_writes.labels(table=table.name).inc(len(entries))
+        return len(entries)
 
     def _to_store(self, table: Any, entries: Sequence[tuple[bytes, bytes, _Bound]]
                   ) -> list[tuple[int, bytes, bytes]]:
@@ -614,29 +632,15 @@ class _Pipeline:
             table.data.set_persisted_offset(TP(topic, partition), offset)
 
     async def _write_snapshot(self, pending: _PendingStates) -> int:
-        """Write a table's snapshot (:meth:`_PendingStates.snapshot`) a chunk at a time.
+        """Write a table's snapshot (:meth:`_PendingStates.snapshot`); return how many states.
 
-        The same writes as :meth:`_write_states`, in chunks of
-        :data:`SNAPSHOT_CHUNK` keys with the event loop let go between
-        them: the batches that come meanwhile run instead of waiting for
-        the whole write. Returns how many states were written.
+        The same chunked write as :meth:`_write_states`; the snapshot is
+        read by batches until it is written.
         """
         async with pending.lock:
-            table = pending.table
-            entries = pending.take_snapshot()
-            out = self._outbox()
-            topic = table.changelog_topic.get_topic_name()
-            for i in range(0, len(entries), SNAPSHOT_CHUNK):
-                if i:
-                    await asyncio.sleep(0)
-                chunk = [(key.encode(), stages.encode_state(value, log), event)
-                         for key, value, log, event in entries[i : i + SNAPSHOT_CHUNK]]
-                await out.send_partitioned(topic, self._to_store(table, chunk))
-            await self._persisted(table, out)
+            n = await self._write_entries(pending.table, pending.take_snapshot())
             pending.written()
-            if entries:
-                self.metrics.state_writes.labels(table=table.name).inc(len(entries))
-            return len(entries)
+            return n
 
     def _duplicates(self, stage: str, dups: Sequence[stages.Routed]) -> None:
         if dups:
