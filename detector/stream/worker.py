@@ -66,6 +66,7 @@ import functools
 import gc
 import hashlib
 import logging
+import math
 import os
 import signal
 import time
@@ -231,10 +232,15 @@ def _source(event: RawEvent) -> stages.Source:
 #: however many keys change within a commit interval; at the bound the stage
 #: writes them out early, which is what ``--state-writes batch`` always does.
 PENDING_STATES_MAX: Final = 10_000
-#: Keys written per step of a background state write (``begin_fused_flush``):
-#: a step (encode, store write, changelog hand-over) takes ~10 ms, the
-#: longest a batch waits for it.
-SNAPSHOT_CHUNK: Final = 200
+#: Most keys written per step of a background state write
+#: (``begin_fused_flush``): a step encodes, stores and hands its keys to the
+#: producer while batches wait. A step also ends once its encoding took
+#: :data:`SNAPSHOT_STEP_S`: a Rust-held baseline takes ~150 µs to encode, a
+#: session context a few, and the store ~30 µs per key, so a step holds the
+#: batches up for at most ~8 ms whatever the table.
+SNAPSHOT_CHUNK: Final = 100
+#: Encoding time after which a step of a background state write ends (s).
+SNAPSHOT_STEP_S: Final = 0.005
 
 
 class _PendingStates:
@@ -569,33 +575,41 @@ class _Pipeline:
                 if n:
                     self.metrics.state_writes.labels(table=pending.table.name).inc(n)
                 return n
-            # One chunk: every state is in the store before anything is
+            # One step: every state is in the store before anything is
             # awaited, as take_all requires (its states are remembered as
             # the store's, and a revocation may forget them meanwhile).
-            entries = pending.take_all()
-            return await self._write_entries(pending.table, entries, max(1, len(entries)))
+            return await self._write_entries(pending.table, pending.take_all(), stepped=False)
 
     async def _write_entries(
         self, table: Any, entries: Sequence[tuple[str, Any, stages.Applied | None, _Bound]],
-        chunk_size: int | None = None,
+        stepped: bool = True,
     ) -> int:
-        """Write states to a table's store and changelog, a chunk at a time; return how many.
+        """Write states to a table's store and changelog, a step at a time; return how many.
 
-        Each chunk of ``chunk_size`` keys (:data:`SNAPSHOT_CHUNK`) is encoded, stored and handed to
-        the producer, with the event loop let go between chunks (batches
-        that come meanwhile run instead of waiting for the whole write);
-        then every changelog record is awaited (retried like any output)
-        and the store's persisted changelog offsets follow the delivery.
-        The caller holds the table's write lock.
+        Each step encodes up to :data:`SNAPSHOT_CHUNK` keys (fewer once
+        their encoding took :data:`SNAPSHOT_STEP_S`), stores them and hands
+        them to the producer; the event loop is let go between steps, so
+        batches that come meanwhile run instead of waiting for the whole
+        write. Unless ``stepped``, the write is one step. Then every
+        changelog record is awaited (retried like any output) and the
+        store's persisted changelog offsets follow the delivery. The caller
+        holds the table's write lock.
         """
-        size = SNAPSHOT_CHUNK if chunk_size is None else chunk_size
+        size, step_s = (SNAPSHOT_CHUNK, SNAPSHOT_STEP_S) if stepped else (len(entries), math.inf)
         out = self._outbox()
         topic = table.changelog_topic.get_topic_name()
-        for i in range(0, len(entries), size):
+        encode, clock = stages.encode_state, time.perf_counter
+        i, n = 0, len(entries)
+        while i < n:
             if i:
                 await asyncio.sleep(0)
-            chunk = [(key.encode(), stages.encode_state(value, log), event)
-                     for key, value, log, event in entries[i : i + size]]
+            started = clock()
+            chunk: list[tuple[bytes, bytes, _Bound]] = []
+            for key, value, log, event in entries[i : i + size]:
+                chunk.append((key.encode(), encode(value, log), event))
+                if clock() - started >= step_s:
+                    break
+            i += len(chunk)
             await out.send_partitioned(topic, self._to_store(table, chunk))
         if entries:
             await self._persisted(table, out)
