@@ -11,7 +11,7 @@
 
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::bl::Bl;
 use crate::blcore::BlTypes;
@@ -383,6 +383,13 @@ impl HeldBaseline {
     /// `Baseline.to_dict()` of this baseline: what its stored form encodes.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.to_baseline(py)?.call_method0(pyo3::intern!(py, "to_dict"))
+    }
+
+    /// `orjson.dumps(self.to_dict())`, written from the Rust value (the
+    /// same keys, order and values; see `bljson.rs`), or `None` when only
+    /// the Python path can be sure (a non-finite float, an int past 64 bits).
+    fn to_json<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        crate::bljson::to_json(&self.bl).map(|b| PyBytes::new(py, &b))
     }
 
     /// Equal to another `HeldBaseline` or a `Baseline` with equal fields.

@@ -17,6 +17,7 @@ pub mod bl;
 mod blcore;
 mod blengine;
 mod blfeat;
+mod bljson;
 mod blmap;
 mod codec;
 mod context;
