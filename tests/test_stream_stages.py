@@ -287,6 +287,27 @@ def test_held_baselines_carried_between_batches_decide_as_replay(
         k: stages.encode_state(v) for k, v in whole.changed.items()}
 
 
+def test_unrouted_context_stages_give_the_same_items_and_states(
+    detector: Detector, raws: list[bytes]
+) -> None:
+    """route=False (the fused stages) only leaves out the next hop's keys."""
+    items = [Routed(parse_event(r), Source("in", 0, i)) for i, r in enumerate(raws[:300])]
+    results = []
+    for route in (True, False):
+        ips: dict[str, Any] = {}
+        ip = stages.ip_stage(detector, items, ips, {}, route=route)
+        sessions: dict[str, Any] = {}
+        session = stages.session_stage(detector, [r for _, r in ip.out], sessions, route=route)
+        results.append((ip, session, ips, sessions))
+    (ip, session, ips, sessions), (ip_u, session_u, ips_u, sessions_u) = results
+    assert [r for _, r in ip_u.out] == [r for _, r in ip.out]
+    assert [r for _, r in session_u.out] == [r for _, r in session.out]
+    assert ips_u == ips and sessions_u == sessions
+    assert {k for k, _ in ip_u.out} == {""} == {k for k, _ in session_u.out}
+    assert [k for k, _ in ip.out] == [stages.session_key(r.event) for _, r in ip.out]
+    assert [k for k, _ in session.out] == [r.event.entity_key for _, r in session.out]
+
+
 def test_applied_log_is_exact_per_path_and_bounded_by_its_window() -> None:
     log = stages.Applied()
     for off in range(0, 100, 3):

@@ -661,20 +661,23 @@ def ip_stage(
     items: Sequence[Routed],
     ips: dict[str, IpContext],
     applied: dict[str, Applied] | None = None,
+    route: bool = True,
 ) -> StageResult:
     """Advance per-IP context; return (session key, routed) per new item and changed states.
 
     ``ips`` holds the stored context of every source IP in the batch (absent
     when new); it is updated in place. With ``applied`` (each IP's applied
     log, updated in place), redelivered events already in their IP's context
-    are skipped.
+    are skipped. Without ``route`` (the fused stages: nothing is forwarded)
+    the session key of each output is ``""``, not computed.
     """
     before = dict(ips)
     fresh, dups, touched = _fresh(items, ip_state_key, applied)
     stats = detector.ip_stats([r.event for r in fresh], ips)
     # Routed(...) rather than dataclasses.replace (a third of the cost per
     # event); every field is given, so a new field of Routed must be added here.
-    out = [(session_key(r.event), Routed(r.event, r.origin, s, r.session_changes))
+    out = [(session_key(r.event) if route else "",
+            Routed(r.event, r.origin, s, r.session_changes))
            for r, s in zip(fresh, stats, strict=True)]
     changed = _changed(before, ips)
     changed.update((k, ips[k]) for k in touched if k in ips)
@@ -682,18 +685,20 @@ def ip_stage(
 
 
 def session_stage(
-    detector: Detector, items: Sequence[Routed], sessions: dict[str, SessionContext]
+    detector: Detector, items: Sequence[Routed], sessions: dict[str, SessionContext],
+    route: bool = True,
 ) -> StageResult:
     """Advance per-session context; return (entity key, routed) per item, changed contexts.
 
     No applied log: a session's context only changes when an event opens
     (or, after expiry, reopens) it, so applying a redelivered event again
-    gives the same changes and leaves the context as it was.
+    gives the same changes and leaves the context as it was. Without
+    ``route`` the entity key of each output is ``""``, as in :func:`ip_stage`.
     """
     before = dict(sessions)
     changes = detector.session_changes([r.event for r in items], sessions)
     out = [
-        (r.event.entity_key, Routed(r.event, r.origin, r.ip, c))
+        (r.event.entity_key if route else "", Routed(r.event, r.origin, r.ip, c))
         for r, c in zip(items, changes, strict=True)
     ]
     return StageResult(out, _changed(before, sessions), [])

@@ -935,7 +935,8 @@ class _Pipeline:
             ip_applied: dict[str, stages.Applied] = {}
             ip_result = await self._run_stage(
                 out, "ip", self.ips, "ip-context", items, ip_keyed, IpContext.from_dict,
-                stages.ip_state_key, lambda b, st, ap: stages.ip_stage(detector, b, st, ap),
+                stages.ip_state_key,
+                lambda b, st, ap: stages.ip_stage(detector, b, st, ap, route=False),
                 ip_applied,
             )
             items = [r for _, r in ip_result.out]
@@ -944,7 +945,7 @@ class _Pipeline:
             session_result = await self._run_stage(
                 out, "session", self.sessions, "session-context", items, session_keyed,
                 SessionContext.from_dict, stages.session_state_key,
-                lambda b, st, ap: stages.session_stage(detector, b, st), None,
+                lambda b, st, ap: stages.session_stage(detector, b, st, route=False), None,
             )
             items = [r for _, r in session_result.out]
             entity_keyed = self._bound(self.by_entity.get_topic_name(),
