@@ -291,7 +291,13 @@ def test_unrouted_context_stages_give_the_same_items_and_states(
     detector: Detector, raws: list[bytes]
 ) -> None:
     """route=False (the fused stages) only leaves out the next hop's keys."""
-    items = [Routed(parse_event(r), Source("in", 0, i)) for i, r in enumerate(raws[:300])]
+    messages = [(r, Source("in", 0, i)) for i, r in enumerate(raws[:300])]
+    routed, dead = stages.parse_stage(messages)
+    unrouted, dead_u = stages.parse_stage(messages, route=False)
+    assert [r for _, r in unrouted] == [r for _, r in routed] and dead_u == dead
+    assert {k for k, _ in unrouted} == {""}
+    assert [k for k, _ in routed] == [stages.ip_key(r.event) for _, r in routed]
+    items = [r for _, r in routed]
     results = []
     for route in (True, False):
         ips: dict[str, Any] = {}

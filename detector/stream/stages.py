@@ -415,8 +415,12 @@ def parse_stage(
     messages: Sequence[tuple[bytes | None, Source]],
     record_ms: Sequence[int | None] | None = None,
     max_future_ms: int | None = None,
+    route: bool = True,
 ) -> tuple[list[tuple[str, Routed]], list[DeadLetter]]:
     """Validate raw input messages; return (key, routed) per accepted event, and rejects.
+
+    The key is the IP stage's (:func:`ip_key`); without ``route`` (the
+    fused stages: nothing is forwarded) it is ``""``, not computed.
 
     With ``record_ms`` (each message's Kafka record timestamp) and
     ``max_future_ms``, an event whose time is more than ``max_future_ms``
@@ -454,7 +458,7 @@ def parse_stage(
                 detail = f"event time is more than {max_future_ms // 1000} s after the record's"
                 dead.append(DeadLetter("bad_time", detail, "parse", source, data, event.event_id))
                 continue
-        out.append((ip_key(event), Routed(event, source)))
+        out.append((ip_key(event) if route else "", Routed(event, source)))
     return out, dead
 
 

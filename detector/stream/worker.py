@@ -784,13 +784,18 @@ class _Pipeline:
         for topic, count in Counter(s.topic for s in sources).items():
             self.metrics.events_in.labels(topic=topic).inc(count)
         skew = self.settings.max_future_skew_s
+        # Decided before the parse (nothing is awaited between the two, so
+        # it is the same decision as after it): fused batches need no
+        # routing keys.
+        fused = self.fuse and await self._fusable()
         accepted, dead = stages.parse_stage(
             list(zip(values, sources, strict=True)),
             record_ms if skew > 0 else None,
             int(skew * 1000) if skew > 0 else None,
+            route=not fused,
         )
         out = self._outbox()
-        if self.fuse and await self._fusable():
+        if fused:
             await self._fused(out, accepted, dead)
         else:
             if self.fuse:
