@@ -742,16 +742,16 @@ def entity_stage(
         decisions = detector.process(events, state, contexts=contexts)
     else:
         # The compiled engine's own table (Detector.new_state): each baseline
-        # of the batch is converted to its Rust form once, every event updates
-        # it in place, and it is read back once. On a plain dict the engine
-        # would build a new Baseline object per event instead (a quarter of
-        # a fused worker's CPU, docs/streaming.md). Same decisions either way.
+        # of the batch enters it once, every event updates it in place, and
+        # it leaves once. On a plain dict the engine would build a new
+        # Baseline object per event instead (a quarter of a fused worker's
+        # CPU, docs/streaming.md). Same decisions either way.
         #
-        # The batch's baselines come back as HeldBaselines, still Rust (moved
-        # out of the table, no Python object built), and the worker holds
-        # them so until it writes them: the next batch of a key converts
-        # nothing (HeldBaseline in, a clone). Only baselines read from the
-        # store arrive as Python Baselines.
+        # A baseline leaves as a HeldBaseline, still Rust (moved out of the
+        # table, no Python object built), and the worker holds it so until
+        # it writes it: the key's next batch takes it back by a Rust clone.
+        # Only baselines read from the store enter as Python Baselines, and
+        # are converted.
         keys = {e.entity_key for e in events}
         held.update({k: baselines[k] for k in keys if k in baselines})
         decisions = detector.process(events, state, contexts=contexts)

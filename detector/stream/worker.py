@@ -656,8 +656,8 @@ class _Pipeline:
     async def _write_snapshot(self, pending: _PendingStates) -> int:
         """Write a table's snapshot (:meth:`_PendingStates.snapshot`); return how many states.
 
-        The same chunked write as :meth:`_write_states`; the snapshot is
-        read by batches until it is written.
+        The write of :meth:`_write_states`, in steps (:meth:`_write_entries`);
+        batches read the snapshot until it is written.
         """
         async with pending.lock:
             n = await self._write_entries(pending.table, pending.take_snapshot())
