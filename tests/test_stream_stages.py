@@ -431,3 +431,16 @@ def test_parse_stage_rejects_events_far_after_their_record_time() -> None:
     assert len(ok) == 2 and dead == [], "within the bound, or no record time: accepted"
     ok, dead = stages.parse_stage(msgs)
     assert len(ok) == 2, "no bound without record times (replay)"
+
+
+def test_applied_log_prunes_when_an_entry_is_added_not_when_one_moves_up() -> None:
+    log = stages.Applied()
+    log.add(Source("in", 0, 10), path=1)
+    log.add(Source("in", 0, 20), path=2)
+    far = 20 + stages.APPLIED_WINDOW + 5
+    log.add(Source("in", 0, far), path=2)  # moves path 2 up: nothing added, nothing dropped
+    assert log.offsets == {("in", 0, 1): 10, ("in", 0, 2): far}
+    assert log.seen(Source("in", 0, 10), path=1), "still remembered"
+    log.add(Source("in", 0, far + 1), path=3)  # a new entry applies the window
+    assert log.offsets == {("in", 0, 2): far, ("in", 0, 3): far + 1}
+    assert len(log.offsets) == 2

@@ -108,3 +108,42 @@ def test_options_keep_faust_sizes_and_add_the_shared_parts(tmp_path: Path) -> No
 def test_a_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         SharedMemory(0)
+
+
+@pytest.mark.parametrize("flags", [{}, {"rocksdb_memory_mb": 0}], ids=["batches", "faust"])
+def test_state_writes_land_in_each_keys_partition_database(
+    tmp_path: Path, flags: dict[str, int]
+) -> None:
+    """The worker's state write: our store's write batches store what faust's per-key sets do."""
+    from detector.stream.worker import _KeyBinding, _Pipeline
+
+    async def run() -> tuple[Any, list[tuple[int, bytes, bytes]], dict[int, dict[bytes, bytes]],
+                             list[bytes]]:
+        settings = WorkerSettings(model_dir=MODEL_DIR, state_dir=tmp_path, store="rocksdb://",
+                                  partitions=4, **flags)
+        metrics = StreamMetrics()
+        app = build_app(settings, ModelHolder(settings.model_dir, metrics), metrics)
+        table = app.tables["baselines"]
+        topic = settings.internal_topic("by-entity")
+        entries = [(b"k%d" % i, b"v%d" % i, _KeyBinding(topic, i % 4)) for i in range(50)]
+        entries.append((b"k3", b"v3-again", _KeyBinding(topic, 3)))  # the last value wins
+        sensed: list[bytes] = []
+        table._sensor_on_set = lambda _table, key, _value: sensed.append(key)
+        records = _Pipeline._to_store(None, table, entries)  # type: ignore[arg-type]
+        store = table.data
+        stored = {p: {bytes(k): bytes(v) for k, v in store._db_for_partition(p).items()}
+                  for p in range(4)}
+        return store, records, stored, sensed
+
+    store, records, stored, sensed = asyncio.run(run())
+    assert (type(store) is Store) == (flags == {})
+    if type(store) is Store:
+        assert store.writes_raw_batches(), "the write-batch path is the one taken"
+    want_records = [(i % 4, b"k%d" % i, b"v%d" % i) for i in range(50)] + [(3, b"k3", b"v3-again")]
+    assert records == want_records
+    want: dict[int, dict[bytes, bytes]] = {p: {} for p in range(4)}
+    for p, k, v in want_records:
+        want[p][k] = v
+    assert stored == want
+    assert store._key_index[b"k7"] == 3
+    assert sensed == [k for _, k, _ in want_records], "the table sensor sees every set"

@@ -505,7 +505,60 @@ def test_the_worker_app_partitions_keyed_outputs_like_aiokafka_with_the_compiled
         parts = list(range(n))
         assert [partitioner(k, parts, parts) for k in keys] == [
             DefaultPartitioner()(k, parts, parts) for k in keys]
+        # place(): the same partition, without the availability list.
+        assert [partitioner.place(k, parts) for k in keys] == [
+            DefaultPartitioner()(k, parts, parts[:1]) for k in keys]
     assert partitioner(None, [0, 1, 2], [2]) == 2  # unkeyed: an available partition
+
+
+class _Metadata:
+    def __init__(self, partitions: set[int], available: set[int]) -> None:
+        self.partitions, self.available = partitions, available
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self.available
+
+
+class _PartitioningProducer:
+    """aiokafka's ``_partition`` over scripted metadata, counting its calls."""
+
+    def __init__(self, partitioner: Any) -> None:
+        self._partitioner = partitioner
+        self._metadata = _Metadata({0, 1, 2, 3, 4}, {1, 3})
+        self.calls = 0
+
+    def _partition(self, topic: str, partition: Any, key: Any, value: Any,
+                   serialized_key: bytes | None, serialized_value: bytes | None) -> int:
+        self.calls += 1
+        all_partitions = list(self._metadata.partitions_for_topic(topic))
+        available = list(self._metadata.available_partitions_for_topic(topic))
+        chosen: int = self._partitioner(serialized_key, all_partitions, available)
+        return chosen
+
+
+@pytest.mark.parametrize("kind", ["ours", "aiokafka's"])
+def test_keyed_batches_place_records_as_the_producers_partition_does(kind: str) -> None:
+    """Each record's partition is the one ``_partition`` picks, per record or per call."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from detector.stream.batches import KeyedBatches
+    from detector.stream.stages import KeyPartitioner
+
+    partitioner = KeyPartitioner() if kind == "ours" else DefaultPartitioner()
+    producer = _PartitioningProducer(partitioner)
+    keys: list[bytes | None] = [f"user:{i}".encode() for i in range(300)]
+    keys[7] = None  # an unkeyed record: a random available partition
+    records = [(k, b"v") for k in keys]
+    got = KeyedBatches(producer)._partitions("t", records)  # type: ignore[arg-type]
+    reference = _PartitioningProducer(partitioner)
+    want = [reference._partition("t", None, None, None, k, v) for k, v in records]
+    assert [p for i, p in enumerate(got) if i != 7] == [p for i, p in enumerate(want) if i != 7]
+    assert got[7] in {1, 3}
+    # Ours reads the metadata once and asks _partition only for the unkeyed record.
+    assert producer.calls == (1 if kind == "ours" else len(records))
 
 
 @pytest.mark.parametrize(

@@ -87,14 +87,39 @@ class KeyedBatches:
             await producer.client._wait_on_metadata(topic)
         except Exception as exc:  # noqa: BLE001 (classified by the caller, as for send)
             return [(None, exc)] * len(records)
+        if partitions is None:
+            partitions = self._partitions(topic, records)
         by_partition: dict[int, list[int]] = {}
-        for i, (key, value) in enumerate(records):
-            partition: int = (producer._partition(topic, None, None, None, key, value)
-                              if partitions is None else partitions[i])
-            by_partition.setdefault(partition, []).append(i)
+        for i, partition in enumerate(partitions):
+            group = by_partition.get(partition)
+            if group is None:
+                by_partition[partition] = [i]
+            else:
+                group.append(i)
         for partition, indexes in by_partition.items():
             await self._send_partition(topic, partition, records, indexes, outcomes)
         return outcomes
+
+    def _partitions(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[int]:
+        """Return the partition the producer's partitioner picks for each record.
+
+        With the worker's :class:`~detector.stream.stages.KeyPartitioner`,
+        the topic's partition list is read once per call rather than once
+        per record (aiokafka's ``_partition`` copies the metadata's two
+        partition sets for every record: 4 % of a draining worker's CPU),
+        and every keyed record is placed as the partitioner would place it
+        (``KeyPartitioner.place``). Any other partitioner, or a record
+        without a key, goes through the producer's ``_partition``.
+        """
+        producer = self._producer
+        place = getattr(producer._partitioner, "place", None)
+        if place is None:
+            return [producer._partition(topic, None, None, None, key, value)
+                    for key, value in records]
+        all_partitions = list(producer._metadata.partitions_for_topic(topic))
+        return [place(key, all_partitions) if key is not None
+                else producer._partition(topic, None, None, None, key, value)
+                for key, value in records]
 
     async def _send_partition(self, topic: str, partition: int,
                               records: Sequence[tuple[bytes, bytes]], indexes: list[int],

@@ -101,6 +101,7 @@ from detector.stream.metrics import GcPauses, OffsetMap, StreamMetrics
 from detector.stream.settings import WorkerSettings
 from detector.stream.signing import signal_encoder
 from detector.stream.store import MEMORY_OPTION, STORE_SCHEME, SharedMemory
+from detector.stream.store import Store as RocksStore
 from detector.stream.topics import InternalBacklog, ensure_topics
 from detector.stream.transport import TRANSPORT_SCHEME
 
@@ -637,6 +638,29 @@ class _Pipeline:
         store = table.data
         sensor = table._sensor_on_set
         records: list[tuple[int, bytes, bytes]] = []
+        if (isinstance(store, RocksStore) and store.writes_raw_batches()
+                and not table.use_partitioner):
+            # One write batch per partition (Store.put_many), each key in its
+            # event's partition as partition_for_key gives it below.
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            verified: set[str] = set()
+            for key, value, event in entries:
+                message = event.message
+                if message.topic not in verified:  # as partition_for_key checks
+                    table._verify_source_topic_partitions(message.topic)
+                    verified.add(message.topic)
+                partition = message.partition
+                pairs = by_partition.get(partition)
+                if pairs is None:
+                    by_partition[partition] = [(key, value)]
+                else:
+                    pairs.append((key, value))
+                records.append((partition, key, value))
+            for partition, pairs in by_partition.items():
+                store.put_many(partition, pairs)
+            for _, key, value in records:
+                sensor(table, key, value)
+            return records
         for key, value, event in entries:
             _bind(event)  # the key's own partition (see _bind)
             partition = table.partition_for_key(key)  # checks co-partitioning, as Faust does
@@ -1366,25 +1390,40 @@ class _Outbox:
             record.error = exc
 
     async def _failures(self) -> list[tuple[_Record, BaseException]]:
-        pending = [r for r in self._records if r.result is not None]
-        results = await asyncio.gather(*(r.result for r in pending if r.result is not None),
-                                       return_exceptions=True)
-        failed: dict[int, BaseException] = {}
-        offsets = self.offsets
-        # Records sharing a delivery future are one producer batch, whose
+        # Each delivery future once, with how many records share it: records
+        # sharing a future are one producer batch (KeyedBatches), whose
         # result holds its first offset; its records have the next ones.
-        sharing = Counter(id(r.result) for r in pending)
-        for r, res in zip(pending, results, strict=True):
+        sharing: dict[int, int] = {}
+        futures: list[Awaitable[Any]] = []
+        raised = False  # a record whose send call itself raised
+        for r in self._records:
+            if r.error is not None:
+                raised = True
+            fut = r.result
+            if fut is not None:
+                k = id(fut)
+                n = sharing.get(k)
+                if n is None:
+                    sharing[k] = 1
+                    futures.append(fut)
+                else:
+                    sharing[k] = n + 1
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed: dict[int, BaseException] = {}  # by id of the future
+        offsets = self.offsets
+        for fut, res in zip(futures, results, strict=True):
             if isinstance(res, BaseException):
-                failed[id(r)] = res
+                failed[id(fut)] = res
             elif res is not None:  # aiokafka's RecordMetadata
                 tp = (res.topic, res.partition)
-                last = res.offset + sharing[id(r.result)] - 1
+                last = res.offset + sharing[id(fut)] - 1
                 if last > offsets.get(tp, -1):
                     offsets[tp] = last
         out: list[tuple[_Record, BaseException]] = []
+        if not failed and not raised:
+            return out
         for r in self._records:
-            exc = r.error if r.error is not None else failed.get(id(r))
+            exc = r.error if r.error is not None else failed.get(id(r.result))
             if exc is not None:
                 if not isinstance(exc, Exception):  # a cancelled delivery future
                     exc = RuntimeError(f"delivery to {r.topic} cancelled ({type(exc).__name__})")
