@@ -64,3 +64,25 @@ def test_cached_monitor_exports_the_same_series_as_fausts() -> None:
     # Faust's own bookkeeping (its web views read it) is kept too.
     assert cached.tables["baselines"].keys_updated == plain.tables["baselines"].keys_updated
     assert cached.tables["baselines"].keys_retrieved == 15
+
+
+def test_decisions_and_signals_are_counted_per_action() -> None:
+    from detector.policy import Action
+    from detector.stream.metrics import StreamMetrics
+    from detector.stream.worker import _Pipeline
+
+    pipe: Any = object.__new__(_Pipeline)
+    pipe.metrics = StreamMetrics()
+    plan = [(Action.ALLOW, None, True)] * 5 + [(Action.STEP_UP, "s1", False)] * 3 + [
+        (Action.STEP_UP, None, False), (Action.REVOKE, "s2", True)]
+    decisions = [SimpleNamespace(action=a, signal_id=s, cold_start=c) for a, s, c in plan]
+    pipe._count_decisions(decisions)
+    pipe._count_decisions(decisions[:2])
+    sample = pipe.metrics.registry.get_sample_value
+    assert sample("detector_decisions_total", {"action": "allow"}) == 7
+    assert sample("detector_decisions_total", {"action": "step_up"}) == 4
+    assert sample("detector_decisions_total", {"action": "revoke"}) == 1
+    assert sample("detector_signals_total", {"action": "step_up"}) == 3
+    assert sample("detector_signals_total", {"action": "revoke"}) == 1
+    assert sample("detector_signals_total", {"action": "allow"}) in (None, 0)
+    assert sample("detector_cold_start_total") == 8

@@ -444,3 +444,45 @@ def test_applied_log_prunes_when_an_entry_is_added_not_when_one_moves_up() -> No
     log.add(Source("in", 0, far + 1), path=3)  # a new entry applies the window
     assert log.offsets == {("in", 0, 2): far, ("in", 0, 3): far + 1}
     assert len(log.offsets) == 2
+
+
+@pytest.mark.skipif(native.load() is None, reason="compiled kernels not built")
+@pytest.mark.parametrize("partitions", [1, 4, 7])
+def test_entity_routes_kernel_gives_the_keys_and_paths_of_python(
+    raws: list[bytes], partitions: int
+) -> None:
+    events = [parse_event(r) for r in raws[:3000]]
+    # Auth events without a source IP or a session, unicode keys, a device entity.
+    events += [
+        parse_event(orjson.dumps({"kind": "auth", "ts": 1, "user": "zoë", "session_id": "s1"})),
+        parse_event(orjson.dumps({"kind": "auth", "ts": 2, "user": "用户", "src_ip": "10.0.0.9"})),
+        parse_event(orjson.dumps({"kind": "auth", "ts": 3, "user": "ana"})),
+    ]
+    kinds = Counter((e.kind, e.src_ip is None, e.session_id is None) for e in events)
+    assert len(kinds) >= 4 and Counter(e.entity_kind for e in events)["device"] > 0, (
+        "auth with and without IP and session, network events, device entities")
+    kernel = stages._entity_routes_kernel
+    assert kernel is not None
+    got = kernel(events, stages.EventKind.AUTH, partitions)
+    assert got == ([e.entity_key for e in events],
+                   [stages.entity_path(e, partitions) for e in events])
+    assert stages.entity_routes(events, partitions) == got
+    # Not an event: the kernel declines, the Python way decides (here: raises).
+    assert kernel([*events[:3], ("not", "an", "event")], stages.EventKind.AUTH, 4) is None
+    odd = events[0]._replace(entity="\ud800")  # a lone surrogate has no UTF-8 form
+    assert kernel([odd], stages.EventKind.AUTH, 4) is None
+    with pytest.raises(AttributeError):
+        stages.entity_routes([("not", "an", "event")], 4)  # type: ignore[list-item]
+
+
+def test_the_tuple_builders_of_routed_and_source_give_every_field() -> None:
+    # stages builds them from complete tuples (no defaults applied): a field
+    # added to either class must be added where they are built too.
+    assert Routed._fields == ("event", "origin", "ip", "session_changes")
+    assert Source._fields == ("topic", "partition", "offset")
+    assert stages.new_source(("t", 1, 2)) == Source("t", 1, 2)
+    assert type(stages.new_source(("t", 1, 2))) is Source
+    e = parse_event(b'{"kind": "auth", "ts": 1, "user": "ana"}')
+    [(_, routed)], _ = stages.parse_stage([(b'{"kind": "auth", "ts": 1, "user": "ana"}',
+                                            Source("t", 0, 5))])
+    assert routed == Routed(e, Source("t", 0, 5)) and type(routed) is Routed

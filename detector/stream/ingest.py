@@ -48,6 +48,7 @@ from mode import Service
 from detector.stream import stages
 from detector.stream.metrics import OffsetMap
 from detector.stream.settings import WorkerSettings
+from detector.stream.stages import new_source
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ class DirectIngest(Service):
             topic, partition = tp.topic, tp.partition
             for r in records:
                 values.append(r.value)
-                sources.append(stages.Source(topic, partition, r.offset))
+                sources.append(new_source((topic, partition, r.offset)))
                 record_ms.append(r.timestamp if r.timestamp and r.timestamp > 0 else None)
             ends[tp] = records[-1].offset + 1
             self._read[(topic, partition)] = records[-1].offset

@@ -1154,11 +1154,19 @@ class _Pipeline:
 
     def _count_decisions(self, decisions: Sequence[Decision]) -> None:
         m = self.metrics
-        for action, count in Counter(d.action.value for d in decisions).items():
-            m.decisions.labels(action=action).inc(count)
+        # Counted by member, labelled once per action (Enum.value is a
+        # descriptor call: per decision it was 1.5 % of a draining worker).
+        by_action: dict[Any, int] = {}
+        signalled: dict[Any, int] = {}
         for d in decisions:
+            action = d.action
+            by_action[action] = by_action.get(action, 0) + 1
             if d.signal_id is not None:
-                m.signals.labels(action=d.action.value).inc()
+                signalled[action] = signalled.get(action, 0) + 1
+        for action, count in by_action.items():
+            m.decisions.labels(action=action.value).inc(count)
+        for action, count in signalled.items():
+            m.signals.labels(action=action.value).inc(count)
         cold = sum(1 for d in decisions if d.cold_start)
         if cold:
             m.cold_start.inc(cold)

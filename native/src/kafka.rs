@@ -7,6 +7,9 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use crate::layout::{EV_ENTITY, EV_ENTITY_KIND, EV_KIND, EV_SESSION_ID, EV_SRC_IP, EVENT_FIELDS};
 
 /// MurmurHash2 of `data`, seed 0x9747b28c, as an unsigned 32-bit value.
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -55,9 +58,90 @@ fn partition_for(key: &str, partitions: u32) -> PyResult<u32> {
     Ok((murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions)
 }
 
+/// The UTF-8 text of a `str` (or of a `str` subclass, as a `StrEnum` member
+/// is); `None` for anything else, or a string with lone surrogates.
+fn utf8<'a>(o: &'a Bound<'_, PyAny>) -> Option<&'a str> {
+    let s = o.cast::<PyString>().ok()?;
+    let mut size: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a str (or a subclass); CPython caches its UTF-8 form in
+    // the object, which the event tuple keeps alive for 'a. A NULL return
+    // (lone surrogates) clears its error and says "not representable".
+    unsafe {
+        let data = pyo3::ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size);
+        if data.is_null() {
+            pyo3::ffi::PyErr_Clear();
+            return None;
+        }
+        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+        Some(std::str::from_utf8_unchecked(bytes))
+    }
+}
+
+/// `entity_routes(events, auth, partitions)`: each event's entity key
+/// (`Event.entity_key`, `entity_kind + ":" + entity`) and its path to the
+/// per-entity stage (`detector.stream.stages.entity_path`: the partition of
+/// its IP key times `partitions`, plus the partition of its session key).
+///
+/// `auth` is `EventKind.AUTH`. Returns `(keys, paths)`, or `None` when an
+/// item is not an event tuple with string keys (the caller then computes
+/// them in Python, which raises or decides as before).
+#[pyfunction]
+fn entity_routes<'py>(
+    py: Python<'py>,
+    events: &Bound<'py, PyList>,
+    auth: &Bound<'py, PyAny>,
+    partitions: u32,
+) -> PyResult<Option<(Bound<'py, PyList>, Vec<u32>)>> {
+    if partitions == 0 {
+        return Err(PyValueError::new_err("partitions must be >= 1"));
+    }
+    let n = events.len();
+    let mut keys: Vec<Bound<'py, PyString>> = Vec::with_capacity(n);
+    let mut paths: Vec<u32> = Vec::with_capacity(n);
+    let mut key = String::new();
+    let part = |text: &str| (murmur2(text.as_bytes()) & 0x7fff_ffff) % partitions;
+    for item in events.iter() {
+        let Ok(event) = item.cast::<PyTuple>() else {
+            return Ok(None);
+        };
+        if event.len() != EVENT_FIELDS.len() {
+            return Ok(None);
+        }
+        let field = |i: usize| event.get_item(i);
+        let (kind, entity) = (field(EV_ENTITY_KIND)?, field(EV_ENTITY)?);
+        let (Some(kind), Some(entity)) = (utf8(&kind), utf8(&entity)) else {
+            return Ok(None);
+        };
+        key.clear();
+        key.push_str(kind);
+        key.push(':');
+        key.push_str(entity);
+        let is_auth = field(EV_KIND)?.is(auth);
+        // ip_key / session_key: the auth event's source IP / session id when
+        // it has one, else the entity key.
+        let pick = |i: usize| -> PyResult<Option<u32>> {
+            if !is_auth {
+                return Ok(Some(part(&key)));
+            }
+            let v = field(i)?;
+            if v.is_none() {
+                return Ok(Some(part(&key)));
+            }
+            Ok(utf8(&v).map(part))
+        };
+        let (Some(ip), Some(session)) = (pick(EV_SRC_IP)?, pick(EV_SESSION_ID)?) else {
+            return Ok(None);
+        };
+        paths.push(ip * partitions + session);
+        keys.push(PyString::new(py, &key));
+    }
+    Ok(Some((PyList::new(py, keys)?, paths)))
+}
+
 /// Adds this file's functions to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for, m)?)?;
+    m.add_function(wrap_pyfunction!(entity_routes, m)?)?;
     Ok(())
 }
