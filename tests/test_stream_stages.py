@@ -258,9 +258,10 @@ def test_a_kernel_panic_is_isolated_like_any_engine_error(
     assert len(result.out) == 39
 
 
-@pytest.mark.parametrize("size", [1, 37, 400])
+@pytest.mark.parametrize(("size", "given_routes"), [(1, False), (37, False), (400, False),
+                                                   (37, True), (400, True)])
 def test_held_baselines_carried_between_batches_decide_as_replay(
-    detector: Detector, raws: list[bytes], size: int
+    detector: Detector, raws: list[bytes], size: int, given_routes: bool
 ) -> None:
     """The worker's path: a batch's new baselines go to the next batch as returned."""
     mod = native.load()
@@ -276,7 +277,8 @@ def test_held_baselines_carried_between_batches_decide_as_replay(
     for start in range(0, len(items), size):
         batch = items[start:start + size]
         states = {k: held[k] for k in {r.event.entity_key for r in batch} if k in held}
-        result = stages.entity_stage(detector, batch, states, applied, 1)
+        routes = stages.entity_routes([r.event for r in batch], 1) if given_routes else None
+        result = stages.entity_stage(detector, batch, states, applied, 1, routes)
         assert set(result.changed) == {r.event.entity_key for r in batch}
         held.update(result.changed)
         got += result.out
@@ -486,3 +488,43 @@ def test_the_tuple_builders_of_routed_and_source_give_every_field() -> None:
     [(_, routed)], _ = stages.parse_stage([(b'{"kind": "auth", "ts": 1, "user": "ana"}',
                                             Source("t", 0, 5))])
     assert routed == Routed(e, Source("t", 0, 5)) and type(routed) is Routed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2), st.integers(0, 40)),
+                max_size=60))
+def test_offset_tracker_observe_all_is_observe_on_each(
+    coords: list[tuple[str, int, int]],
+) -> None:
+    sources = [Source(*c) for c in coords]
+    one, many = stages.OffsetTracker(), stages.OffsetTracker()
+    want = [(s, skipped) for s in sources if (skipped := one.observe(s))]
+    assert many.observe_all(sources) == want
+    assert many._next == one._next
+
+
+@pytest.mark.parametrize("given_routes", [False, True])
+def test_a_redelivered_batch_with_its_routes_decides_only_the_new_events(
+    detector: Detector, raws: list[bytes], given_routes: bool
+) -> None:
+    events = [parse_event(r) for r in raws[:600]]
+    items = [Routed(e, Source("in", i % 2, i)) for i, e in enumerate(events)]
+    held: dict[str, Any] = {}
+    applied: dict[str, stages.Applied] = {}
+
+    def run(batch: list[Routed]) -> stages.StageResult:
+        states = {k: held[k] for k in {r.event.entity_key for r in batch} if k in held}
+        routes = stages.entity_routes([r.event for r in batch], 4) if given_routes else None
+        result = stages.entity_stage(detector, batch, states, applied, 4, routes)
+        held.update(result.changed)
+        return result
+
+    first = run(items[:300])
+    again = run(items[200:600])  # 100 redelivered, 300 new
+    assert len(first.out) == 300 and len(again.duplicates) == 100
+    assert [d.event for d in again.out] == events[300:]
+    held_once: dict[str, Any] = {}
+    once = stages.entity_stage(detector, items, held_once, {}, 4)
+    assert [d.to_dict() for d in first.out + again.out] == [d.to_dict() for d in once.out]
+    assert {k: stages.encode_state(v) for k, v in held.items()} == {
+        k: stages.encode_state(v) for k, v in once.changed.items()}

@@ -535,6 +535,28 @@ class OffsetTracker:
             return 0
         return source.offset - expected
 
+    def observe_all(self, sources: Sequence[Source]) -> list[tuple[Source, int]]:
+        """Record received offsets in order; return each one that skipped some, with how many.
+
+        The same as :meth:`observe` on each, in one call per batch.
+
+        Examples
+        --------
+        >>> gaps = OffsetTracker().observe_all([Source("in", 0, o) for o in (5, 6, 9, 9, 12)])
+        >>> [(s.offset, skipped) for s, skipped in gaps]
+        [(9, 2), (12, 2)]
+        """
+        expected_by_tp = self._next
+        gaps: list[tuple[Source, int]] = []
+        for source in sources:
+            topic, partition, offset = source
+            tp = (topic, partition)
+            expected = expected_by_tp.get(tp)
+            expected_by_tp[tp] = offset + 1
+            if expected is not None and offset > expected:
+                gaps.append((source, offset - expected))
+        return gaps
+
     def reset(self) -> None:
         """Forget every position (after a rebalance)."""
         self._next.clear()
@@ -768,6 +790,7 @@ def entity_stage(
     baselines: dict[str, Any],
     applied: dict[str, Applied] | None = None,
     partitions: int = 1,
+    routes: tuple[Sequence[str], Sequence[int]] | None = None,
 ) -> StageResult:
     """Decide every new item against its entity's baseline; return decisions, new baselines.
 
@@ -779,17 +802,20 @@ def entity_stage(
     entity's applied log, updated in place), redelivered events already
     learned by their baseline are skipped: no second decision, no second
     learning. ``partitions`` is the internal topics' partition count (it
-    defines the paths, see :class:`Applied`).
+    defines the paths, see :class:`Applied`). ``routes`` is
+    ``entity_routes`` of the items' events, when the caller has it.
     """
     before = dict(baselines)
-    fresh_keys: list[str] | None = None  # the keys of `fresh`, when known
+    fresh_keys: Sequence[str] | None = None  # the keys of `fresh`, when known
     fresh: list[Routed]
     dups: list[Routed] = []
     touched: set[str] = set()
     if applied is None:
         fresh = list(items)
+        fresh_keys = routes[0] if routes is not None else None
     else:
-        keys, paths = entity_routes([r.event for r in items], partitions)
+        keys, paths = (routes if routes is not None
+                       else entity_routes([r.event for r in items], partitions))
         fresh, dups, touched = _fresh(items, keys, applied, paths)
         fresh_keys = keys if not dups else None
     contexts = detector.combine_context(

@@ -317,8 +317,13 @@ class _PendingStates:
     def hold(self, changed: dict[str, Any], applied: dict[str, stages.Applied] | None,
              keyed: Mapping[str, _Bound]) -> bool:
         """Hold a batch's changed states; return whether the memory bound is reached."""
-        for key, value in changed.items():
-            self.put(key, value, applied.get(key) if applied is not None else None, keyed[key])
+        values = self._values  # what put() does, without a call per key
+        if applied is None:
+            for key, value in changed.items():
+                values[key] = (value, None, keyed[key])
+        else:
+            for key, value in changed.items():
+                values[key] = (value, applied.get(key), keyed[key])
         return self.full
 
     def take_all(self) -> list[tuple[str, Any, stages.Applied | None, _Bound]]:
@@ -508,13 +513,18 @@ class _Pipeline:
         # __missing__ and a KeyError; the store's own get reads once. The
         # table's sensor hook is kept.
         store, on_get = table.data, table.on_key_get
+        # Our RocksDB store's raw values are what store.get returns; its _get
+        # gives them without the Mapping.get detour, which turns each miss
+        # (most new session keys) into a KeyError raised and caught.
+        read: Callable[[bytes], bytes | None] = (
+            store._get if isinstance(store, RocksStore) and store.writes_raw_batches()
+            else store.get)
 
         def get(key: str) -> bytes | None:
             _bind(keyed[key])
             raw = key.encode()
             on_get(raw)
-            value: bytes | None = store.get(raw)
-            return value
+            return read(raw)
 
         held = self.pending[id(table)].take(keyed, applied)
         states, bad = stages.load_states(
@@ -702,8 +712,7 @@ class _Pipeline:
 
     def _check_sources(self, stage: str, sources: Sequence[stages.Source]) -> None:
         tracker = self.offsets.setdefault(stage, stages.OffsetTracker())
-        for source in sources:
-            skipped = tracker.observe(source)
+        for source, skipped in tracker.observe_all(sources):
             if skipped:
                 self.metrics.input_gaps.labels(stage=stage).inc(skipped)
                 logger.error(
@@ -977,14 +986,18 @@ class _Pipeline:
                 lambda b, st, ap: stages.session_stage(detector, b, st, route=False), None,
             )
             items = [r for _, r in session_result.out]
-            entity_keyed = self._bound(self.by_entity.get_topic_name(),
-                                       {r.event.entity_key for r in items})
-            entity_applied: dict[str, stages.Applied] = {}
             partitions = self.settings.partitions
+            # Keys and paths once per batch (the stage reuses them; a batch
+            # run again event by event, see run_isolated, computes its own).
+            routes = stages.entity_routes([r.event for r in items], partitions)
+            entity_keyed = self._bound(self.by_entity.get_topic_name(), set(routes[0]))
+            entity_applied: dict[str, stages.Applied] = {}
+            whole = items
             entity_result = await self._run_stage(
                 out, "entity", self.baselines, "baselines", items, entity_keyed,
                 Baseline.from_dict, stages.entity_state_key,
-                lambda b, st, ap: stages.entity_stage(detector, b, st, ap, partitions),
+                lambda b, st, ap: stages.entity_stage(
+                    detector, b, st, ap, partitions, routes if b is whole else None),
                 entity_applied,
             )
             decisions = entity_result.out
