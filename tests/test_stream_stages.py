@@ -528,3 +528,30 @@ def test_a_redelivered_batch_with_its_routes_decides_only_the_new_events(
     assert [d.to_dict() for d in first.out + again.out] == [d.to_dict() for d in once.out]
     assert {k: stages.encode_state(v) for k, v in held.items()} == {
         k: stages.encode_state(v) for k, v in once.changed.items()}
+
+
+def test_state_keys_per_batch_are_the_per_event_ones_and_ip_stage_takes_them(
+    detector: Detector, raws: list[bytes]
+) -> None:
+    events = [parse_event(r) for r in raws[:800]]
+    items = [Routed(e, Source("in", 0, i)) for i, e in enumerate(events)]
+    assert stages.ip_state_keys(items) == [stages.ip_state_key(e) for e in events]
+    assert stages.session_state_keys(items) == [stages.session_state_key(e) for e in events]
+    assert {k for k in stages.ip_state_keys(items) if k is not None}, "some auth events"
+    assert None in stages.ip_state_keys(items), "and some others"
+    given_ips: dict[str, IpContext] = {}
+    given_applied: dict[str, stages.Applied] = {}
+    given = stages.ip_stage(detector, items[:500], given_ips, given_applied,
+                            keys=stages.ip_state_keys(items[:500]))
+    again = stages.ip_stage(detector, items[400:], given_ips, given_applied,
+                            keys=stages.ip_state_keys(items[400:]))
+    plain_ips: dict[str, IpContext] = {}
+    plain_applied: dict[str, stages.Applied] = {}
+    plain = stages.ip_stage(detector, items[:500], plain_ips, plain_applied)
+    plain_again = stages.ip_stage(detector, items[400:], plain_ips, plain_applied)
+    assert given.out == plain.out and again.out == plain_again.out
+    assert given.changed == plain.changed and again.changed == plain_again.changed
+    assert len(again.duplicates) == len(plain_again.duplicates) > 0
+    assert given_ips == plain_ips
+    assert {k: v.offsets for k, v in given_applied.items()} == {
+        k: v.offsets for k, v in plain_applied.items()}

@@ -724,6 +724,18 @@ def ip_state_key(event: Event) -> str | None:
     return event.src_ip if event.kind is EventKind.AUTH else None
 
 
+def ip_state_keys(items: Sequence[Routed]) -> list[str | None]:
+    """Return :func:`ip_state_key` of each item's event (one call per batch, not per event)."""
+    auth = EventKind.AUTH
+    return [r.event.src_ip if r.event.kind is auth else None for r in items]
+
+
+def session_state_keys(items: Sequence[Routed]) -> list[str | None]:
+    """Return :func:`session_state_key` of each item's event."""
+    auth = EventKind.AUTH
+    return [r.event.session_id if r.event.kind is auth else None for r in items]
+
+
 def session_state_key(event: Event) -> str | None:
     """Return the per-session state key: the session id, for auth events only."""
     return event.session_id if event.kind is EventKind.AUTH else None
@@ -740,6 +752,7 @@ def ip_stage(
     ips: dict[str, IpContext],
     applied: dict[str, Applied] | None = None,
     route: bool = True,
+    keys: Sequence[str | None] | None = None,
 ) -> StageResult:
     """Advance per-IP context; return (session key, routed) per new item and changed states.
 
@@ -747,11 +760,13 @@ def ip_stage(
     when new); it is updated in place. With ``applied`` (each IP's applied
     log, updated in place), redelivered events already in their IP's context
     are skipped. Without ``route`` (the fused stages: nothing is forwarded)
-    the session key of each output is ``""``, not computed.
+    the session key of each output is ``""``, not computed. ``keys`` is
+    :func:`ip_state_keys` of ``items``, when the caller has it.
     """
     before = dict(ips)
-    fresh, dups, touched = _fresh(
-        items, [ip_state_key(r.event) for r in items] if applied is not None else (), applied)
+    if applied is not None and keys is None:
+        keys = ip_state_keys(items)
+    fresh, dups, touched = _fresh(items, keys if keys is not None else (), applied)
     stats = detector.ip_stats([r.event for r in fresh], ips)
     # A new Routed rather than dataclasses.replace (a third of the cost per
     # event); every field is given, so a new field of Routed must be added here

@@ -968,18 +968,23 @@ class _Pipeline:
             started = time.perf_counter()
             detector = self.holder.detector
             items = [r for _, r in accepted]
-            ip_keyed = self._bound(self.by_ip.get_topic_name(), {
-                k for r in items if (k := stages.ip_state_key(r.event)) is not None})
+            # Each stage's keys once per batch (a batch re-run event by event,
+            # see run_isolated, computes its own).
+            ip_keys = stages.ip_state_keys(items)
+            ip_keyed = self._bound(self.by_ip.get_topic_name(),
+                                   {k for k in ip_keys if k is not None})
             ip_applied: dict[str, stages.Applied] = {}
+            first = items
             ip_result = await self._run_stage(
                 out, "ip", self.ips, "ip-context", items, ip_keyed, IpContext.from_dict,
                 stages.ip_state_key,
-                lambda b, st, ap: stages.ip_stage(detector, b, st, ap, route=False),
+                lambda b, st, ap: stages.ip_stage(detector, b, st, ap, route=False,
+                                                  keys=ip_keys if b is first else None),
                 ip_applied,
             )
             items = [r for _, r in ip_result.out]
             session_keyed = self._bound(self.by_session.get_topic_name(), {
-                k for r in items if (k := stages.session_state_key(r.event)) is not None})
+                k for k in stages.session_state_keys(items) if k is not None})
             session_result = await self._run_stage(
                 out, "session", self.sessions, "session-context", items, session_keyed,
                 SessionContext.from_dict, stages.session_state_key,
