@@ -1345,6 +1345,32 @@ class _Record:
         return (self.topic, self.partition if self.partition is not None else self.key)
 
 
+@dataclass(slots=True)
+class _Group:
+    """Keyed records handed to ``KeyedBatches`` in one call, with each one's outcome."""
+
+    topic: str
+    keyed: Sequence[tuple[bytes, bytes]]
+    partitions: Sequence[int] | None
+    outcomes: Sequence[tuple[Awaitable[Any] | None, BaseException | None]] = ()
+
+
+def _records_of(entries: Sequence[_Record | _Group]) -> list[_Record]:
+    """Return ``entries`` with every group expanded into its records, in order."""
+    records: list[_Record] = []
+    for entry in entries:
+        if type(entry) is _Group:
+            partitions = entry.partitions
+            for i, ((key, value), (result, error)) in enumerate(
+                    zip(entry.keyed, entry.outcomes, strict=True)):
+                records.append(_Record(entry.topic, key, value,
+                                       None if partitions is None else partitions[i],
+                                       result, error))
+        else:
+            records.append(entry)  # type: ignore[arg-type]
+    return records
+
+
 class _Outbox:
     """One batch's outputs, sent straight to the producer.
 
@@ -1362,7 +1388,10 @@ class _Outbox:
         self._producer = producer
         self._metrics = metrics
         self._batches = batches
-        self._records: list[_Record] = []
+        #: What was handed over, in order: records sent one by one, and
+        #: groups handed to ``batches`` (their records are built only when a
+        #: delivery fails, see _records_of).
+        self._records: list[_Record | _Group] = []
         #: The highest offset delivered per (topic, partition), from the
         #: delivery results.
         self.offsets: dict[tuple[str, int], int] = {}
@@ -1390,18 +1419,16 @@ class _Outbox:
         future shared by its records); else one ``send`` per record. Either
         way :meth:`delivered` treats the records alike.
         """
-        sent = [_Record(topic, key, value, None if partitions is None else partitions[i])
-                for i, (key, value) in enumerate(keyed)]
         if self._batches is None:
-            for record in sent:
-                await self._send(record)
+            for i, (key, value) in enumerate(keyed):
+                await self._send(
+                    _Record(topic, key, value, None if partitions is None else partitions[i]))
             return
-        if not sent:
+        if not keyed:
             return
-        self._records.extend(sent)
-        outcomes = await self._batches.send(topic, keyed, partitions)
-        for record, (result, error) in zip(sent, outcomes, strict=True):
-            record.result, record.error = result, error
+        group = _Group(topic, keyed, partitions)
+        self._records.append(group)
+        group.outcomes = await self._batches.send(topic, keyed, partitions)
 
     async def _send(self, record: _Record) -> None:
         self._records.append(record)
@@ -1422,18 +1449,20 @@ class _Outbox:
         sharing: dict[int, int] = {}
         futures: list[Awaitable[Any]] = []
         raised = False  # a record whose send call itself raised
-        for r in self._records:
-            if r.error is not None:
-                raised = True
-            fut = r.result
-            if fut is not None:
-                k = id(fut)
-                n = sharing.get(k)
-                if n is None:
-                    sharing[k] = 1
-                    futures.append(fut)
-                else:
-                    sharing[k] = n + 1
+        for entry in self._records:
+            outcomes = (entry.outcomes if type(entry) is _Group
+                        else ((entry.result, entry.error),))  # type: ignore[union-attr]
+            for fut, error in outcomes:
+                if error is not None:
+                    raised = True
+                if fut is not None:
+                    k = id(fut)
+                    n = sharing.get(k)
+                    if n is None:
+                        sharing[k] = 1
+                        futures.append(fut)
+                    else:
+                        sharing[k] = n + 1
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed: dict[int, BaseException] = {}  # by id of the future
         offsets = self.offsets
@@ -1448,7 +1477,9 @@ class _Outbox:
         out: list[tuple[_Record, BaseException]] = []
         if not failed and not raised:
             return out
-        for r in self._records:
+        records = _records_of(self._records)
+        self._records = [*records]  # built once: delivered() resends from them
+        for r in records:
             exc = r.error if r.error is not None else failed.get(id(r.result))
             if exc is not None:
                 if not isinstance(exc, Exception):  # a cancelled delivery future
@@ -1488,7 +1519,7 @@ class _Outbox:
             failed_ids = {id(r) for r, _ in failures}
             resend: list[_Record] = []
             held: set[tuple[str, int | bytes | None]] = set()  # keys with a resend
-            for r in self._records:
+            for r in _records_of(self._records):  # (built by _failures already)
                 k = r.order_key()
                 if id(r) in failed_ids or k in held:
                     resend.append(r)
