@@ -81,7 +81,9 @@ class Sizes:
 # that it holds the state writes made at commits (--state-writes commit).
 # 20,000 events gave ~2 s at session 7's rate; 60,000 gave 1.0 s at session
 # 16's (~20,000 events/s), a window that moved with the machine's noise.
-FULL = Sizes(200, 7, 20_000, 3, 100, 14, 200, 14, 100_000, 300, 14, 150_000, 20.0)
+# The latency phases take the pool's remaining events: 300 users x 21 days
+# (307,177 events) leave them ~50,000 each, as 60,000 of 14 days' 207,797 did.
+FULL = Sizes(200, 7, 20_000, 3, 100, 14, 200, 14, 100_000, 300, 21, 150_000, 20.0)
 QUICK = Sizes(12, 2, 600, 1, 10, 3, 12, 3, 2_000, 40, 2, 2_000, 5.0)
 
 
