@@ -305,7 +305,7 @@ class KeyPartitioner:
         if key is None:
             chosen: int = DefaultPartitioner()(key, all_partitions, available)
             return chosen
-        return all_partitions[(self._murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+        return self.place(key, all_partitions)
 
     def place(self, key: bytes, all_partitions: list[int]) -> int:
         """Return the partition of a non-null ``key``, as ``self(key, all_partitions, _)``.
