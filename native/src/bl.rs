@@ -354,6 +354,26 @@ pub struct Ev<'a> {
     pub bytes_out: Option<i64>,
 }
 
+/// The UTF-8 text of the `str` object at `ptr`, or `None` for a string with
+/// lone surrogates (no UTF-8 form; the error is cleared).
+///
+/// # Safety
+///
+/// `ptr` points to a live `str` (or an instance of a `str` subclass) that
+/// outlives `'a`. CPython caches a string's UTF-8 form inside the object, so
+/// the returned bytes live as long as the object, and they are valid UTF-8
+/// whenever the call succeeds.
+pub(crate) unsafe fn utf8_of<'a>(ptr: *mut pyo3::ffi::PyObject) -> Option<&'a str> {
+    let mut size: pyo3::ffi::Py_ssize_t = 0;
+    let data = pyo3::ffi::PyUnicode_AsUTF8AndSize(ptr, &mut size);
+    if data.is_null() {
+        pyo3::ffi::PyErr_Clear();
+        return None;
+    }
+    let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+    Some(std::str::from_utf8_unchecked(bytes))
+}
+
 /// `None` -> `Some(None)`, an exact `str` -> `Some(Some(s))`, else `None`.
 fn opt_str<'a>(o: Borrowed<'a, '_, PyAny>) -> Option<Option<&'a str>> {
     if o.is_none() {
@@ -362,21 +382,9 @@ fn opt_str<'a>(o: Borrowed<'a, '_, PyAny>) -> Option<Option<&'a str>> {
     if !o.is_exact_instance_of::<PyString>() {
         return None;
     }
-    let mut size: pyo3::ffi::Py_ssize_t = 0;
-    // SAFETY: `o` is an exact `str`. CPython caches its UTF-8 form inside the
-    // object, so the buffer lives as long as the object, which the event
-    // tuple holds for 'a (the lifetime of the `Borrowed`). The bytes are
-    // valid UTF-8 whenever the call succeeds (a NULL return, for a string
-    // with lone surrogates, clears the error and says "not representable").
-    unsafe {
-        let data = pyo3::ffi::PyUnicode_AsUTF8AndSize(o.as_ptr(), &mut size);
-        if data.is_null() {
-            pyo3::ffi::PyErr_Clear();
-            return None;
-        }
-        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
-        Some(Some(std::str::from_utf8_unchecked(bytes)))
-    }
+    // SAFETY: `o` is an exact `str`, which the event tuple holds for 'a (the
+    // lifetime of the `Borrowed`).
+    unsafe { utf8_of(o.as_ptr()) }.map(Some)
 }
 
 /// `None` -> `Some(None)`, an exact int within i64 -> `Some(Some(i))`, else `None`.

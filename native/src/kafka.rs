@@ -9,6 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
+use crate::bl::utf8_of;
 use crate::layout::{EV_ENTITY, EV_ENTITY_KIND, EV_KIND, EV_SESSION_ID, EV_SRC_IP, EVENT_FIELDS};
 
 /// MurmurHash2 of `data`, seed 0x9747b28c, as an unsigned 32-bit value.
@@ -62,19 +63,8 @@ fn partition_for(key: &str, partitions: u32) -> PyResult<u32> {
 /// is); `None` for anything else, or a string with lone surrogates.
 fn utf8<'a>(o: &'a Bound<'_, PyAny>) -> Option<&'a str> {
     let s = o.cast::<PyString>().ok()?;
-    let mut size: pyo3::ffi::Py_ssize_t = 0;
-    // SAFETY: `s` is a str (or a subclass); CPython caches its UTF-8 form in
-    // the object, which the event tuple keeps alive for 'a. A NULL return
-    // (lone surrogates) clears its error and says "not representable".
-    unsafe {
-        let data = pyo3::ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size);
-        if data.is_null() {
-            pyo3::ffi::PyErr_Clear();
-            return None;
-        }
-        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
-        Some(std::str::from_utf8_unchecked(bytes))
-    }
+    // SAFETY: `s` is a str (or a subclass) that the event tuple keeps alive for 'a.
+    unsafe { utf8_of(s.as_ptr()) }
 }
 
 /// `entity_routes(events, auth, partitions)`: each event's entity key
