@@ -216,6 +216,17 @@ def _bind(event: _Bound) -> None:
     _current_event.set(weakref.ref(event))  # type: ignore[arg-type]  # see _KeyBinding
 
 
+def _raw_rocks(table: Any) -> RocksStore | None:
+    """Return ``table``'s store if it is our RocksDB store of raw bytes, else None.
+
+    Such a store stores and returns a table's bytes as they are
+    (``Store.writes_raw_batches``), so the worker reads it with ``_get`` and
+    writes it with ``put_many``.
+    """
+    store = table.data
+    return store if isinstance(store, RocksStore) and store.writes_raw_batches() else None
+
+
 def _record_ms(event: RawEvent) -> int | None:
     """Return the Kafka record timestamp of ``event`` in epoch ms (None if unknown)."""
     ts = event.message.timestamp  # Faust gives seconds (float)
@@ -510,15 +521,14 @@ class _Pipeline:
     ) -> dict[str, T]:
         # What table.get(key) does, less its detour: Faust's Table reads a
         # key through `in` and then `[]` (two store reads) and a miss through
-        # __missing__ and a KeyError; the store's own get reads once. The
-        # table's sensor hook is kept.
+        # __missing__ and a KeyError; the store's own get reads once. On our
+        # RocksDB store of raw values, its _get reads without the Mapping.get
+        # detour, which raised and caught a KeyError per missing key (most
+        # new session keys). The table's sensor hook is kept.
         store, on_get = table.data, table.on_key_get
-        # Our RocksDB store's raw values are what store.get returns; its _get
-        # gives them without the Mapping.get detour, which turns each miss
-        # (most new session keys) into a KeyError raised and caught.
+        raw_store = _raw_rocks(table)
         read: Callable[[bytes], bytes | None] = (
-            store._get if isinstance(store, RocksStore) and store.writes_raw_batches()
-            else store.get)
+            raw_store._get if raw_store is not None else store.get)
 
         def get(key: str) -> bytes | None:
             _bind(keyed[key])
@@ -648,8 +658,8 @@ class _Pipeline:
         store = table.data
         sensor = table._sensor_on_set
         records: list[tuple[int, bytes, bytes]] = []
-        if (isinstance(store, RocksStore) and store.writes_raw_batches()
-                and not table.use_partitioner):
+        raw_store = _raw_rocks(table)
+        if raw_store is not None and not table.use_partitioner:
             # One write batch per partition (Store.put_many), each key in its
             # event's partition as partition_for_key gives it below.
             by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
@@ -667,7 +677,7 @@ class _Pipeline:
                     pairs.append((key, value))
                 records.append((partition, key, value))
             for partition, pairs in by_partition.items():
-                store.put_many(partition, pairs)
+                raw_store.put_many(partition, pairs)
             for _, key, value in records:
                 sensor(table, key, value)
             return records
