@@ -120,6 +120,8 @@ class Decision(NamedTuple):
 
 
 _decision_encoder: Callable[[Decision], bytes | None] | None = None
+_keyed_encoder: Callable[[list[Decision], Callable[[Decision], bytes]],
+                         list[tuple[str, bytes]]] | None = None
 _decision_encoder_bound = False
 
 
@@ -130,16 +132,18 @@ def use_native_decision_json(enabled: bool) -> bool:
     module is built); for tests and benchmarks that compare the two. Returns
     True when the compiled encoder is in use.
     """
-    global _decision_encoder, _decision_encoder_bound
-    encoder = None
+    global _decision_encoder, _keyed_encoder, _decision_encoder_bound
+    encoder = keyed = None
     if enabled:
         try:
             module = native_kernels.load()
         except native_kernels.NativeStale:  # the Detector reports a stale build
             module = None
         cls = getattr(module, "DecisionEncoder", None) if module is not None else None
-        encoder = cls().encode if cls is not None else None
-    _decision_encoder, _decision_encoder_bound = encoder, True
+        if cls is not None:
+            compiled = cls()
+            encoder, keyed = compiled.encode, getattr(compiled, "encode_keyed", None)
+    _decision_encoder, _keyed_encoder, _decision_encoder_bound = encoder, keyed, True
     return encoder is not None
 
 
@@ -157,6 +161,25 @@ def decision_json(decision: Decision) -> bytes:
         if out is not None:
             return out
     return orjson.dumps(decision.to_dict())
+
+
+def _dumped(decision: Decision) -> bytes:
+    return orjson.dumps(decision.to_dict())
+
+
+def keyed_decision_json(decisions: Sequence[Decision]) -> list[tuple[str, bytes]]:
+    """Return ``(entity key, decision_json(d))`` for each decision: the decisions topic's records.
+
+    One compiled call per batch when the encoder is built (the same bytes
+    as :func:`decision_json`); per decision the Python way cost a property,
+    a function call and a tuple, about 1 % of a draining worker's CPU.
+    """
+    if not _decision_encoder_bound:
+        use_native_decision_json(True)
+    if _keyed_encoder is not None:
+        return _keyed_encoder(
+            decisions if type(decisions) is list else list(decisions), _dumped)
+    return [(d.event.entity_key, decision_json(d)) for d in decisions]
 
 
 # Builds a Decision from a complete tuple of its fields, skipping the generated

@@ -24,7 +24,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detector import native
-from detector.engine import Decision, Detector, decision_json, use_native_decision_json
+from detector.engine import (
+    Decision,
+    Detector,
+    decision_json,
+    keyed_decision_json,
+    use_native_decision_json,
+)
 from detector.events import ParseError, parse_event
 from detector.generate import GeneratorConfig, write_dataset
 from detector.model import load_model
@@ -179,3 +185,25 @@ def test_python_only_switch_writes_the_same_bytes_here(replayed: list[Decision])
     compiled = [decision_json(d) for d in replayed[:500]]
     with python_only():
         assert [decision_json(d) for d in replayed[:500]] == compiled
+
+
+def test_keyed_records_are_the_entity_keys_and_decision_json(replayed: list[Decision]) -> None:
+    class Mine(Decision):
+        def to_dict(self) -> dict[str, Any]:
+            return {"mine": True}
+
+    batch = [*replayed[:400], Mine(*replayed[0]),
+             replayed[1]._replace(risk=1),  # an int: a doubt, to_dict decides
+             replayed[2]._replace(event=replayed[2].event._replace(entity="zoë 用户"))]
+    want = [(d.event.entity_key, decision_json(d)) for d in batch]
+    assert want[-3][1] == b'{"mine":true}' and want[-1][0].endswith("zoë 用户")
+    got = keyed_decision_json(batch)
+    assert got == want and all(type(k) is str for k, _ in got)
+    assert keyed_decision_json(tuple(batch)) == want
+    with python_only():
+        assert keyed_decision_json(batch) == want
+    # A key the encoder cannot build (a lone surrogate) is the event's own.
+    odd = replayed[3]._replace(event=replayed[3].event._replace(entity="\ud800"))
+    [(key, _)] = encoder().encode_keyed([odd], lambda d: b"fallback")
+    assert key == odd.event.entity_key
+    assert encoder().encode_keyed([], decision_json) == []

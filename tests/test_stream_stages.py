@@ -555,3 +555,129 @@ def test_state_keys_per_batch_are_the_per_event_ones_and_ip_stage_takes_them(
     assert given_ips == plain_ips
     assert {k: v.offsets for k, v in given_applied.items()} == {
         k: v.offsets for k, v in plain_applied.items()}
+
+
+def _python_fresh(items: Sequence[Routed], keys: Sequence[str | None],
+                  applied: dict[str, stages.Applied], paths: Sequence[int] | None
+                  ) -> tuple[list[Routed], list[Routed], set[str]]:
+    """``stages._fresh`` with its compiled loop switched off."""
+    kernel = stages._fresh_kernel
+    try:
+        stages._fresh_kernel = None  # type: ignore[misc]
+        return stages._fresh(items, keys, applied, paths)
+    finally:
+        stages._fresh_kernel = kernel  # type: ignore[misc]
+
+
+_coords = st.lists(
+    st.tuples(st.sampled_from([None, "a", "b", "c"]), st.sampled_from(["in", "x"]),
+              st.integers(0, 2), st.integers(0, 3) | st.just(stages.APPLIED_WINDOW * 3),
+              st.integers(0, 2)),
+    max_size=50)
+
+
+@pytest.mark.skipif(native.load() is None, reason="compiled kernels not built")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_coords, min_size=1, max_size=4), st.booleans())
+def test_fresh_kernel_splits_and_applies_as_the_python_loop(
+    batches: list[list[tuple[str | None, str, int, int, int]]], with_paths: bool
+) -> None:
+    assert stages._fresh_kernel is not None
+    e = parse_event(b'{"kind": "auth", "ts": 1, "user": "ana"}')
+    compiled: dict[str, stages.Applied] = {}
+    python: dict[str, stages.Applied] = {}
+    offset = 0
+    for batch in batches:
+        items, keys, paths = [], [], []
+        for key, topic, partition, step, path in batch:
+            # Mostly rising offsets, with redeliveries (a step of 0 repeats
+            # one) and jumps past the window (old entries dropped).
+            offset = max(0, offset + step - 1)
+            items.append(Routed(e, Source(topic, partition, offset)))
+            keys.append(key)
+            paths.append(path)
+        given_paths = paths if with_paths else None
+        got = stages._fresh(items, keys, compiled, given_paths)
+        want = _python_fresh(items, keys, python, given_paths)
+        assert got == want
+        assert all(r is w for r, w in zip(got[0] + got[1], want[0] + want[1], strict=True))
+        assert {k: v.offsets for k, v in compiled.items()} == {
+            k: v.offsets for k, v in python.items()}
+        assert all(type(v) is stages.Applied for v in compiled.values())
+
+
+@pytest.mark.skipif(native.load() is None, reason="compiled kernels not built")
+def test_fresh_kernel_declines_other_items_and_uses_a_logs_own_methods() -> None:
+    kernel = stages._fresh_kernel
+    assert kernel is not None
+    e = parse_event(b'{"kind": "auth", "ts": 1, "user": "ana"}')
+    plain = [(e, Source("in", 0, 1))]  # a tuple, not a Routed: nothing touched
+    applied: dict[str, stages.Applied] = {}
+    assert kernel(plain, ["k"], applied, None, stages.Applied, Routed, Source) is None
+    assert applied == {}
+
+    class Logged(stages.Applied):
+        __slots__ = ("calls",)
+
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.calls: list[str] = []
+
+        def seen(self, origin: Source, path: int = 0) -> bool:
+            self.calls.append("seen")
+            return super().seen(origin, path)
+
+        def add(self, origin: Source, path: int = 0) -> None:
+            self.calls.append("add")
+            super().add(origin, path)
+
+    log = Logged()
+    log.offsets = {("in", 0, 0): 5}
+    class Origin(Source):
+        pass
+
+    # An origin that is not exactly a Source: the log's own methods decide.
+    odd = Routed(e, Origin("in", 0, 9))
+    fresh, dups, touched = stages._fresh([odd, odd], ["k", "k"], {"k": log})
+    assert (fresh, dups, touched) == ([odd], [odd], {"k"})
+    assert log.calls == ["seen", "add", "seen"]
+    assert log.offsets == {("in", 0, 0): 9}
+    with pytest.raises(IndexError):
+        stages._fresh([Routed(e, Source("in", 0, 1))], [], {})
+
+
+@pytest.mark.skipif(native.load() is None, reason="compiled kernels not built")
+@pytest.mark.parametrize("route", [False, True])
+def test_ip_and_session_stages_build_their_outputs_as_python(
+    detector: Detector, raws: list[bytes], route: bool
+) -> None:
+    assert stages._rerouted_kernel is not None
+    events = [parse_event(r) for r in raws[:700]]
+    items = [Routed(e, Source("in", 0, i)) for i, e in enumerate(events)]
+
+    def both(run: Callable[[], stages.StageResult]) -> tuple[stages.StageResult, ...]:
+        kernel = stages._rerouted_kernel
+        got = run()
+        try:
+            stages._rerouted_kernel = None  # type: ignore[misc]
+            want = run()
+        finally:
+            stages._rerouted_kernel = kernel  # type: ignore[misc]
+        return got, want
+
+    ip_got, ip_want = both(lambda: stages.ip_stage(detector, items, {}, {}, route=route))
+    assert ip_got == ip_want and len(ip_got.out) == len(items)
+    assert all(type(r) is Routed for _, r in ip_got.out)
+    assert any(r.ip is not None for _, r in ip_got.out)
+    assert [k for k, _ in ip_got.out] == (
+        [stages.session_key(e) for e in events] if route else [""] * len(events))
+    routed = [r for _, r in ip_got.out]
+    s_got, s_want = both(lambda: stages.session_stage(detector, routed, {}, route=route))
+    assert s_got == s_want and all(type(r) is Routed for _, r in s_got.out)
+    assert any(r.session_changes is not None for _, r in s_got.out), "some sessions"
+    assert [r.ip for _, r in s_got.out] == [r.ip for r in routed]
+    # A length mismatch is the caller's: the kernel declines, zip(strict) raises.
+    assert stages._with_field(items, [None], stages._ROUTED_IP, "") is None
+    assert stages._rerouted_kernel(Routed, items[:2], [1, 2], 2, "") == [
+        ("", items[0]._replace(ip=1)), ("", items[1]._replace(ip=2))]
+    assert stages._rerouted_kernel(Routed, [tuple(items[0])], [1], 2, "") is None

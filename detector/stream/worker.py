@@ -89,7 +89,7 @@ from faust.types import TP, EventT
 
 from detector.baseline import Baseline
 from detector.context import IpContext, SessionContext
-from detector.engine import Decision, Detector, decision_json
+from detector.engine import Decision, Detector, keyed_decision_json
 from detector.events import Event
 from detector.gctune import apply_threshold, format_threshold, parse_threshold
 from detector.model import load_model
@@ -1177,7 +1177,7 @@ class _Pipeline:
         if s.decisions_topic:
             await out.send(
                 s.decisions_topic,
-                [(d.event.entity_key, decision_json(d)) for d in decisions],
+                keyed_decision_json(decisions),
             )
 
     def _count_decisions(self, decisions: Sequence[Decision]) -> None:

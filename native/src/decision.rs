@@ -16,7 +16,9 @@
 //! None and the caller uses `orjson.dumps(decision.to_dict())`.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+
+use crate::bl::utf8_of;
 
 use crate::codec::{members, write_float, write_int, write_str};
 use crate::parse::{Doubt, R};
@@ -230,6 +232,60 @@ impl DecisionEncoder {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_impl(py, decision).ok()))
             .unwrap_or(None)
             .map(|out| PyBytes::new(py, &out))
+    }
+
+    /// `[(d.event.entity_key, decision_json(d)) for d in decisions]` in one
+    /// call: the worker's decisions-topic records. A decision the encoder
+    /// doubts is encoded by `fallback(d)`; a key it cannot build is read
+    /// from the event's `entity_key`.
+    fn encode_keyed<'py>(
+        &self,
+        py: Python<'py>,
+        decisions: &Bound<'py, PyList>,
+        fallback: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let entity_key = pyo3::intern!(py, "entity_key");
+        let mut out: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(decisions.len());
+        for d in decisions.iter() {
+            let key = match self.entity_key(py, &d) {
+                Some(key) => key.into_any(),
+                None => d.getattr(pyo3::intern!(py, "event"))?.getattr(entity_key)?,
+            };
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_impl(py, &d).ok()))
+                .unwrap_or(None);
+            let value = match encoded {
+                Some(bytes) => PyBytes::new(py, &bytes).into_any(),
+                None => fallback.call1((&d,))?,
+            };
+            out.push(PyTuple::new(py, [key, value])?);
+        }
+        PyList::new(py, out)
+    }
+}
+
+impl DecisionEncoder {
+    /// `decision.event.entity_key` (`entity_kind + ":" + entity`) when the
+    /// decision and its event are the classes bound here and both are
+    /// strings with a UTF-8 form; else None.
+    fn entity_key<'py>(&self, py: Python<'py>, d: &Bound<'py, PyAny>) -> Option<Bound<'py, PyString>> {
+        if !d.get_type().is(self.decision.bind(py)) {
+            return None;
+        }
+        let event = d.cast::<PyTuple>().ok()?.get_item(0).ok()?;
+        if !event.get_type().is(self.event.bind(py)) {
+            return None;
+        }
+        let e = event.cast::<PyTuple>().ok()?;
+        let (entity, kind) = (e.get_item(self.event_index[1]).ok()?, e.get_item(self.event_index[2]).ok()?);
+        let (entity, kind) = (entity.cast::<PyString>().ok()?, kind.cast::<PyString>().ok()?);
+        // SAFETY: both are str objects (or subclasses, as a StrEnum member
+        // is) that the event tuple keeps alive for this call.
+        let (entity, kind) = unsafe { (utf8_of(entity.as_ptr())?, utf8_of(kind.as_ptr())?) };
+        let mut key = String::with_capacity(kind.len() + 1 + entity.len());
+        key.push_str(kind);
+        key.push(':');
+        key.push_str(entity);
+        Some(PyString::new(py, &key))
     }
 }
 

@@ -13,6 +13,7 @@
 
 use pyo3::prelude::*;
 
+mod applied;
 pub mod bl;
 mod blcore;
 mod blengine;
@@ -52,6 +53,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kafka::register(m)?;
     codec::register(m)?;
     decision::register(m)?;
+    applied::register(m)?;
     // What a panic in a kernel (a bug) raises in Python: a BaseException,
     // which `except Exception` does not catch. The stream stages catch it
     // by name (`detector.native.engine_faults`) to dead-letter the event
