@@ -483,3 +483,17 @@ def test_builder_keeps_python_for_settings_it_does_not_reproduce(settings_: dict
 
     assert native.update_kernel(_native, SimpleNamespace(cfg=DetectorConfig(**settings_))) is None
     assert native.update_kernel(_native, SimpleNamespace(cfg=DetectorConfig())) is not None
+
+
+def test_a_traffic_count_of_minus_one_raises_as_python_divides_by_zero() -> None:
+    # Found by test_hypothesis_edge_cases: 1 / (n + 1) with n == -1 raised
+    # ZeroDivisionError in Python while the kernel returned an infinite weight.
+    cfg = DetectorConfig()
+    counting = Counting(cfg)
+    b = EMPTY._replace(n_seen=1, n_learned=1.0, traffic={"int_out": (-1.0, 0.0, 0.0)})
+    e = parse_event(orjson.dumps({"kind": "network", "id": "e", "ts": 0, "user": "ana",
+                                  "bytes_out": 0}))._replace(dst_internal=True)
+    check(counting.kernel, b, e, cfg, 1.0)
+    with pytest.raises(ZeroDivisionError):
+        counting.kernel(b, e, cfg, 1.0)
+    assert counting.fallbacks == 2, "the kernel hands it to Python"

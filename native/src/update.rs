@@ -197,7 +197,8 @@ fn victim<'py>(entries: &Bound<'py, PyDict>) -> Option<Bound<'py, PyAny>> {
     best.map(|(_, _, k)| k)
 }
 
-/// `_ew(stat, x, alpha)` as a new tuple; `None` when `stat` is unusual.
+/// `_ew(stat, x, alpha)` as a new tuple; `None` when `stat` is unusual (or
+/// n == -1, where Python divides by zero).
 fn ew<'py>(
     py: Python<'py>,
     stat: Option<Bound<'py, PyAny>>,
@@ -218,7 +219,14 @@ fn ew<'py>(
     let n = exact_f64(&t.get_item(0).ok()?)?;
     let mean = exact_f64(&t.get_item(1).ok()?)?;
     let var = exact_f64(&t.get_item(2).ok()?)?;
-    let a = if alpha * (n + 1.0) > 1.0 { alpha } else { 1.0 / (n + 1.0) };
+    let a = if alpha * (n + 1.0) > 1.0 {
+        alpha
+    } else {
+        if n + 1.0 == 0.0 {
+            return None; // ZeroDivisionError in Python: its update raises it
+        }
+        1.0 / (n + 1.0)
+    };
     let diff = x - mean;
     let incr = a * diff;
     let n2 = if n < 1e6 { n + 1.0 } else { n };
