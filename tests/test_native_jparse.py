@@ -486,3 +486,52 @@ def test_parse_batch_reads_the_batch_in_one_call() -> None:
         got, rejected = events_mod.parse_batch(docs)
     assert seen == [b"nope", "{}"] and rejected == [1, 3]
     assert [type(g).__name__ for g in got] == ["Event", "ParseError", "Event", "ParseError"]
+
+
+# ------------------------------------------------------------------ string cache
+
+
+def _fnv_slot(text: str) -> int:
+    """The slot of ``text`` in the reader's string cache (FNV-1a 64, 4,096 slots)."""
+    h = 0xCBF29CE484222325
+    for c in text.encode():
+        h = ((h ^ c) * 0x100000001B3) % 2**64
+    return h % 4096
+
+
+def _auth(user: str, event_id: str, agent: str = "curl/8") -> bytes:
+    return orjson.dumps({"kind": "auth", "id": event_id, "ts": 1, "user": user,
+                         "ua": agent, "country": "FR", "service": "vpn"})
+
+
+def test_repeated_short_strings_are_shared_and_collisions_evict() -> None:
+    first, second = raw_kernel(_auth("ana", "e-1")), raw_kernel(_auth("ana", "e-2"))
+    assert first is not None and second is not None
+    # Repeats across documents: the same str object (from the cache).
+    assert first.user_agent == "curl/8" and first.src_country == "FR"
+    assert first.user is second.user and first.user_agent is second.user_agent
+    assert first.src_country is second.src_country and first.service is second.service
+    # Event ids are unique: never cached, so never shared.
+    again = raw_kernel(_auth("ana", "e-1"))
+    assert again is not None and again.event_id == "e-1" and again.event_id is not first.event_id
+    # Long and non-ASCII strings are made afresh.
+    long_agent = "x" * 65
+    a, b = raw_kernel(_auth("zoë", "e-3", long_agent)), raw_kernel(_auth("zoë", "e-4", long_agent))
+    assert a is not None and b is not None
+    assert a.user == b.user == "zoë" and a.user is not b.user
+    assert a.user_agent == long_agent and a.user_agent is not b.user_agent
+    # Two names in one slot: each document still gets its own text.
+    names = {}
+    for i in range(100_000):
+        name = f"u{i}"
+        other = names.setdefault(_fnv_slot(name), name)
+        if other != name:
+            break
+    x, y = other, name
+    assert _fnv_slot(x) == _fnv_slot(y) and x != y
+    seen = [raw_kernel(_auth(n, f"c-{i}")) for i, n in enumerate([x, y, x, y, x, x])]
+    assert [e.user for e in seen if e is not None] == [x, y, x, y, x, x]
+    assert seen[4] is not None and seen[5] is not None and seen[4].user is seen[5].user
+    for e in seen:
+        assert e is not None
+        check(_auth(e.user or "", e.event_id))

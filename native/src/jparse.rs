@@ -18,6 +18,8 @@
 //! than [`MAX_DEPTH`], a missing event id (its derived id hashes orjson's own
 //! dump), ECS documents, and every case where the Python fast path gives up.
 
+use std::cell::RefCell;
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyString};
@@ -519,6 +521,65 @@ struct Fields<'a, 'py> {
     py: Python<'py>,
     doc: Doc<'a>,
     k: &'a ParseKernels,
+    /// The strings of earlier documents, when the caller holds the cache.
+    strs: RefCell<Option<&'a mut StrCache>>,
+}
+
+/// Short ASCII strings the parser made, for the next documents to share.
+///
+/// Most string fields repeat from event to event (user names, services,
+/// user agents, countries, source addresses, session ids): each repeat then
+/// costs a hash and a compare instead of a new str, its free, and hashing it
+/// again where it is a dict key (CPython caches a str's hash in the object).
+/// Direct-mapped and fixed in size: a collision evicts, so input cannot grow
+/// it, and a string is the same value whichever object holds it.
+pub(crate) struct StrCache {
+    slots: Vec<Option<(u64, Py<PyString>)>>,
+}
+
+/// Slots of the cache (a power of two), and the longest string it keeps.
+const STR_CACHE_SLOTS: usize = 4096;
+const STR_CACHE_MAX_LEN: usize = 64;
+
+impl Default for StrCache {
+    fn default() -> Self {
+        StrCache { slots: (0..STR_CACHE_SLOTS).map(|_| None).collect() }
+    }
+}
+
+impl StrCache {
+    /// The str of `text`: the cached one when it holds the same text, else a
+    /// new one (kept when `text` is short ASCII).
+    fn get<'py>(&mut self, py: Python<'py>, text: &str) -> R<Bound<'py, PyString>> {
+        let b = text.as_bytes();
+        if b.len() < 2 || b.len() > STR_CACHE_MAX_LEN || !text.is_ascii() {
+            return new_str(py, text);
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &c in b {
+            h = (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let slot = &mut self.slots[(h as usize) & (STR_CACHE_SLOTS - 1)];
+        if let Some((held_hash, held)) = slot {
+            if *held_hash == h {
+                let held = held.bind(py);
+                // SAFETY: every cached str was made by `new_str` from ASCII
+                // text of 2 or more bytes: a compact ASCII str, whose data are
+                // its length in bytes; it is immutable and alive (held here).
+                let same = unsafe {
+                    let p = held.as_ptr();
+                    ffi::PyUnicode_GET_LENGTH(p) as usize == b.len()
+                        && std::slice::from_raw_parts(ffi::PyUnicode_1BYTE_DATA(p), b.len()) == b
+                };
+                if same {
+                    return Ok(held.clone());
+                }
+            }
+        }
+        let s = new_str(py, text)?;
+        *slot = Some((h, s.clone().unbind()));
+        Ok(s)
+    }
 }
 
 impl<'a, 'py> Fields<'a, 'py> {
@@ -554,7 +615,16 @@ impl<'a, 'py> Fields<'a, 'py> {
     /// The Python str of a checked string.
     #[inline]
     fn make(&self, sp: Option<Span>) -> R<Option<Bound<'py, PyString>>> {
-        sp.map(|sp| new_str(self.py, &self.doc.decoded(sp)?)).transpose()
+        sp.map(|sp| self.shared_str(&self.doc.decoded(sp)?)).transpose()
+    }
+
+    /// A str of `text`, from the string cache when the caller holds one.
+    #[inline]
+    fn shared_str(&self, text: &str) -> R<Bound<'py, PyString>> {
+        match self.strs.borrow_mut().as_deref_mut() {
+            Some(cache) => cache.get(self.py, text),
+            None => new_str(self.py, text),
+        }
     }
 
     /// A string field (`None` when absent) as a Python str; a doubt when not a
@@ -632,7 +702,7 @@ impl<'a, 'py> Fields<'a, 'py> {
         let Val::Str(sp) = self.doc.val(n) else { return Err(Doubt) };
         let b = self.doc.raw(sp)?.as_bytes(); // an escape is a doubt: not two letters raw
         if b.len() == 2 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() {
-            Ok(Some(new_str(self.py, self.doc.raw(sp)?)?.into_any()))
+            Ok(Some(self.shared_str(self.doc.raw(sp)?)?.into_any()))
         } else {
             Err(Doubt)
         }
@@ -655,7 +725,10 @@ impl<'a, 'py> Fields<'a, 'py> {
         if let Val::Int(x) = self.doc.val(n) {
             return Ok(new_str(self.py, &x.to_string())?.into_any());
         }
-        Ok(self.ident(Some(n))?.ok_or(Doubt)?.into_any())
+        // Unique per event: made outside the string cache, where it would
+        // only evict strings that repeat.
+        let sp = self.checked(Some(n), true)?.ok_or(Doubt)?;
+        Ok(new_str(self.py, &self.doc.decoded(sp)?)?.into_any())
     }
 
     /// `s.lower()` of a string field: ASCII in Rust, anything else by Python's own.
@@ -670,7 +743,7 @@ impl<'a, 'py> Fields<'a, 'py> {
         let Val::Str(sp) = self.doc.val(n) else { return Err(Doubt) };
         // like the fast paths: no length check here (an address that long is no address)
         let text = self.doc.decoded(sp)?;
-        self.k.ip(Some(new_str(self.py, &text)?.into_any()))
+        self.k.ip(Some(self.shared_str(&text)?.into_any()))
     }
 
     /// OCSF `user.type` as sent, else the caption of `user.type_id` (checked as a code).
@@ -1119,13 +1192,18 @@ impl<'a, 'py> Fields<'a, 'py> {
     }
 }
 
-/// `ParseKernels.raw(data)`: the Event `parse_event(data)` returns, or a doubt.
-pub(crate) fn raw_event<'py>(k: &ParseKernels, data: &Bound<'py, PyBytes>) -> R<Bound<'py, PyAny>> {
+/// `ParseKernels.raw(data)`: the Event `parse_event(data)` returns, or a
+/// doubt. `strs`: the string cache, when the caller holds it.
+pub(crate) fn raw_event<'py>(
+    k: &ParseKernels,
+    data: &Bound<'py, PyBytes>,
+    strs: Option<&mut StrCache>,
+) -> R<Bound<'py, PyAny>> {
     let py = data.py();
     let bytes = data.as_bytes();
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(Doubt); // too_large: parse_event's
     }
     let doc = Doc::read(bytes)?;
-    Fields { py, doc, k }.event()
+    Fields { py, doc, k, strs: RefCell::new(strs) }.event()
 }

@@ -10,11 +10,14 @@
 //! accepts the document after all or names the reject reason. So returning
 //! `None` is always safe, only slower.
 
+use std::sync::Mutex;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
+use crate::jparse::StrCache;
 use crate::layout::*;
 
 /// Longest accepted string, in characters (`events.MAX_STR_LEN`).
@@ -139,6 +142,10 @@ pub struct ParseKernels {
     pub(crate) ip_info: Py<PyAny>,
     pub(crate) derived_id: Py<PyAny>,
     pub(crate) lower_name: Py<PyString>,
+    /// The reader's string cache (`jparse::StrCache`). Taken with `try_lock`:
+    /// a call made while another holds it (another thread, between the GIL
+    /// switches of a Python helper) reads without it.
+    pub(crate) str_cache: Mutex<StrCache>,
 }
 
 /// A nested object: `None` when absent or null, a doubt when not a dict.
@@ -827,6 +834,20 @@ impl ParseKernels {
     }
 }
 
+impl ParseKernels {
+    /// `raw(data)` with the string cache `strs`, when the caller holds it.
+    fn raw_with<'py>(&self, data: &Bound<'py, PyBytes>, strs: Option<&mut StrCache>) -> Option<Bound<'py, PyAny>> {
+        // The reader sees untrusted bytes first: should it ever panic (a bug),
+        // that is a doubt like any other, not a PanicException (a
+        // BaseException) escaping parse_event into a worker. (A panic there
+        // cannot leave the cache half-written: each slot is one assignment.)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::jparse::raw_event(self, data, strs).ok()
+        }))
+        .unwrap_or(None)
+    }
+}
+
 #[pymethods]
 impl ParseKernels {
     /// Binds the kernels to `detector.events` (its Event class, enums, memo and helpers).
@@ -891,6 +912,7 @@ impl ParseKernels {
             ip_info: attr("_ip_info")?,
             derived_id: attr("_derived_id")?,
             lower_name: PyString::intern(py, "lower").unbind(),
+            str_cache: Mutex::new(StrCache::default()),
         })
     }
 
@@ -923,13 +945,8 @@ impl ParseKernels {
     /// them (native/src/jparse.rs): the very Event the Python path returns, or
     /// None at any doubt (then `parse_event` takes its usual path).
     fn raw<'py>(&self, data: &Bound<'py, PyBytes>) -> Option<Bound<'py, PyAny>> {
-        // The reader sees untrusted bytes first: should it ever panic (a bug),
-        // that is a doubt like any other, not a PanicException (a
-        // BaseException) escaping parse_event into a worker.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::jparse::raw_event(self, data).ok()
-        }))
-        .unwrap_or(None)
+        let mut strs = self.str_cache.try_lock().ok();
+        self.raw_with(data, strs.as_deref_mut())
     }
 
     /// `raw` over a list of documents: `(results, doubts)`, where `results[i]`
@@ -947,13 +964,14 @@ impl ParseKernels {
         let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(n);
         let doubts = PyList::empty(py);
         let none = py.None().into_bound(py);
+        let mut strs = self.str_cache.try_lock().ok();
         for i in 0..n {
             // Indexed and bounds-checked: should the caller's list change
             // meanwhile (a finalizer run by the collector during an
             // allocation), a read past its end raises.
             let doc = docs.get_item(i)?;
             let event = match doc.cast_exact::<PyBytes>() {
-                Ok(b) if b.as_bytes().len() <= max_bytes => self.raw(b),
+                Ok(b) if b.as_bytes().len() <= max_bytes => self.raw_with(b, strs.as_deref_mut()),
                 _ => None,
             };
             match event {
