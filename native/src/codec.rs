@@ -15,6 +15,8 @@
 //! (the single-event version 1, escapes it does not know, integers beyond
 //! int64, invalid UTF-8, an unknown enum value, a wrong field count) is a doubt.
 
+use std::io::Write;
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
@@ -263,8 +265,16 @@ fn member<'py>(py: Python<'py>, table: &[(String, Py<PyAny>)], v: Scalar<'_>) ->
 
 /// Appends `s` as a JSON string (quotes, backslashes and control characters escaped).
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let b = s.as_bytes();
+    // Almost every string has nothing to escape: one scan (vectorised), one copy.
+    if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         let esc: &[u8] = match c {
@@ -298,17 +308,18 @@ pub(crate) fn write_float(out: &mut Vec<u8>, x: f64) -> R<()> {
     if !x.is_finite() {
         return Err(Doubt);
     }
-    out.extend_from_slice(format!("{x:?}").as_bytes());
+    // Written in place (no String per float): the same text as format!("{x:?}").
+    let _ = write!(out, "{x:?}");
     Ok(())
 }
 
 /// Appends a Python int as a JSON integer (within int64 or uint64, as orjson; else a doubt).
 pub(crate) fn write_int(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> R<()> {
     if let Ok(x) = v.extract::<i64>() {
-        out.extend_from_slice(x.to_string().as_bytes());
+        let _ = write!(out, "{x}");
     } else {
         let x: u64 = v.extract().map_err(|_| Doubt)?;
-        out.extend_from_slice(x.to_string().as_bytes());
+        let _ = write!(out, "{x}");
     }
     Ok(())
 }
