@@ -774,9 +774,14 @@ def main() -> None:
     p.add_argument("--worker-arg", action="append", default=[],
                    help="one more worker flag or value, e.g. --worker-arg=--fetch-max-wait-ms "
                         "--worker-arg=20 (repeatable)")
+    p.add_argument("--checkout", type=Path, default=None,
+                   help="run the worker from another checkout of the project (its compiled "
+                        "module built there), e.g. to trace two versions in turns")
     args = p.parse_args()
     cfg = WorkerConfig(args.bootstrap, args.partitions, args.store, args.batch_max,
                        args.batch_within_s, extra=tuple(args.worker_arg))
+    if args.checkout is not None:
+        cfg = replace(cfg, launcher=checkout_launcher(args.checkout))
     values = generated_lines(args.users, args.days, seed=11)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.trace:
