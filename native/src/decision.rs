@@ -18,7 +18,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
-use crate::bl::utf8_of;
+use crate::engine::key_into;
 
 use crate::codec::{members, write_float, write_int, write_str};
 use crate::parse::{Doubt, R};
@@ -39,6 +39,8 @@ pub struct DecisionEncoder {
     decision: Py<PyType>,
     event: Py<PyType>,
     reason: Py<PyType>,
+    /// `detector.events.EntityKind`, for the entity key (`engine::key_into`).
+    entity_kind: Py<PyType>,
     /// Index in `Event` of each of `EVENT_FIELDS`.
     event_index: [usize; 7],
     actions: Members,
@@ -217,6 +219,7 @@ impl DecisionEncoder {
             decision: decision.unbind(),
             event: event.unbind(),
             reason: reason.unbind(),
+            entity_kind: events.getattr("EntityKind")?.cast_into::<PyType>()?.unbind(),
             event_index,
             actions: members(&policy.getattr("Action")?)?,
             entity_kinds: members(&events.getattr("EntityKind")?)?,
@@ -264,9 +267,9 @@ impl DecisionEncoder {
 }
 
 impl DecisionEncoder {
-    /// `decision.event.entity_key` (`entity_kind + ":" + entity`) when the
-    /// decision and its event are the classes bound here and both are
-    /// strings with a UTF-8 form; else None.
+    /// `decision.event.entity_key` (`entity_kind + ":" + entity`, as the
+    /// engine builds it) when the decision and its event are the classes
+    /// bound here and both fields are plain text; else None.
     fn entity_key<'py>(&self, py: Python<'py>, d: &Bound<'py, PyAny>) -> Option<Bound<'py, PyString>> {
         if !d.get_type().is(self.decision.bind(py)) {
             return None;
@@ -275,17 +278,9 @@ impl DecisionEncoder {
         if !event.get_type().is(self.event.bind(py)) {
             return None;
         }
-        let e = event.cast::<PyTuple>().ok()?;
-        let (entity, kind) = (e.get_item(self.event_index[1]).ok()?, e.get_item(self.event_index[2]).ok()?);
-        let (entity, kind) = (entity.cast::<PyString>().ok()?, kind.cast::<PyString>().ok()?);
-        // SAFETY: both are str objects (or subclasses, as a StrEnum member
-        // is) that the event tuple keeps alive for this call.
-        let (entity, kind) = unsafe { (utf8_of(entity.as_ptr())?, utf8_of(kind.as_ptr())?) };
-        let mut key = String::with_capacity(kind.len() + 1 + entity.len());
-        key.push_str(kind);
-        key.push(':');
-        key.push_str(entity);
-        Some(PyString::new(py, &key))
+        let mut key = String::new();
+        key_into(event.cast::<PyTuple>().ok()?, self.entity_kind.bind(py), &mut key)
+            .then(|| PyString::new(py, &key))
     }
 }
 

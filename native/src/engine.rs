@@ -320,7 +320,7 @@ fn zip_strict_error(n: usize, n_sc: usize, n_rk: usize) -> Option<PyErr> {
 
 /// The entity key of an exact `Event` (`entity_kind + ":" + entity`) into
 /// `buf`; false when the fields are not plain text (the caller asks Python).
-fn key_into(ev: &Bound<'_, PyTuple>, entity_kind_type: &Bound<'_, PyType>, buf: &mut String) -> bool {
+pub(crate) fn key_into(ev: &Bound<'_, PyTuple>, entity_kind_type: &Bound<'_, PyType>, buf: &mut String) -> bool {
     let (Ok(kind), Ok(entity)) =
         (ev.get_borrowed_item(EV_ENTITY_KIND), ev.get_borrowed_item(EV_ENTITY))
     else {
