@@ -160,10 +160,11 @@ def decision_json(decision: Decision) -> bytes:
         out = _decision_encoder(decision)
         if out is not None:
             return out
-    return orjson.dumps(decision.to_dict())
+    return _dumped(decision)
 
 
 def _dumped(decision: Decision) -> bytes:
+    """The decision record the Python way: ``orjson.dumps(decision.to_dict())``."""
     return orjson.dumps(decision.to_dict())
 
 

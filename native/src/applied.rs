@@ -10,15 +10,17 @@
 //! Both work on the stages' own Python values (`Routed` and `Source` named
 //! tuples, `Applied` logs and their `offsets` dicts), so they are drop-ins:
 //! the Python functions stay the specification and tests compare the two.
-//! Anything unexpected (a log whose `offsets` is not a dict, an offset that
-//! is not an int) goes through the log's own Python methods.
+//! Anything unexpected (a log whose `offsets` is not a dict, an origin that
+//! is not exactly a `Source`) goes through the log's own Python methods;
+//! offsets are compared with Python's own `<=`.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple, PyType};
 
 use crate::parse::{plain_tuple_subtype, tuple_in_place};
 
-/// `Routed.origin`'s index, and `Source`'s fields' (topic, partition, offset).
+/// `Routed.origin`'s index (a `Source` is read as (topic, partition, offset);
+/// `stages` holds both field lists fixed, and a test checks them).
 const ROUTED_ORIGIN: usize = 1;
 
 /// `_fresh(items, keys, applied, paths)` for a non-null `applied`: returns
