@@ -64,8 +64,11 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
     assert produced.returncode == 0, produced.stderr
 
     app_id = unique("app")
-    # Small batches: the stop lands in the middle of the stream, not after it.
-    small = ["--batch-max", "100"]
+    # Small batches, and a stop after an eighth: it lands in the middle of the
+    # stream, not after it. With batches of 100 and a stop after a quarter,
+    # the worker (faster since session 17) had decided 2,800-4,200 of the
+    # ~6,100 events when the stop took effect, and on a CI run all of them.
+    small = ["--batch-max", "20"]
     stored = ["--topology", topology]
     if store == "rocksdb":
         stored += ["--store", "rocksdb://", "--rocksdb-memory-mb", "16",
@@ -74,7 +77,7 @@ def test_restart_mid_stream_recovers_state_and_equals_uninterrupted_run(
                           name="first", extra=small + stored)
     with running(first):
         first.wait_ready()
-        first.wait_decided(n // 4)
+        first.wait_decided(n // 8)
         paths = [first.metrics()]
         assert first.stop() == 0, first.log_tail()
     done_first = len(read_topic(kafka_bootstrap, dec, want=n, timeout_s=10))
