@@ -18,9 +18,8 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
-use crate::engine::key_into;
-
 use crate::codec::{members, write_float, write_int, write_str};
+use crate::engine::key_into;
 use crate::parse::{Doubt, R};
 use crate::update::py_round;
 
@@ -232,9 +231,7 @@ impl DecisionEncoder {
     /// `orjson.dumps(decision.to_dict())` with the same values (floats of the
     /// same bits, possibly in another text), or None at any doubt.
     fn encode<'py>(&self, py: Python<'py>, decision: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_impl(py, decision).ok()))
-            .unwrap_or(None)
-            .map(|out| PyBytes::new(py, &out))
+        self.encoded(py, decision).map(|out| PyBytes::new(py, &out))
     }
 
     /// `[(d.event.entity_key, decision_json(d)) for d in decisions]` in one
@@ -254,9 +251,7 @@ impl DecisionEncoder {
                 Some(key) => key.into_any(),
                 None => d.getattr(pyo3::intern!(py, "event"))?.getattr(entity_key)?,
             };
-            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_impl(py, &d).ok()))
-                .unwrap_or(None);
-            let value = match encoded {
+            let value = match self.encoded(py, &d) {
                 Some(bytes) => PyBytes::new(py, &bytes).into_any(),
                 None => fallback.call1((&d,))?,
             };
@@ -267,6 +262,13 @@ impl DecisionEncoder {
 }
 
 impl DecisionEncoder {
+    /// The record's bytes, or None at any doubt; a panic (a bug) is a doubt
+    /// too, not a PanicException escaping into the worker.
+    fn encoded(&self, py: Python<'_>, d: &Bound<'_, PyAny>) -> Option<Vec<u8>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_impl(py, d).ok()))
+            .unwrap_or(None)
+    }
+
     /// `decision.event.entity_key` (`entity_kind + ":" + entity`, as the
     /// engine builds it) when the decision and its event are the classes
     /// bound here and both fields are plain text; else None.
