@@ -13,7 +13,8 @@ Figures, in one run:
 2. **bare consumer** -- an aiokafka consumer that reads the same topic and
    ``orjson.loads`` every value, in the same run; the worker / bare ratio;
 3. **latency** -- a fresh worker (new app id) is fed at 25 %, 50 % and 75 %
-   of the worker throughput measured in (1), one phase after the other; for
+   of the worker throughput measured in (1), one phase after the other (one
+   producer for the warm-up and the phases, 1 s apart); for
    every event, the output record's broker timestamp (CreateTime, set by the
    worker's producer when it sends) minus the input record's (set by our
    producer, ``bench/LoadGen.java`` on the Kafka Java client, when it sends;
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -139,41 +141,83 @@ def _loadgen() -> list[str]:
 
     The JVM runs with its first-tier compiler only: the C2 compiler's work on
     the Kafka client took several CPU seconds in the first seconds of each
-    phase, beside the worker under measurement.
+    phase, beside the worker under measurement. With one JVM for a warm-up
+    and the phases (session 18) it still does: traces at 11,500 events/s
+    gave the producer 0.48 of a core with C2 against 0.22 without, and the
+    worker's p99 93-98 ms against 80-81.
     """
     java, javac = shutil.which("java"), shutil.which("javac")
     if java is None or javac is None:
         raise SystemExit("the latency benchmark's producer needs a JDK 17 (java, javac on PATH)")
     libs = _java_libs()
     source = REPO / "bench" / "LoadGen.java"
-    classes = Path(libs).parent / "loadgen"
+    # One directory per version of the source: checkouts of two versions
+    # (a CI clone, a worktree) share the cache, and a modification time
+    # would let one run the other's class.
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    classes = Path(libs).parent / "loadgen" / digest
     compiled = classes / "LoadGen.class"
-    if not compiled.exists() or compiled.stat().st_mtime < source.stat().st_mtime:
+    if not compiled.exists():
+        classes.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=classes.parent, prefix=".build-"))
         built = subprocess.run(  # noqa: S603
-            [javac, "-cp", f"{libs}/*", "-d", str(classes), str(source)],
+            [javac, "-cp", f"{libs}/*", "-d", str(building), str(source)],
             capture_output=True, text=True, timeout=600, check=False,
         )
         if built.returncode != 0:
+            shutil.rmtree(building, ignore_errors=True)
             raise SystemExit(f"javac LoadGen.java failed: {built.stderr[-2000:]}")
-    return [java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx512m",
+        try:  # whole or not at all: another run may be compiling the same source
+            building.rename(classes)
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)
+            if not compiled.exists():
+                raise
+    return [java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx1g",
             "-cp", f"{classes}:{libs}/*", "LoadGen"]
 
 
 def _produce_paced(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
-                   rate: float) -> dict[str, float]:
-    """Send ``records`` at ``rate`` with ``LoadGen.java``; return its figures (see there)."""
-    with tempfile.NamedTemporaryFile(suffix=".records") as f:
+                   rate: float, schedule: Sequence[tuple[int, float, float]] = (),
+                   on_segment: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Send ``records`` at ``rate`` with ``LoadGen.java``; return its figures (see there).
+
+    With a ``schedule`` of ``(count, rate, pause_s)`` segments (counts adding
+    up to ``len(records)``), one producer sends them one after the other, each
+    paced from its own start and followed by ``pause_s`` idle seconds; the
+    figures then hold ``segments``, one dict per segment. A warm-up and the
+    measured phases share one JVM: a fresh one's first second (class loading,
+    first compilations, new connections) otherwise ran beside the worker at
+    the start of every measured phase. ``on_segment(i)`` is called as
+    segment ``i`` starts.
+    """
+    if schedule and sum(c for c, _, _ in schedule) != len(records):
+        raise ValueError("the schedule's counts must add up to the records")
+    spec = ",".join(f"{c}:{r:g}:{p:g}" for c, r, p in schedule)
+    lines: list[str] = []
+    with tempfile.NamedTemporaryFile(suffix=".records") as f, \
+            tempfile.TemporaryFile(mode="w+") as err:
         for k, v in records:
             f.write(struct.pack(">i", len(k)) + k + struct.pack(">i", len(v)) + v)
         f.flush()
-        out = subprocess.run(  # noqa: S603
-            [*_loadgen(), bootstrap, topic, f.name, f"{rate:g}", str(PACED_LINGER_MS)],
-            capture_output=True, text=True, timeout=3600, check=False,
-        )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise SystemExit(f"LoadGen.java failed ({out.returncode}): {out.stderr[-2000:]}")
-    figures: dict[str, float] = json.loads(lines[-1])
+        with subprocess.Popen(  # noqa: S603
+            [*_loadgen(), bootstrap, topic, f.name, f"{rate:g}", str(PACED_LINGER_MS),
+             *([spec] if spec else [])],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if not line.startswith("{"):
+                    continue
+                lines.append(line)
+                started = json.loads(line).get("segment_starts")
+                if started is not None and on_segment is not None:
+                    on_segment(started)
+            rc = proc.wait(timeout=3600)
+        err.seek(0)
+        if rc != 0 or not lines:
+            raise SystemExit(f"LoadGen.java failed ({rc}): {err.read()[-2000:]}")
+    figures: dict[str, Any] = json.loads(lines[-1])
     return figures
 
 
@@ -306,8 +350,7 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         """Return the worker process's user + system CPU seconds so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        return _process_cpu_seconds(self.proc.pid)
 
     def peak_rss_bytes(self) -> int:
         """Return the worker process's peak resident memory so far (VmHWM), in bytes."""
@@ -332,6 +375,34 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """Return a process's user + system CPU seconds so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def broker_cpu_seconds() -> float:
+    """Return the CPU seconds so far of this machine's Kafka brokers (``kafka.Kafka`` JVMs).
+
+    The broker shares the two cores with the worker and the producer; its
+    share while a trace is fed tells how much of the machine was left.
+    """
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka\x00" in cmdline:
+            total += _process_cpu_seconds(int(proc.name))
+    return total
 
 
 def wait_for(check: Callable[[], bool], workers: Sequence[Worker], timeout_s: float,
@@ -544,7 +615,8 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
     throughput topic, the rest feed the latency phases (each phase offers
     ``load x throughput`` events/s for up to ``phase_s`` seconds, fewer if the
     pool runs out), after :data:`WARM_UP_S` seconds of unmeasured events at
-    the first load. Returns a dict of figures and parameters.
+    the first load, :data:`PHASE_PAUSE_S` apart, all from one producer.
+    Returns a dict of figures and parameters.
     """
     say = log or (lambda _m: None)
     run = uuid.uuid4().hex[:8]
@@ -602,21 +674,32 @@ def measure_kafka(cfg: WorkerConfig, values: Sequence[bytes], throughput_events:
         phases: list[dict[str, Any]] = []
         try:
             wait_for(w.ready, [w], 180, "latency worker ready")
+            # One producer for the warm-up and the phases (see _produce_paced),
+            # each phase offered from its own start, PHASE_PAUSE_S apart.
             warm = min(int(loads[0] * max_eps * WARM_UP_S), len(pool) // 10)
-            _warm_up(cfg.bootstrap, lt["in"], pool[:warm], loads[0] * max_eps, w)
-            offset, total = warm, warm
-            for load in loads:
+            schedule = [(warm, loads[0] * max_eps, PHASE_PAUSE_S)]
+            offset = warm
+            for i, load in enumerate(loads):
                 rate = load * max_eps
-                k = min(int(rate * phase_s), (len(pool) - offset) // (len(loads) - len(phases)))
-                chunk = pool[offset : offset + k]
+                k = min(int(rate * phase_s), (len(pool) - offset) // (len(loads) - i))
+                phases.append({"load": load, "offered_eps": rate, "events": k,
+                               "ids": {parse_event(v).event_id
+                                       for _, v in pool[offset : offset + k]}})
                 offset += k
-                achieved = produce(cfg.bootstrap, lt["in"], chunk, rate=rate)
-                total += k
-                wait_for(_reached(w, total), [w], 900, f"latency phase {load}")
-                phases.append({"load": load, "offered_eps": rate, "achieved_eps": achieved,
-                               "events": k, "ids": {parse_event(v).event_id for _, v in chunk}})
-                say(f"kafka: latency phase {load:.0%} ({rate:,.0f} events/s, {k} events) done")
-                time.sleep(1.0)  # let the last batch's outputs settle before the next phase
+                schedule.append((k, rate, PHASE_PAUSE_S if i + 1 < len(loads) else 0.0))
+            total = offset
+
+            def started(segment: int) -> None:
+                if segment:
+                    ph = phases[segment - 1]
+                    say(f"kafka: latency phase {ph['load']:.0%} ({ph['offered_eps']:,.0f} "
+                        f"events/s, {ph['events']} events) starts")
+
+            sent = _produce_paced(cfg.bootstrap, lt["in"], pool[:total], loads[0] * max_eps,
+                                  schedule=schedule, on_segment=started)
+            for ph, seg in zip(phases, sent["segments"][1:], strict=True):
+                ph["achieved_eps"] = seg["achieved_eps"]
+            wait_for(_reached(w, total), [w], 900, "latency phases decided")
         finally:
             w.stop()
     sent = timestamps(cfg.bootstrap, lt["in"], total, is_input=True)
@@ -638,6 +721,8 @@ HOPS = ("in", "by-ip", "by-session", "by-entity", "dec")
 #: latency measurement: its first events pay one-off costs (first fetches of
 #: each topic, producer metadata, state stores opening), up to seconds.
 WARM_UP_S = 2.0
+#: Idle seconds between a warm-up and a measured phase, and between phases.
+PHASE_PAUSE_S = 1.0
 
 
 def _warm_up(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], rate: float,
@@ -649,11 +734,15 @@ def _warm_up(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
 
 
 def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0,
-                  seconds: float = 15.0, log: Any = None) -> dict[str, Any]:
+                  seconds: float = 15.0, log: Any = None, fresh_producer: bool = False
+                  ) -> dict[str, Any]:
     """Trace where an event's latency goes, hop by hop, at a low offered load.
 
     A fresh worker is fed ``rate`` events/s for ``seconds`` (after
-    :data:`WARM_UP_S` seconds of unmeasured warm-up events). Every record
+    :data:`WARM_UP_S` seconds of unmeasured warm-up events, then
+    :data:`PHASE_PAUSE_S` idle, from the same producer; with
+    ``fresh_producer`` as before session 18, a producer for the warm-up and
+    another for the measured events). Every record
     timestamp is the sender's clock when it called ``send`` (CreateTime): the
     input's is our producer's, the internal topics' and the decision's are the
     worker's producer's, all on this machine. For every event, the delta
@@ -661,8 +750,9 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
     fetch, Faust's delivery, the batch window, the stage's own work up to its
     send. A fused worker (``--topology fused``, the default when alone)
     has only the one hop, input to decision. Returns p50/p99/max per hop
-    and end to end, the worker's CPU share (CPU seconds per second) while it
-    is fed, and its batch histograms (:meth:`Worker.batch_figures`).
+    and end to end, the worker's, the producer's and the broker's CPU shares
+    (CPU seconds per second) while it is fed, and its batch histograms
+    (:meth:`Worker.batch_figures`).
     """
     say = log or (lambda _m: None)
     run = uuid.uuid4().hex[:8]
@@ -677,14 +767,29 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
         w = Worker(cfg, app_id, t, Path(tmp))
         try:
             wait_for(w.ready, [w], 180, "trace worker ready")
-            _warm_up(cfg.bootstrap, t["in"], warm_up, rate, w)
-            cpu0, t0 = w.cpu_seconds(), time.monotonic()
-            sent = _produce_paced(cfg.bootstrap, t["in"], records, rate)
+            marks: list[tuple[float, float]] = []
+            if fresh_producer:
+                _warm_up(cfg.bootstrap, t["in"], warm_up, rate, w)
+                marks.append((w.cpu_seconds(), broker_cpu_seconds(), time.monotonic()))
+                sent = _produce_paced(cfg.bootstrap, t["in"], records, rate)
+            else:
+                def mark(segment: int) -> None:
+                    if segment == 1:
+                        marks.append((w.cpu_seconds(), broker_cpu_seconds(), time.monotonic()))
+
+                sent = _produce_paced(cfg.bootstrap, t["in"], [*warm_up, *records], rate,
+                                      schedule=[(len(warm_up), rate, PHASE_PAUSE_S),
+                                                (len(records), rate, 0.0)],
+                                      on_segment=mark)
+                sent = sent["segments"][1]
+            cpu0, broker0, t0 = marks[0]
             achieved = sent["achieved_eps"]
             # The producer's CPU while it fed the worker (it shares the machine).
             producer_cpu = sent["send_cpu_s"] / max(sent["send_s"], 1e-9)
             wait_for(_reached(w, warm + len(records)), [w], 300, "trace events decided")
-            cpu = (w.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            elapsed = time.monotonic() - t0
+            cpu = (w.cpu_seconds() - cpu0) / elapsed
+            broker_cpu = (broker_cpu_seconds() - broker0) / elapsed
             batches = w.batch_figures()
         finally:
             w.stop()
@@ -702,6 +807,7 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
     out: dict[str, Any] = {"rate": rate, "achieved_eps": achieved, "events": n,
                            "traced": len(ids), "worker_cpu_share": cpu,
                            "cpu_s_per_event": cpu / rate, "producer_cpu_share": producer_cpu,
+                           "broker_cpu_share": broker_cpu,
                            "batches": batches, "hops": {}}
     for a, b in zip(hops, hops[1:], strict=False):
         out["hops"][f"{a} -> {b}"] = latency_stats([ts[b][i] - ts[a][i] for i in ids])
@@ -771,6 +877,9 @@ def main() -> None:
                    help="only the per-hop latency trace at a low load (--trace-rate)")
     p.add_argument("--trace-rate", type=float, default=20.0, help="events/s of the trace")
     p.add_argument("--trace-seconds", type=float, default=15.0)
+    p.add_argument("--trace-fresh-producer", action="store_true",
+                   help="the trace's measured events from a second producer JVM, started "
+                        "after the warm-up (as before session 18), not the warm-up's")
     p.add_argument("--worker-arg", action="append", default=[],
                    help="one more worker flag or value, e.g. --worker-arg=--fetch-max-wait-ms "
                         "--worker-arg=20 (repeatable)")
@@ -785,7 +894,8 @@ def main() -> None:
     values = generated_lines(args.users, args.days, seed=11)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.trace:
-        trace = measure_trace(cfg, values, args.trace_rate, args.trace_seconds, log=say)
+        trace = measure_trace(cfg, values, args.trace_rate, args.trace_seconds, log=say,
+                              fresh_producer=args.trace_fresh_producer)
         print(json.dumps({"trace": trace}, indent=2))
         return
     res = {"kafka": measure_kafka(cfg, values, args.throughput_events,

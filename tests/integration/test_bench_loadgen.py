@@ -12,6 +12,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -54,3 +55,37 @@ def test_paced_records_arrive_whole_keyed_in_order_and_timed_at_send(
     assert stamps[-1] - stamps[0] >= (N - 1) / RATE * 1000 * 0.8, (stamps[0], stamps[-1])
     first_half = sum(1 for ts in stamps if ts - stamps[0] < (N / 2) / RATE * 1000)
     assert first_half <= N * 0.6, f"{first_half} of {N} in the first half of the schedule"
+
+
+def test_a_schedule_sends_its_segments_in_turn_from_one_producer(kafka_bootstrap: str) -> None:
+    topic = f"loadgen-{uuid.uuid4().hex[:8]}"
+    bench_kafka.create_topics(kafka_bootstrap, {topic: 2})
+    records = [(f"user:{i % 5}".encode(), f'{{"n":{i}}}'.encode()) for i in range(N)]
+    first, pause_s, slow = 200, 0.5, 1_000.0  # then 400 at 1,000/s: 0.4 s
+    started: list[int] = []
+
+    figures = bench_kafka._produce_paced(
+        kafka_bootstrap, topic, records, RATE,
+        schedule=[(first, RATE, pause_s), (N - first, slow, 0.0)], on_segment=started.append)
+
+    assert started == [0, 1], "each segment announced as it starts"
+    assert figures["events"] == N
+    segments = figures["segments"]
+    assert [s["events"] for s in segments] == [first, N - first]
+    assert segments[1]["send_s"] >= (N - first - 1) / slow * 0.9, segments
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=5_000)
+    stamp = {r.value: r.timestamp for r in consumer}
+    consumer.close()
+    assert sorted(stamp) == sorted(v for _, v in records), "every record, once"
+    ts = [stamp[v] for _, v in records]
+    # The second segment starts after the first one's pause, and paces at its own rate.
+    assert ts[first] - ts[first - 1] >= pause_s * 1000 * 0.9, (ts[first - 1], ts[first])
+    assert ts[-1] - ts[first] >= (N - first - 1) / slow * 1000 * 0.8, (ts[first], ts[-1])
+
+
+def test_a_schedule_that_does_not_count_the_records_is_refused() -> None:
+    records = [(b"k", b"{}")] * 3
+    with pytest.raises(ValueError, match="add up"):
+        bench_kafka._produce_paced("127.0.0.1:1", "t", records, RATE, schedule=[(2, RATE, 0.0)])
