@@ -642,6 +642,13 @@ def test_fresh_kernel_declines_other_items_and_uses_a_logs_own_methods() -> None
     assert (fresh, dups, touched) == ([odd], [odd], {"k"})
     assert log.calls == ["seen", "add", "seen"]
     assert log.offsets == {("in", 0, 0): 9}
+    # A log of a subclass of Applied, with plain Sources: its methods still decide.
+    log.calls.clear()
+    again, later = Routed(e, Source("in", 0, 9)), Routed(e, Source("in", 0, 12))
+    fresh, dups, touched = stages._fresh([again, later], ["k", "k"], {"k": log})
+    assert (fresh, dups, touched) == ([later], [again], {"k"})
+    assert log.calls == ["seen", "seen", "add"]
+    assert log.offsets == {("in", 0, 0): 12}
     with pytest.raises(IndexError):
         stages._fresh([Routed(e, Source("in", 0, 1))], [], {})
 

@@ -29,7 +29,9 @@ const ROUTED_ORIGIN: usize = 1;
 /// `Applied` class (called for a key without a log); `paths` is None (every
 /// path 0) or one path per item. `routed` and `source` are the `Routed` and
 /// `Source` classes: returns None, before touching anything, when an item
-/// is not a `Routed` (the caller runs the Python loop).
+/// is not a `Routed` (the caller runs the Python loop). A log that is not
+/// exactly a `new_log`, or an origin not exactly a `Source`, goes through
+/// the log's own `seen` and `add`.
 #[pyfunction]
 #[pyo3(signature = (items, keys, applied, paths, new_log, routed, source))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -71,8 +73,15 @@ fn fresh_split<'py>(
             None => zero.clone(),
         };
         let origin = item.get_item(ROUTED_ORIGIN)?;
-        let offsets = log.getattr(offsets_attr)?;
-        let (Ok(offsets), true) = (offsets.cast_exact::<PyDict>(), origin.get_type().is(source)) else {
+        // Only an exact `new_log` (Applied) log is read directly: a subclass
+        // may override `seen`/`add`, and an origin of another class may
+        // compare otherwise.
+        let own = if log.get_type().is(new_log) && origin.get_type().is(source) {
+            Some(log.getattr(offsets_attr)?)
+        } else {
+            None
+        };
+        let Some(offsets) = own.as_ref().and_then(|o| o.cast_exact::<PyDict>().ok()) else {
             // Not the usual shapes: the log's own methods decide.
             if log.call_method1(pyo3::intern!(py, "seen"), (&origin, &path))?.is_truthy()? {
                 dups.append(&item)?;
