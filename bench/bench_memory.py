@@ -173,8 +173,11 @@ def measure_memory(model: Model, lines: Sequence[bytes], entities: int) -> dict[
             proc = subprocess.run(  # noqa: S603
                 [sys.executable, str(Path(__file__).resolve()), "--child", str(tfile),
                  "--form", form, "--entities", str(entities)],
-                check=True, capture_output=True, text=True,
+                check=False, capture_output=True, text=True,
             )
+            if proc.returncode != 0:  # its reason, not only its exit status
+                raise SystemExit(f"bench_memory.py --child --form {form} failed "
+                                 f"({proc.returncode}): {proc.stderr[-2000:]}")
             res.update(json.loads(proc.stdout))
     rocks = rocksdb_size(blobs, entities)
     per_1m = 1_000_000 / entities
