@@ -125,7 +125,7 @@ def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]],
     Unpaced fills use kafka-python (5 ms linger).
     """
     if rate:
-        return _produce_paced(bootstrap, topic, records, rate)["achieved_eps"]
+        return float(_produce_paced(bootstrap, topic, records, rate)["achieved_eps"])
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     start = time.monotonic()
     for k, v in records:
@@ -378,11 +378,8 @@ class Worker:
 
 
 def _process_cpu_seconds(pid: int) -> float:
-    """Return a process's user + system CPU seconds so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
+    """Return a process's user + system CPU seconds so far (OSError if it is gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
@@ -396,12 +393,11 @@ def broker_cpu_seconds() -> float:
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
+        try:  # a process may end while the list is read
+            if b"kafka.Kafka\x00" in (proc / "cmdline").read_bytes():
+                total += _process_cpu_seconds(int(proc.name))
         except OSError:
             continue
-        if b"kafka.Kafka\x00" in cmdline:
-            total += _process_cpu_seconds(int(proc.name))
     return total
 
 
@@ -767,7 +763,7 @@ def measure_trace(cfg: WorkerConfig, values: Sequence[bytes], rate: float = 20.0
         w = Worker(cfg, app_id, t, Path(tmp))
         try:
             wait_for(w.ready, [w], 180, "trace worker ready")
-            marks: list[tuple[float, float]] = []
+            marks: list[tuple[float, float, float]] = []  # worker CPU, broker CPU, time
             if fresh_producer:
                 _warm_up(cfg.bootstrap, t["in"], warm_up, rate, w)
                 marks.append((w.cpu_seconds(), broker_cpu_seconds(), time.monotonic()))
